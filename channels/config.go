@@ -1,0 +1,166 @@
+package channels
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	// DefaultMaxDatagramSize keeps the UDP payload at or under 1200 bytes
+	// once later layers have added their bytes: 32 for the session header
+	// and AEAD tag of an encrypted session (DESIGN.md §5) and 4 for a TURN
+	// ChannelData header when the path is relayed.
+	DefaultMaxDatagramSize = 1200 - 32 - 4
+
+	DefaultMaxReliableSize   = 1 << 20
+	DefaultNagleDelay        = 5 * time.Millisecond
+	DefaultUnreliableMaxWait = 200 * time.Millisecond
+	DefaultSendQueueBytes    = 4 << 20
+	DefaultReceiveWindow     = 4 << 20
+	DefaultReassemblyBytes   = 256 << 10
+	DefaultMaxAckDelay       = 5 * time.Millisecond
+	DefaultKeepalive         = time.Second
+	DefaultIdleTimeout       = 10 * time.Second
+	DefaultInitialRTT        = 333 * time.Millisecond // RFC 9002 kInitialRtt
+
+	// MaxUnreliableFragmented is the largest unreliable message a Conn can be
+	// configured to fragment.
+	MaxUnreliableFragmented = 64 << 10
+
+	minDatagramSize = 256
+	maxDatagramSize = 65000
+)
+
+// Config configures a Conn. The zero value of every field selects the
+// documented default, so Config{} works.
+type Config struct {
+	// MaxDatagramSize is the largest datagram payload the Conn hands to its
+	// Link, not counting Headroom and Tailroom. Zero means
+	// DefaultMaxDatagramSize (1164). Both ends must use the same value or
+	// the larger one's datagrams may not fit the path.
+	MaxDatagramSize int
+
+	// Headroom and Tailroom are bytes reserved before and after every
+	// datagram handed to the Link, so a wrapping layer can add a header and
+	// an AEAD tag in place. Zero means none.
+	Headroom, Tailroom int
+
+	// MaxReliableSize is the largest reliable message. Zero means 1 MiB.
+	MaxReliableSize int
+
+	// MaxUnreliableSize is the largest unreliable message. Zero means what
+	// fits in one datagram; larger values, up to MaxUnreliableFragmented
+	// (64 KiB), fragment unreliable messages, and such a message is dropped
+	// whole when any fragment is lost.
+	MaxUnreliableSize int
+
+	// NagleDelay is how long data sent without FlushHint may wait for more
+	// data to share its datagram. Zero means 5 ms; a negative value sends
+	// every message at once.
+	NagleDelay time.Duration
+
+	// UnreliableMaxWait is how long an unreliable message may wait in the
+	// send queue (for the congestion window) before it is dropped unsent:
+	// late game state is worse than none. Zero means 200 ms.
+	UnreliableMaxWait time.Duration
+
+	// SendQueueBytes bounds the bytes of messages queued and not yet
+	// acknowledged (reliable) or sent (unreliable). Send returns ErrQueueFull
+	// past it. Zero means 4 MiB. It must be at least MaxReliableSize.
+	SendQueueBytes int
+
+	// ReceiveWindow bounds the reliable data, in bytes, the peer may have
+	// outstanding at this end: out of order or partly reassembled. The peer
+	// is told the limit and a peer that exceeds it has its datagrams
+	// dropped. Zero means 4 MiB. It must exceed MaxReliableSize.
+	ReceiveWindow int
+
+	// ReassemblyBytes bounds the bytes held for partly received fragmented
+	// unreliable messages; the oldest is dropped past it. Zero means 256 KiB.
+	ReassemblyBytes int
+
+	// MaxAckDelay bounds how long an acknowledgement may be delayed. Zero
+	// means 5 ms.
+	MaxAckDelay time.Duration
+
+	// KeepaliveInterval is how long the Conn may go without sending
+	// something the peer must acknowledge before it sends a ping. It keeps
+	// RTT estimates fresh and NAT mappings open. Zero means 1 s.
+	KeepaliveInterval time.Duration
+
+	// IdleTimeout closes the Conn with ErrTimeout when nothing has been
+	// received for this long. Zero means 10 s.
+	IdleTimeout time.Duration
+
+	// InitialRTT is the RTT assumed before the first sample, e.g. one
+	// measured by a handshake. Zero means 333 ms (RFC 9002).
+	InitialRTT time.Duration
+
+	// Deliver receives each message when it becomes deliverable: reliable
+	// messages in order per channel, sequenced ones only if newer than any
+	// delivered on their channel. It runs on the goroutine that called
+	// HandleDatagram, with no lock of the Conn held; it may call Send, Flush,
+	// Stats and Close but not HandleDatagram. The message's Data belongs to
+	// the callee. Nil means messages are counted and dropped.
+	Deliver func(Message)
+
+	// Logger receives debug logs. Nil means silent.
+	Logger *slog.Logger
+}
+
+// withDefaults returns cfg with zero fields replaced by defaults, or an
+// error naming the first invalid field.
+func (cfg Config) withDefaults() (Config, error) {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&cfg.MaxDatagramSize, DefaultMaxDatagramSize)
+	def(&cfg.MaxReliableSize, DefaultMaxReliableSize)
+	def(&cfg.SendQueueBytes, DefaultSendQueueBytes)
+	def(&cfg.ReceiveWindow, DefaultReceiveWindow)
+	def(&cfg.ReassemblyBytes, DefaultReassemblyBytes)
+	defDur(&cfg.NagleDelay, DefaultNagleDelay)
+	defDur(&cfg.UnreliableMaxWait, DefaultUnreliableMaxWait)
+	defDur(&cfg.MaxAckDelay, DefaultMaxAckDelay)
+	defDur(&cfg.KeepaliveInterval, DefaultKeepalive)
+	defDur(&cfg.IdleTimeout, DefaultIdleTimeout)
+	defDur(&cfg.InitialRTT, DefaultInitialRTT)
+	if cfg.NagleDelay < 0 {
+		cfg.NagleDelay = 0
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+
+	switch {
+	case cfg.MaxDatagramSize < minDatagramSize || cfg.MaxDatagramSize > maxDatagramSize:
+		return cfg, fmt.Errorf("channels: MaxDatagramSize %d outside [%d, %d]", cfg.MaxDatagramSize, minDatagramSize, maxDatagramSize)
+	case cfg.Headroom < 0 || cfg.Tailroom < 0:
+		return cfg, errors.New("channels: negative Headroom or Tailroom")
+	case cfg.MaxReliableSize < 0 || cfg.MaxReliableSize > 1<<30:
+		return cfg, fmt.Errorf("channels: MaxReliableSize %d outside [0, 1 GiB]", cfg.MaxReliableSize)
+	case cfg.MaxUnreliableSize < 0 || cfg.MaxUnreliableSize > MaxUnreliableFragmented:
+		return cfg, fmt.Errorf("channels: MaxUnreliableSize %d outside [0, %d]", cfg.MaxUnreliableSize, MaxUnreliableFragmented)
+	case cfg.SendQueueBytes < cfg.MaxReliableSize:
+		return cfg, fmt.Errorf("channels: SendQueueBytes %d below MaxReliableSize %d", cfg.SendQueueBytes, cfg.MaxReliableSize)
+	case cfg.ReceiveWindow < cfg.MaxReliableSize+msgCostOverhead:
+		return cfg, fmt.Errorf("channels: ReceiveWindow %d must exceed MaxReliableSize %d", cfg.ReceiveWindow, cfg.MaxReliableSize)
+	case cfg.ReassemblyBytes < cfg.MaxUnreliableSize:
+		return cfg, fmt.Errorf("channels: ReassemblyBytes %d below MaxUnreliableSize %d", cfg.ReassemblyBytes, cfg.MaxUnreliableSize)
+	case cfg.MaxAckDelay < 0 || cfg.UnreliableMaxWait < 0 || cfg.KeepaliveInterval < 0 || cfg.IdleTimeout < 0 || cfg.InitialRTT < 0:
+		return cfg, errors.New("channels: negative duration in Config")
+	case cfg.IdleTimeout <= cfg.KeepaliveInterval:
+		return cfg, fmt.Errorf("channels: IdleTimeout %v must exceed KeepaliveInterval %v", cfg.IdleTimeout, cfg.KeepaliveInterval)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,356 @@
+package channels
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A Link carries a Conn's datagrams to the peer: an unreliable datagram path
+// such as a UDP socket, an encrypted session or a test network.
+type Link interface {
+	// SendDatagrams sends each datagram. Datagram d's payload is
+	// d[Headroom:], and cap(d) leaves Tailroom bytes after it; the Link may
+	// write into both, for example to seal in place. The slices are reused
+	// once SendDatagrams returns. Errors are counted, not retried: the Conn
+	// treats what was not sent as lost.
+	SendDatagrams(dgrams [][]byte) error
+}
+
+// Conn is the delivery engine for one peer: channels, reliability,
+// fragmentation, coalescing, acknowledgements, loss recovery, congestion
+// control, keepalives and stats over a Link. Incoming datagrams are handed
+// to HandleDatagram; messages come out through Config.Deliver.
+//
+// Concurrency: every method is safe for concurrent use. The protocol state
+// is guarded by mu and is only touched with it held: by Send and Flush on the
+// caller's goroutine, by HandleDatagram on the reader's goroutine, and by the
+// Conn's own timer goroutine (run) for everything driven by time. Work is
+// done inline on the calling goroutine rather than handed to a goroutine per
+// packet. Datagrams built under mu are written after mu is released, under
+// writeMu, which is taken before mu is released so writes leave in packet
+// number order; deliveries likewise run under deliverMu, outside mu.
+type Conn struct {
+	// Immutable after New.
+	cfg      Config
+	link     Link
+	fragSize int // payload bytes of every fragment but the last
+	maxUnrel int // largest unreliable message
+	bufSize  int // Headroom + MaxDatagramSize + Tailroom
+	done     chan struct{}
+	runDone  chan struct{}
+	wake     chan struct{} // capacity 1: the deadline moved earlier
+
+	writeMu   sync.Mutex // serializes Link writes; taken with mu held, kept after
+	deliverMu sync.Mutex // serializes Deliver calls; taken with mu held, kept after
+
+	mu sync.Mutex // guards everything below
+
+	closed   bool
+	closeErr error
+	armed    time.Time // deadline the run goroutine sleeps until
+	created  time.Time
+
+	// Sender.
+	nextPN          uint64
+	largestAcked    uint64
+	hasAcked        bool
+	history         sentHistory
+	inFlight        int // bytes of ack-eliciting packets outstanding
+	lastEliciting   time.Time
+	lossTime        time.Time // earliest time-threshold loss, zero if none
+	pktThreshold    uint64    // packets above a missing one that declare it lost
+	reorderSteps    int       // time threshold is (8+reorderSteps)/8 RTT
+	recoveryTrigger uint64    // packet whose loss began the current recovery
+	hasTrigger      bool
+	ptoCount        int
+	probes          int // probe packets owed after a PTO
+	rtt             rttStats
+	cc              *cubic
+	pacer           pacer
+	sendChans       map[uint16]*sendChannel
+	rr              []*sendChannel // channels with unsent reliable data
+	rrPos           int
+	unrel           []*outMsg // unreliable messages with unsent fragments, FIFO
+	retx            []sentFrame
+	queuedBytes     int // message bytes not yet acked (reliable) or sent (unreliable)
+	queuedMsgs      int
+	unsentBytes     int // message bytes never sent, for Nagle
+	unsentMsgs      int
+	flushReq        bool
+	nagleDeadline   time.Time
+	peerMaxData     uint64 // receive window the peer gave us, as a cumulative limit
+	sentCharge      uint64 // window taken by reliable messages sent
+	creditBlocked   bool
+	pendingPing     bool
+	pendingMaxData  bool
+	pendingClose    bool
+	freeMsgs        []*outMsg
+	queueWaiters    chan struct{} // closed when queue space frees; nil if none wait
+	ackLimitInitial bool
+
+	// Receiver.
+	parser         packetParser
+	ackScratch     []pnRange
+	recv           recvHistory
+	lastRecv       time.Time
+	largestRecvAt  time.Time
+	ackPending     bool
+	ackDeadline    time.Time
+	elicitingUnack int
+	elicitingTotal uint64
+	recvChans      map[uint16]*recvChannel
+	charged        uint64   // window taken by reliable messages received
+	released       uint64   // window given back as messages were delivered
+	sentMaxData    uint64   // limit last carried by a MAX_DATA frame
+	partials       []*rxMsg // unreliable messages under reassembly, oldest first
+	partialBytes   int
+	deliveries     []Message
+
+	stats statCounters
+
+	sendErrors atomic.Uint64
+}
+
+// sendChannel is a channel's sending state.
+type sendChannel struct {
+	id        uint16
+	relSeq    uint64 // next reliable sequence number
+	seqdSeq   uint64 // next sequenced (unreliable) sequence number
+	unseqSeq  uint64 // next unsequenced message id (fragmented only)
+	queue     []*outMsg
+	scheduled bool // in Conn.rr
+}
+
+// recvChannel is a channel's receiving state.
+type recvChannel struct {
+	nextRel  uint64            // next reliable sequence number to deliver
+	pending  map[uint64]*rxMsg // reliable messages at or after nextRel not yet delivered
+	nextSeqd uint64            // sequenced messages below this are stale
+}
+
+// New returns a Conn sending through link. It starts the Conn's timer
+// goroutine, which Close (or the Conn ending on its own) stops.
+func New(link Link, cfg Config) (*Conn, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	fragSize := cfg.MaxDatagramSize - maxPacketHeader - ackReserve - maxMsgHeader
+	maxUnrel := cfg.MaxUnreliableSize
+	if maxUnrel == 0 {
+		maxUnrel = fragSize
+	}
+	now := time.Now()
+	c := &Conn{
+		cfg:          cfg,
+		link:         link,
+		fragSize:     fragSize,
+		maxUnrel:     maxUnrel,
+		bufSize:      cfg.Headroom + cfg.MaxDatagramSize + cfg.Tailroom,
+		done:         make(chan struct{}),
+		runDone:      make(chan struct{}),
+		wake:         make(chan struct{}, 1),
+		created:      now,
+		lastRecv:     now,
+		rtt:          newRTTStats(cfg.InitialRTT),
+		cc:           newCubic(cfg.MaxDatagramSize),
+		pacer:        newPacer(cfg.MaxDatagramSize),
+		sendChans:    make(map[uint16]*sendChannel),
+		recvChans:    make(map[uint16]*recvChannel),
+		peerMaxData:  initialPeerWindow,
+		pktThreshold: initialPacketThreshold,
+		reorderSteps: initialReorderSteps,
+	}
+	c.sentMaxData = uint64(cfg.ReceiveWindow)
+	c.lastEliciting = now
+	c.stats.init(now)
+	go c.run()
+	return c, nil
+}
+
+// initialPeerWindow is the receive window assumed before the peer's first
+// acknowledgement says what it really is. Every valid ReceiveWindow is at
+// least this large, so it is never an overrun.
+const initialPeerWindow = 64 << 10
+
+// ackReserve is room kept in every datagram for an ACK frame, so that a full
+// fragment and an acknowledgement always travel together.
+const ackReserve = 40
+
+// Done is closed when the Conn has ended, by Close, by the peer, or by
+// timeout; Err then says which.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns nil while the Conn is open, then ErrClosed, ErrPeerClosed or
+// ErrTimeout. Every one of them matches net.ErrClosed.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeErr
+}
+
+// Close tells the peer (best effort, one datagram) and ends the Conn: queued
+// data is dropped and the timer goroutine stops before Close returns. It is
+// idempotent.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		<-c.runDone
+		return nil
+	}
+	now := time.Now()
+	c.pendingClose = true
+	b := c.buildLocked(now)
+	c.closeLocked(ErrClosed)
+	c.writeUnlock(b)
+	<-c.runDone
+	return nil
+}
+
+// closeLocked ends the Conn with err. It never blocks.
+func (c *Conn) closeLocked(err error) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.closeErr = err
+	close(c.done)
+	c.retx = nil
+	c.unrel = nil
+	c.rr = nil
+	c.sendChans = nil
+	c.recvChans = nil
+	c.partials = nil
+	c.freeMsgs = nil
+	c.queuedBytes, c.queuedMsgs, c.unsentBytes, c.unsentMsgs = 0, 0, 0, 0
+	c.signalQueueLocked()
+	c.cfg.Logger.Debug("channels: closed", "err", err)
+}
+
+// WaitSendQueue blocks until the send queue is at most half full, the Conn
+// ends, or ctx is done. It lets a sender that got ErrQueueFull wait instead
+// of spinning.
+func (c *Conn) WaitSendQueue(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			err := c.closeErr
+			c.mu.Unlock()
+			return err
+		}
+		if c.queuedBytes <= c.cfg.SendQueueBytes/2 {
+			c.mu.Unlock()
+			return nil
+		}
+		if c.queueWaiters == nil {
+			c.queueWaiters = make(chan struct{})
+		}
+		ch := c.queueWaiters
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// signalQueueLocked wakes WaitSendQueue callers when the queue has room.
+func (c *Conn) signalQueueLocked() {
+	if c.queueWaiters != nil && (c.closed || c.queuedBytes <= c.cfg.SendQueueBytes/2) {
+		close(c.queueWaiters)
+		c.queueWaiters = nil
+	}
+}
+
+// run is the timer goroutine: it sleeps until the earliest deadline (ack,
+// Nagle, loss, probe, pacing, keepalive, idle) and handles what is due.
+func (c *Conn) run() {
+	defer close(c.runDone)
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		deadline := c.nextDeadlineLocked(now)
+		if !deadline.After(now) {
+			b := c.onTimerLocked(now)
+			c.writeUnlock(b)
+			continue
+		}
+		c.armed = deadline
+		c.mu.Unlock()
+		t.Reset(deadline.Sub(now))
+		select {
+		case <-t.C:
+		case <-c.wake:
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// armLocked wakes the timer goroutine when the next deadline is earlier
+// than the one it sleeps until.
+func (c *Conn) armLocked(now time.Time) {
+	if d := c.nextDeadlineLocked(now); d.Before(c.armed) {
+		c.armed = d
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// writeUnlock releases mu and writes b, holding writeMu from before mu is
+// released so datagrams leave in the order they were built.
+func (c *Conn) writeUnlock(b *batch) {
+	if b == nil {
+		c.mu.Unlock()
+		return
+	}
+	c.writeMu.Lock()
+	c.mu.Unlock()
+	if err := c.link.SendDatagrams(b.dgrams); err != nil {
+		c.sendErrors.Add(1)
+		c.cfg.Logger.Debug("channels: link send failed", "err", err)
+	}
+	c.writeMu.Unlock()
+	putBatch(b)
+}
+
+// batch is a set of datagrams built under mu and written after it.
+type batch struct {
+	dgrams [][]byte
+}
+
+// maxBatch bounds the datagrams built per call, so one caller does not hold
+// mu for long.
+const maxBatch = 64
+
+var batchPool = sync.Pool{New: func() any { return &batch{dgrams: make([][]byte, 0, maxBatch)} }}
+
+func getBatch() *batch { return batchPool.Get().(*batch) }
+
+// next returns an empty buffer of capacity size for the next datagram,
+// reusing one left in the batch's backing array by an earlier use.
+func (b *batch) next(size int) []byte {
+	if n := len(b.dgrams); n < cap(b.dgrams) {
+		if buf := b.dgrams[:n+1][n]; cap(buf) >= size {
+			return buf[:0]
+		}
+	}
+	return make([]byte, 0, size)
+}
+
+func putBatch(b *batch) {
+	b.dgrams = b.dgrams[:0]
+	batchPool.Put(b)
+}

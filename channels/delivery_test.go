@@ -1,0 +1,273 @@
+package channels
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// payload builds a message that names its channel and index, padded to n
+// bytes with a pattern derived from both, so corruption is caught.
+func payload(ch uint16, i, n int) []byte {
+	n = max(n, 8)
+	b := make([]byte, n)
+	binary.BigEndian.PutUint16(b, ch)
+	binary.BigEndian.PutUint32(b[2:], uint32(i))
+	for j := 8; j < n; j++ {
+		b[j] = byte(int(ch)*31 + i*7 + j)
+	}
+	return b
+}
+
+func parsePayload(t *testing.T, b []byte) (uint16, int) {
+	t.Helper()
+	if len(b) < 8 {
+		t.Fatalf("short message %d bytes", len(b))
+	}
+	ch, i := binary.BigEndian.Uint16(b), int(binary.BigEndian.Uint32(b[2:]))
+	if !bytes.Equal(b, payload(ch, i, len(b))) {
+		t.Fatalf("message ch %d #%d corrupted", ch, i)
+	}
+	return ch, i
+}
+
+// sendAll sends msgs, waiting for queue space when the queue is full. It
+// may run on any goroutine: failures are reported with Errorf.
+func sendAll(t *testing.T, c *Conn, msgs []Message) {
+	t.Helper()
+	for _, m := range msgs {
+		for {
+			err := c.Send(m.Channel, m.Data, m.Flags)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, ErrQueueFull) {
+				t.Errorf("send: %v", err)
+				return
+			}
+			if err := c.WaitSendQueue(context.Background()); err != nil {
+				t.Errorf("wait: %v", err)
+				return
+			}
+		}
+	}
+}
+
+// reliableWorkload returns n reliable messages over channels 0..chans-1,
+// mostly small, some fragmented, a few large.
+func reliableWorkload(seed uint64, n, chans int) []Message {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	next := make([]int, chans)
+	msgs := make([]Message, n)
+	for k := range msgs {
+		ch := uint16(rng.IntN(chans))
+		size := 8 + rng.IntN(200)
+		switch r := rng.IntN(100); {
+		case r < 5:
+			size = 2000 + rng.IntN(60000)
+		case r < 6:
+			size = 200000 + rng.IntN(100000)
+		}
+		f := Reliable
+		if rng.IntN(4) == 0 {
+			f |= FlushHint
+		}
+		msgs[k] = Message{Channel: ch, Flags: f, Data: payload(ch, next[ch], size)}
+		next[ch]++
+	}
+	return msgs
+}
+
+// checkReliable asserts got holds, per channel, exactly the messages of want
+// in order.
+func checkReliable(t *testing.T, want, got []Message) {
+	t.Helper()
+	per := map[uint16]int{}
+	for _, m := range got {
+		ch, i := parsePayload(t, m.Data)
+		if ch != m.Channel {
+			t.Fatalf("message for channel %d delivered on %d", ch, m.Channel)
+		}
+		if i != per[ch] {
+			t.Fatalf("channel %d: got #%d, want #%d (lost, duplicated or reordered)", ch, i, per[ch])
+		}
+		if m.Flags != Reliable {
+			t.Fatalf("flags %v", m.Flags)
+		}
+		per[ch]++
+	}
+	if len(got) != len(want) {
+		t.Fatalf("delivered %d of %d", len(got), len(want))
+	}
+}
+
+func TestReliableExactlyOnceInOrder(t *testing.T) {
+	for _, loss := range []float64{0, 0.01, 0.10, 0.30} {
+		for seed := range uint64(3) {
+			t.Run(fmt.Sprintf("loss=%v/seed=%d", loss, seed), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					net := simConfig{seed: seed, loss: loss, dup: 0.02, reorder: 0.05,
+						delay: 20 * time.Millisecond, jitter: 5 * time.Millisecond}
+					back := net
+					back.seed = seed + 100
+					p := newPair(t, net, back, Config{}, Config{})
+					n := 600
+					if loss >= 0.3 {
+						n = 250
+					}
+					want := reliableWorkload(seed, n, 5)
+					// Traffic both ways, so acks ride on data too.
+					go sendAll(t, p.b, reliableWorkload(seed+7, n/4, 3))
+					sendAll(t, p.a, want)
+					if !p.rb.waitFor(10*time.Minute, func() bool { return len(p.rb.msgs) >= len(want) }) {
+						t.Fatalf("delivered %d of %d; stats %+v", p.rb.len(), len(want), p.a.Stats())
+					}
+					synctest.Wait()
+					checkReliable(t, want, p.rb.snapshot())
+					s := p.a.Stats()
+					if loss > 0 && s.Retransmissions == 0 {
+						t.Errorf("no retransmissions at %v loss", loss)
+					}
+					sent, lost, _, _ := p.net.counts(0)
+					t.Logf("sent %d datagrams, %d lost on the path; engine saw %d lost (%.1f%%), %d retransmissions, srtt %v, cwnd %d",
+						sent, lost, s.PacketsLost, s.LossPercentLifetime, s.Retransmissions, s.SmoothedRTT, s.CongestionWindow)
+				})
+			})
+		}
+	}
+}
+
+func TestSequencedNeverStale(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := simConfig{seed: 3, loss: 0.1, dup: 0.1, reorder: 0.3, delay: 20 * time.Millisecond, jitter: 15 * time.Millisecond}
+		p := newPair(t, net, net, Config{MaxUnreliableSize: 8000}, Config{MaxUnreliableSize: 8000})
+		const n = 2000
+		for i := range n {
+			ch := uint16(i % 2)
+			size := 16
+			if i%10 == 0 {
+				size = 3000 // fragmented
+			}
+			if err := p.a.Send(ch, payload(ch, i, size), Unreliable); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond) // about 60 KB/s
+		}
+		time.Sleep(time.Second)
+		last := map[uint16]int{0: -1, 1: -1}
+		for _, m := range p.rb.snapshot() {
+			ch, i := parsePayload(t, m.Data)
+			if m.Flags != Unreliable {
+				t.Fatalf("flags %v", m.Flags)
+			}
+			if i <= last[ch] {
+				t.Fatalf("channel %d: #%d delivered after #%d", ch, i, last[ch])
+			}
+			last[ch] = i
+		}
+		got := p.rb.len()
+		if got < n/2 {
+			t.Fatalf("only %d of %d delivered; a %+v\nb %+v", got, n, p.a.Stats(), p.b.Stats())
+		}
+		if p.b.Stats().StaleSequenced == 0 {
+			t.Error("reordering produced no stale drops: the test did not exercise them")
+		}
+		t.Logf("delivered %d of %d; %d stale dropped", got, n, p.b.Stats().StaleSequenced)
+	})
+}
+
+func TestUnsequencedNoDuplicates(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := simConfig{seed: 4, loss: 0.05, dup: 0.3, reorder: 0.3, delay: 10 * time.Millisecond, jitter: 10 * time.Millisecond}
+		p := newPair(t, net, net, Config{MaxUnreliableSize: 5000}, Config{MaxUnreliableSize: 5000})
+		const n = 2000
+		for i := range n {
+			size := 32
+			if i%10 == 0 {
+				size = 4000
+			}
+			if err := p.a.Send(9, payload(9, i, size), Unreliable|Unsequenced|FlushHint); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond) // about 90 KB/s
+		}
+		time.Sleep(time.Second)
+		seen := map[int]bool{}
+		reordered := false
+		prev := -1
+		for _, m := range p.rb.snapshot() {
+			_, i := parsePayload(t, m.Data)
+			if seen[i] {
+				t.Fatalf("#%d delivered twice", i)
+			}
+			seen[i] = true
+			reordered = reordered || i < prev
+			prev = i
+		}
+		_, _, dups, _ := p.net.counts(0)
+		if dups == 0 || !reordered {
+			t.Fatalf("test did not exercise duplication (%d) and reordering (%v)", dups, reordered)
+		}
+		if len(seen) < n*8/10 {
+			t.Fatalf("only %d of %d delivered; a %+v", len(seen), n, p.a.Stats())
+		}
+		t.Logf("delivered %d of %d with %d datagrams duplicated on the path", len(seen), n, dups)
+	})
+}
+
+// TestChannelIsolation stalls a reliable message on one channel by dropping
+// every datagram that carries it, and checks messages on another channel,
+// sent after it, arrive meanwhile.
+func TestChannelIsolation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net := simConfig{delay: 10 * time.Millisecond}
+		p := newPair(t, net, net, Config{}, Config{})
+		marker := []byte("STALLED-MESSAGE")
+		stall := true
+		p.net.setDrop(0, func(b []byte) bool { return stall && bytes.Contains(b, marker) })
+
+		if err := p.a.Send(1, marker, Reliable|FlushHint); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.a.Send(1, []byte("after-stalled"), Reliable|FlushHint); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for i := range 20 {
+			if err := p.a.Send(2, payload(2, i, 50), Reliable|FlushHint); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		ok := p.rb.waitFor(200*time.Millisecond, func() bool { return p.rb.count[2] == 20 })
+		if !ok {
+			t.Fatalf("channel 2 got %d of 20 while channel 1 was stalled", p.rb.len())
+		}
+		if elapsed := time.Since(start); elapsed > 20*5*time.Millisecond+2*net.delay+time.Millisecond {
+			t.Fatalf("channel 2 took %v", elapsed)
+		}
+		if p.rb.count[1] != 0 {
+			t.Fatal("channel 1 delivered despite the stall")
+		}
+		stall = false
+		if !p.rb.waitFor(10*time.Second, func() bool { return p.rb.count[1] == 2 }) {
+			t.Fatal("channel 1 never recovered")
+		}
+		msgs := p.rb.snapshot()
+		var ch1 [][]byte
+		for _, m := range msgs {
+			if m.Channel == 1 {
+				ch1 = append(ch1, m.Data)
+			}
+		}
+		if !bytes.Equal(ch1[0], marker) || string(ch1[1]) != "after-stalled" {
+			t.Fatalf("channel 1 order: %q", ch1)
+		}
+	})
+}

@@ -1,0 +1,716 @@
+package channels
+
+import (
+	"time"
+)
+
+// Send queues data on channel with flags. It returns ErrInvalidFlags,
+// ErrTooLarge, ErrQueueFull, or the Conn's end error. Data is copied; the
+// caller may reuse it at once. Without FlushHint the message may wait up to
+// Config.NagleDelay to share a datagram.
+func (c *Conn) Send(channel uint16, data []byte, flags Flags) error {
+	if err := flags.Validate(); err != nil {
+		return err
+	}
+	k := flags.kind()
+	limit := c.maxUnrel
+	if k == kindReliable {
+		limit = c.cfg.MaxReliableSize
+	}
+	if len(data) > limit {
+		return ErrTooLarge
+	}
+	c.mu.Lock()
+	if c.closed {
+		err := c.closeErr
+		c.mu.Unlock()
+		return err
+	}
+	if c.queuedBytes+len(data) > c.cfg.SendQueueBytes {
+		c.stats.queueFull++
+		c.mu.Unlock()
+		return ErrQueueFull
+	}
+	now := time.Now()
+	c.enqueueLocked(channel, k, data, now)
+	if flags&FlushHint != 0 || c.cfg.NagleDelay == 0 {
+		c.flushReq = true
+	} else if c.nagleDeadline.IsZero() {
+		c.nagleDeadline = now.Add(c.cfg.NagleDelay)
+	}
+	b := c.buildLocked(now)
+	c.armLocked(now)
+	c.writeUnlock(b)
+	return nil
+}
+
+// Flush sends everything queued now, as FlushHint does, without a message.
+func (c *Conn) Flush() error {
+	c.mu.Lock()
+	if c.closed {
+		err := c.closeErr
+		c.mu.Unlock()
+		return err
+	}
+	now := time.Now()
+	if c.unsentMsgs > 0 {
+		c.flushReq = true
+	}
+	b := c.buildLocked(now)
+	c.armLocked(now)
+	c.writeUnlock(b)
+	return nil
+}
+
+func (c *Conn) enqueueLocked(channel uint16, k kind, data []byte, now time.Time) {
+	sc := c.sendChans[channel]
+	if sc == nil {
+		sc = &sendChannel{id: channel}
+		c.sendChans[channel] = sc
+	}
+	m := c.newMsgLocked(len(data))
+	m.kind, m.channel, m.queuedAt = k, channel, now.UnixNano()
+	m.data = append(m.data[:0], data...)
+	m.frag = len(data) > c.fragSize
+	m.nfrags = 1
+	if m.frag {
+		m.nfrags = int(fragCount(uint64(len(data)), uint64(c.fragSize)))
+	}
+	switch k {
+	case kindReliable:
+		m.seq = sc.relSeq
+		sc.relSeq++
+		m.acked.reset(m.nfrags)
+		m.queued.reset(m.nfrags)
+		sc.queue = append(sc.queue, m)
+		if !sc.scheduled {
+			sc.scheduled = true
+			c.rr = append(c.rr, sc)
+		}
+		c.creditBlocked = false
+	case kindSequenced:
+		m.seq = sc.seqdSeq
+		sc.seqdSeq++
+		c.unrel = append(c.unrel, m)
+	default:
+		m.seq = sc.unseqSeq
+		sc.unseqSeq++
+		c.unrel = append(c.unrel, m)
+	}
+	c.queuedBytes += len(data)
+	c.queuedMsgs++
+	c.unsentBytes += len(data)
+	c.unsentMsgs++
+	c.stats.msgsSent++
+}
+
+// maxRecycledData is the largest data buffer kept when a message is
+// recycled; bigger ones are left to the GC.
+const maxRecycledData = 4 << 10
+
+func (c *Conn) newMsgLocked(n int) *outMsg {
+	if k := len(c.freeMsgs); k > 0 {
+		m := c.freeMsgs[k-1]
+		c.freeMsgs = c.freeMsgs[:k-1]
+		return m
+	}
+	return &outMsg{data: make([]byte, 0, max(n, 64))}
+}
+
+// releaseMsgLocked drops a message that is done: acknowledged (reliable) or
+// sent (unreliable).
+func (c *Conn) releaseMsgLocked(m *outMsg) {
+	c.queuedBytes -= len(m.data)
+	c.queuedMsgs--
+	c.signalQueueLocked()
+	m.gen++
+	m.nextFrag, m.nacked, m.charged = 0, 0, false
+	if cap(m.data) > maxRecycledData {
+		m.data = nil
+	} else {
+		m.data = m.data[:0]
+	}
+	if len(c.freeMsgs) < 256 {
+		c.freeMsgs = append(c.freeMsgs, m)
+	}
+}
+
+// dataReady reports whether unsent data may go now rather than wait for
+// more to share its datagram.
+func (c *Conn) dataReady(now time.Time) bool {
+	return c.flushReq || c.unsentBytes+4*c.unsentMsgs >= c.fragSize ||
+		(!c.nagleDeadline.IsZero() && !now.Before(c.nagleDeadline))
+}
+
+// newDataWaiting reports whether there is unsent data that nothing but
+// Nagle, pacing or the congestion window holds back.
+func (c *Conn) newDataWaiting() bool {
+	return len(c.unrel) > 0 || (len(c.rr) > 0 && !c.creditBlocked)
+}
+
+// canSendData reports whether congestion control and pacing let an
+// ack-eliciting data packet out now. Probes bypass both.
+func (c *Conn) canSendData(now time.Time) bool {
+	if c.probes > 0 {
+		return true
+	}
+	return c.inFlight < c.cc.window && !c.pacer.nextSend(now).After(now)
+}
+
+// buildLocked builds the datagrams that may be sent now, up to maxBatch.
+func (c *Conn) buildLocked(now time.Time) *batch {
+	if c.closed {
+		return nil
+	}
+	var b *batch
+	for {
+		if b != nil && len(b.dgrams) == maxBatch {
+			// More may be sendable: let the timer goroutine go on.
+			c.armed = time.Time{}
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+			return b
+		}
+		canData := c.canSendData(now)
+		wantData := canData && (len(c.retx) > 0 || (c.newDataWaiting() && c.dataReady(now)))
+		wantCtl := c.pendingClose || c.pendingPing || c.pendingMaxData || c.probes > 0
+		wantAck := c.ackPending && (wantData || wantCtl || !now.Before(c.ackDeadline))
+		if !wantData && !wantCtl && !wantAck {
+			return b
+		}
+		if b == nil {
+			b = getBatch()
+		}
+		buf := b.next(c.bufSize)
+		d, ok := c.buildPacket(buf, now, canData)
+		if !ok {
+			return b
+		}
+		b.dgrams = append(b.dgrams, d)
+		if c.pendingClose {
+			c.pendingClose = false
+			return b
+		}
+	}
+}
+
+// buildPacket fills one datagram. canData says whether data frames may be
+// added. It reports false when nothing worth sending was written.
+func (c *Conn) buildPacket(buf []byte, now time.Time, canData bool) ([]byte, bool) {
+	h := c.cfg.Headroom
+	buf = buf[:h]
+	pn := c.nextPN
+	buf = appendHeader(buf, pn)
+	limit := h + c.cfg.MaxDatagramSize
+
+	hasAck := false
+	if c.ackPending {
+		ackLimit := limit - len(buf)
+		if canData && (len(c.retx) > 0 || c.newDataWaiting()) {
+			ackLimit = ackReserve
+		}
+		ranges := c.recv.appendDescending(c.ackScratch[:0], maxAckRanges)
+		c.ackScratch = ranges
+		delay := now.Sub(c.largestRecvAt)
+		n := len(buf)
+		buf = appendAck(buf, ranges, delay, c.maxDataLimit(), ackLimit)
+		hasAck = len(buf) > n
+	}
+	if c.pendingClose {
+		buf = append(buf, frameTypeClose, 0)
+		return c.finishPacket(buf, now, pn, hasAck, false, 0, nil)
+	}
+
+	sp := c.history.push(pn)
+	var control uint8
+	if c.pendingMaxData {
+		c.sentMaxData = c.maxDataLimit()
+		buf = append(buf, frameTypeMaxData)
+		buf = appendVarint(buf, c.sentMaxData)
+		control |= ctlMaxData
+		c.pendingMaxData = false
+	}
+	dataStart := len(buf)
+	if canData {
+		buf = c.appendRetx(buf, limit, sp)
+		buf = c.appendUnreliable(buf, limit, now)
+		buf = c.appendReliable(buf, limit, sp)
+	}
+	eliciting := len(buf) > dataStart || control != 0
+	if !eliciting && (c.pendingPing || c.probes > 0) {
+		buf = append(buf, frameTypePing)
+		control |= ctlPing
+		eliciting = true
+	}
+	if !eliciting && !hasAck {
+		c.history.n-- // nothing written: give the slot back
+		return nil, false
+	}
+	return c.finishPacket(buf, now, pn, hasAck, eliciting, control, sp)
+}
+
+// finishPacket records a built packet and updates sender state.
+func (c *Conn) finishPacket(buf []byte, now time.Time, pn uint64, hasAck, eliciting bool, control uint8, sp *sentPacket) ([]byte, bool) {
+	c.nextPN++
+	size := len(buf) + c.cfg.Tailroom
+	if sp == nil {
+		sp = c.history.push(pn)
+	}
+	sp.sentAt = now
+	sp.size = size
+	sp.eliciting = eliciting
+	sp.control = control
+	if eliciting {
+		c.inFlight += size
+		c.lastEliciting = now
+		c.pacer.onSent(now, size)
+		c.pendingPing = false
+		if c.probes > 0 {
+			c.probes--
+		}
+	} else {
+		sp.state = pktAcked // nothing to wait for
+		c.trimLocked(now)
+	}
+	if hasAck {
+		c.ackPending = false
+		c.elicitingUnack = 0
+		c.ackDeadline = time.Time{}
+	}
+	c.stats.pktsOut++
+	c.stats.bytesOut += uint64(size)
+	return buf, true
+}
+
+// appendRetx adds queued retransmissions.
+func (c *Conn) appendRetx(buf []byte, limit int, sp *sentPacket) []byte {
+	for len(c.retx) > 0 {
+		f := c.retx[0]
+		m := f.msg
+		i := int(f.frag)
+		if f.gen != m.gen || m.acked.has(i) {
+			c.retx = c.retx[1:]
+			continue
+		}
+		data := m.fragment(i, c.fragSize)
+		if len(buf)+c.msgFrameLen(m, i, len(data)) > limit {
+			break
+		}
+		c.retx = c.retx[1:]
+		m.queued.clear(i)
+		buf = c.appendFrame(buf, m, i, data)
+		sp.frames = append(sp.frames, f)
+		c.stats.retransmits++
+	}
+	if len(c.retx) == 0 {
+		c.retx = c.retx[:0:0] // let the drained backing array go
+	}
+	return buf
+}
+
+// msgFrameLen is the encoded length of fragment i of m (the whole message
+// when m is not fragmented).
+func (c *Conn) msgFrameLen(m *outMsg, i, n int) int {
+	if m.frag {
+		return fragHeaderLen(m.channel, m.seq, uint64(len(m.data)), uint64(c.fragSize), uint64(i), n) + n
+	}
+	return msgHeaderLen(m.kind, m.channel, m.seq, n) + n
+}
+
+func (c *Conn) appendFrame(buf []byte, m *outMsg, i int, data []byte) []byte {
+	return appendMsg(buf, m.kind, m.frag, m.channel, m.seq, uint64(len(m.data)), uint64(c.fragSize), uint64(i), data, true)
+}
+
+// appendUnreliable adds queued unreliable messages, oldest first, dropping
+// those that waited longer than UnreliableMaxWait.
+func (c *Conn) appendUnreliable(buf []byte, limit int, now time.Time) []byte {
+	expired := now.UnixNano() - int64(c.cfg.UnreliableMaxWait)
+	for len(c.unrel) > 0 {
+		m := c.unrel[0]
+		i := m.nextFrag
+		if i == 0 && m.queuedAt < expired {
+			c.stats.unreliableExpired++
+			c.dropUnsentUnreliable(m)
+			continue
+		}
+		data := m.fragment(i, c.fragSize)
+		if len(buf)+c.msgFrameLen(m, i, len(data)) > limit {
+			break
+		}
+		buf = c.appendFrame(buf, m, i, data)
+		m.nextFrag++
+		c.unsentBytes -= len(data)
+		if m.nextFrag == m.nfrags {
+			c.unrel[0] = nil
+			c.unrel = c.unrel[1:]
+			c.unsentMsgs--
+			c.releaseMsgLocked(m)
+		}
+	}
+	if len(c.unrel) == 0 {
+		c.unrel = c.unrel[:0:0]
+	}
+	c.noteDrainedLocked()
+	return buf
+}
+
+// dropUnsentUnreliable removes m, the head of the unreliable queue, unsent.
+func (c *Conn) dropUnsentUnreliable(m *outMsg) {
+	c.unrel[0] = nil
+	c.unrel = c.unrel[1:]
+	c.unsentMsgs--
+	c.unsentBytes -= len(m.data)
+	c.releaseMsgLocked(m)
+}
+
+// appendReliable adds new reliable data, taking one frame from each channel
+// in turn so a large message on one channel does not hold up the others.
+func (c *Conn) appendReliable(buf []byte, limit int, sp *sentPacket) []byte {
+	stalls := 0       // channels in a row that could not add a frame
+	creditStalls := 0 // of those, the ones held back by the peer's window
+	for len(c.rr) > 0 && stalls < len(c.rr) && len(buf)+minFrameRoom <= limit {
+		if c.rrPos >= len(c.rr) {
+			c.rrPos = 0
+		}
+		sc := c.rr[c.rrPos]
+		m := sc.queue[0]
+		i := m.nextFrag
+		data := m.fragment(i, c.fragSize)
+		if len(buf)+c.msgFrameLen(m, i, len(data)) > limit {
+			stalls++
+			c.rrPos++
+			continue
+		}
+		if !m.charged {
+			cost := msgCost(len(m.data))
+			if c.sentCharge+cost > c.peerMaxData {
+				stalls++
+				creditStalls++
+				c.rrPos++
+				continue
+			}
+			c.sentCharge += cost
+			m.charged = true
+		}
+		stalls, creditStalls = 0, 0
+		buf = c.appendFrame(buf, m, i, data)
+		sp.frames = append(sp.frames, sentFrame{msg: m, gen: m.gen, frag: uint32(i)})
+		m.nextFrag++
+		c.unsentBytes -= len(data)
+		if m.nextFrag < m.nfrags {
+			c.rrPos++
+			continue
+		}
+		c.unsentMsgs--
+		sc.queue[0] = nil
+		sc.queue = sc.queue[1:]
+		if len(sc.queue) > 0 {
+			c.rrPos++
+			continue
+		}
+		sc.queue = sc.queue[:0:0]
+		sc.scheduled = false
+		c.rr = append(c.rr[:c.rrPos], c.rr[c.rrPos+1:]...) // rrPos now names the next channel
+	}
+	if len(c.rr) > 0 && creditStalls == len(c.rr) {
+		// Every channel waits for window credit from the peer.
+		c.creditBlocked = true
+		c.stats.creditBlocked++
+		if c.inFlight == 0 {
+			c.pendingPing = true // draw an ACK carrying the peer's limit
+		}
+	}
+	c.noteDrainedLocked()
+	return buf
+}
+
+// minFrameRoom is the least space worth trying to fill with another frame.
+const minFrameRoom = 8
+
+// noteDrainedLocked resets Nagle state once no unsent data is left.
+func (c *Conn) noteDrainedLocked() {
+	if c.unsentMsgs == 0 {
+		c.flushReq = false
+		c.nagleDeadline = time.Time{}
+	}
+}
+
+// maxDataLimit is the cumulative reliable window this end grants the peer.
+func (c *Conn) maxDataLimit() uint64 { return c.released + uint64(c.cfg.ReceiveWindow) }
+
+// onAckFrame processes an ACK frame: ranges are descending.
+func (c *Conn) onAckFrame(now time.Time, ranges []pnRange, ackDelay time.Duration, maxData uint64) {
+	if maxData > c.peerMaxData {
+		c.peerMaxData = maxData
+		c.creditBlocked = false
+	}
+	largest := ranges[0].hi
+	if !c.hasAcked || largest > c.largestAcked {
+		c.largestAcked, c.hasAcked = largest, true
+	}
+	if p := c.history.get(largest); p != nil && p.state == pktOutstanding && p.eliciting {
+		c.rtt.update(now.Sub(p.sentAt), ackDelay, c.cfg.MaxAckDelay)
+	}
+	prior := c.inFlight
+	newly := false
+	for _, r := range ranges {
+		lo := max(r.lo, c.history.firstPN)
+		for pn := lo; pn <= r.hi; pn++ {
+			p := c.history.get(pn)
+			if p == nil {
+				break
+			}
+			switch p.state {
+			case pktOutstanding:
+				newly = true
+				c.onPacketAcked(now, p, prior)
+			case pktLost:
+				c.onSpuriousLoss(p)
+			}
+		}
+	}
+	if !newly {
+		return
+	}
+	c.ptoCount = 0
+	c.detectLostLocked(now)
+	c.trimLocked(now)
+	c.pacer.setRate(c.cc.pacingRate(c.rtt.smoothed))
+}
+
+// trimLocked drops resolved packets from the sent history, keeping lost ones
+// long enough for a late acknowledgement to show the loss was spurious.
+func (c *Conn) trimLocked(now time.Time) {
+	c.history.trim(now.Add(-2 * (c.rtt.smoothed + c.rtt.lossDelay(c.reorderSteps))))
+}
+
+// onSpuriousLoss handles the acknowledgement of a packet declared lost: it
+// was reordered or delayed, not lost. Its fragments count as delivered, the
+// loss thresholds widen so the same reordering is tolerated next time (as
+// RACK does), and a window reduction it caused is undone.
+func (c *Conn) onSpuriousLoss(p *sentPacket) {
+	p.state = pktAcked
+	c.stats.spurious++
+	c.ackFrames(p)
+	if p.lostGap > 0 {
+		c.pktThreshold = min(max(c.pktThreshold, uint64(p.lostGap)+1), maxPacketThreshold)
+	} else {
+		c.reorderSteps = min(c.reorderSteps+1, maxReorderSteps)
+	}
+	if c.hasTrigger && p.pn == c.recoveryTrigger {
+		c.cc.undoReduction()
+		c.hasTrigger = false
+	}
+}
+
+func (c *Conn) onPacketAcked(now time.Time, p *sentPacket, priorInFlight int) {
+	p.state = pktAcked
+	if !p.eliciting {
+		return
+	}
+	c.inFlight -= p.size
+	c.stats.pktsAcked++
+	c.cc.onAck(now, p.sentAt, p.size, priorInFlight, &c.rtt)
+	c.ackFrames(p)
+}
+
+// ackFrames marks p's reliable fragments acknowledged and releases messages
+// that are complete.
+func (c *Conn) ackFrames(p *sentPacket) {
+	for _, f := range p.frames {
+		m := f.msg
+		if f.gen != m.gen {
+			continue
+		}
+		if m.acked.set(int(f.frag)) {
+			m.nacked++
+			if m.nacked == m.nfrags {
+				c.releaseMsgLocked(m)
+			}
+		}
+	}
+}
+
+// detectLostLocked declares packets lost by the packet and time thresholds
+// of RFC 9002 §6.1 and arms lossTime for the ones not yet past it.
+func (c *Conn) detectLostLocked(now time.Time) {
+	c.lossTime = time.Time{}
+	if !c.hasAcked {
+		return
+	}
+	lossDelay := c.rtt.lossDelay(c.reorderSteps)
+	lostBefore := now.Add(-lossDelay)
+	var lastLost time.Time
+	var lastLostPN uint64
+	runStart := time.Time{} // start of the current run of lost eliciting packets
+	persistent := false
+	pcDuration := c.persistentDuration()
+	for pn := c.history.firstPN; pn < c.largestAcked; pn++ {
+		p := c.history.get(pn)
+		if p == nil {
+			break
+		}
+		if p.state == pktAcked {
+			runStart = time.Time{}
+			continue
+		}
+		if p.state != pktOutstanding || !p.eliciting {
+			continue
+		}
+		byTime := !p.sentAt.After(lostBefore)
+		if byTime || c.largestAcked >= pn+c.pktThreshold {
+			p.lostGap = 0
+			if !byTime {
+				p.lostGap = uint32(min(c.largestAcked-pn, 1<<31))
+			}
+			c.onPacketLost(p)
+			lastLost, lastLostPN = p.sentAt, pn
+			if runStart.IsZero() {
+				runStart = p.sentAt
+			} else if c.rtt.hasSample && p.sentAt.Sub(runStart) > pcDuration {
+				persistent = true
+			}
+			continue
+		}
+		runStart = time.Time{}
+		if t := p.sentAt.Add(lossDelay); c.lossTime.IsZero() || t.Before(c.lossTime) {
+			c.lossTime = t
+		}
+	}
+	if lastLost.IsZero() {
+		return
+	}
+	if c.cc.onCongestion(now, lastLost) {
+		c.recoveryTrigger, c.hasTrigger = lastLostPN, true
+	}
+	if persistent {
+		c.cc.onPersistentCongestion(now)
+	}
+}
+
+// Loss thresholds. The packet threshold starts at RFC 9002's
+// kPacketThreshold and the time threshold at 9/8 RTT; both widen when
+// reordering made a declared loss spurious.
+const (
+	initialPacketThreshold = 3
+	maxPacketThreshold     = 64
+	initialReorderSteps    = 1 // lossDelay = (8+steps)/8 RTT
+	maxReorderSteps        = 8 // up to 2 RTT
+)
+
+// persistentDuration is RFC 9002 §7.6.1's persistent congestion duration.
+func (c *Conn) persistentDuration() time.Duration {
+	return 3 * c.rtt.pto(c.cfg.MaxAckDelay)
+}
+
+func (c *Conn) onPacketLost(p *sentPacket) {
+	p.state = pktLost
+	c.inFlight -= p.size
+	c.stats.pktsLost++
+	c.requeueFrames(p)
+	if p.control&ctlMaxData != 0 {
+		c.pendingMaxData = true
+	}
+}
+
+// requeueFrames queues p's reliable fragments that are neither acknowledged
+// nor already queued.
+func (c *Conn) requeueFrames(p *sentPacket) {
+	for _, f := range p.frames {
+		m := f.msg
+		i := int(f.frag)
+		if f.gen != m.gen || m.acked.has(i) || !m.queued.set(i) {
+			continue
+		}
+		c.retx = append(c.retx, f)
+	}
+}
+
+// ptoTime is when the probe timeout fires, zero when nothing is in flight.
+func (c *Conn) ptoTime() time.Time {
+	if c.inFlight == 0 {
+		return time.Time{}
+	}
+	d := c.rtt.pto(c.cfg.MaxAckDelay) << min(c.ptoCount, 16)
+	return c.lastEliciting.Add(d)
+}
+
+// nextDeadlineLocked is the earliest time the timer goroutine has work.
+func (c *Conn) nextDeadlineLocked(now time.Time) time.Time {
+	d := c.lastRecv.Add(c.cfg.IdleTimeout)
+	d = minTime(d, c.lastEliciting.Add(c.cfg.KeepaliveInterval))
+	if c.ackPending {
+		d = minTime(d, c.ackDeadline)
+	}
+	if !c.lossTime.IsZero() {
+		d = minTime(d, c.lossTime)
+	} else if t := c.ptoTime(); !t.IsZero() {
+		d = minTime(d, t)
+	}
+	if c.pendingPing || c.pendingMaxData || c.probes > 0 {
+		return now
+	}
+	if c.inFlight < c.cc.window && (len(c.retx) > 0 || c.newDataWaiting()) {
+		t := c.pacer.nextSend(now)
+		if len(c.retx) == 0 && !c.dataReady(now) {
+			t = maxTime(t, c.nagleDeadline)
+		}
+		d = minTime(d, t)
+	}
+	return d
+}
+
+// onTimerLocked handles whatever is due at now and builds what to send.
+func (c *Conn) onTimerLocked(now time.Time) *batch {
+	if !now.Before(c.lastRecv.Add(c.cfg.IdleTimeout)) {
+		c.closeLocked(ErrTimeout)
+		return nil
+	}
+	c.stats.roll(now)
+	if !c.lossTime.IsZero() {
+		if !now.Before(c.lossTime) {
+			c.detectLostLocked(now)
+			c.trimLocked(now)
+		}
+	} else if t := c.ptoTime(); !t.IsZero() && !now.Before(t) {
+		c.onPTOLocked()
+	}
+	if !now.Before(c.lastEliciting.Add(c.cfg.KeepaliveInterval)) {
+		c.pendingPing = true
+	}
+	return c.buildLocked(now)
+}
+
+// onPTOLocked sends probes (RFC 9002 §6.2.4): the oldest unacknowledged
+// reliable data again, or a ping when there is none.
+func (c *Conn) onPTOLocked() {
+	c.ptoCount++
+	c.stats.ptos++
+	c.probes = 2
+	for pn := c.history.firstPN; pn < c.nextPN; pn++ {
+		p := c.history.get(pn)
+		if p == nil {
+			break
+		}
+		if p.state == pktOutstanding && len(p.frames) > 0 {
+			c.requeueFrames(p)
+			return
+		}
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
