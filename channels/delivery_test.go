@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -229,8 +230,9 @@ func TestChannelIsolation(t *testing.T) {
 		net := simConfig{delay: 10 * time.Millisecond}
 		p := newPair(t, net, net, Config{}, Config{})
 		marker := []byte("STALLED-MESSAGE")
-		stall := true
-		p.net.setDrop(0, func(b []byte) bool { return stall && bytes.Contains(b, marker) })
+		var stall atomic.Bool
+		stall.Store(true)
+		p.net.setDrop(0, func(b []byte) bool { return stall.Load() && bytes.Contains(b, marker) })
 
 		if err := p.a.Send(1, marker, Reliable|FlushHint); err != nil {
 			t.Fatal(err)
@@ -252,10 +254,10 @@ func TestChannelIsolation(t *testing.T) {
 		if elapsed := time.Since(start); elapsed > 20*5*time.Millisecond+2*net.delay+time.Millisecond {
 			t.Fatalf("channel 2 took %v", elapsed)
 		}
-		if p.rb.count[1] != 0 {
+		if p.rb.waitFor(0, func() bool { return p.rb.count[1] != 0 }) {
 			t.Fatal("channel 1 delivered despite the stall")
 		}
-		stall = false
+		stall.Store(false)
 		if !p.rb.waitFor(10*time.Second, func() bool { return p.rb.count[1] == 2 }) {
 			t.Fatal("channel 1 never recovered")
 		}

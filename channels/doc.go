@@ -48,9 +48,10 @@
 //	                       LL: packet number length minus one (1–4 bytes)
 //	                       rrrr: reserved, zero (a datagram with any set is dropped)
 //	bytes 1..   packet number, LL+1 bytes, big-endian: a number that grows by
-//	            one per datagram from 0, sent whole while below 2^31 (in as
-//	            few bytes as hold it), then as its low 32 bits, which the
-//	            receiver extends as RFC 9000 Appendix A.3 does
+//	            one per datagram from 0. In 1–3 bytes it is the whole number
+//	            (below 2^7, 2^15, 2^23); in 4 bytes it is the whole number
+//	            below 2^31, else its low 32 bits, which the receiver extends
+//	            to the value nearest the largest received (RFC 9000 A.3)
 //	then        frames, to the end of the datagram
 //
 // Each frame starts with a type byte:

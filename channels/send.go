@@ -640,7 +640,9 @@ func (c *Conn) ptoTime() time.Time {
 // nextDeadlineLocked is the earliest time the timer goroutine has work.
 func (c *Conn) nextDeadlineLocked(now time.Time) time.Time {
 	d := c.lastRecv.Add(c.cfg.IdleTimeout)
-	d = minTime(d, c.lastEliciting.Add(c.cfg.KeepaliveInterval))
+	if c.inFlight == 0 {
+		d = minTime(d, c.lastEliciting.Add(c.cfg.KeepaliveInterval))
+	}
 	if c.ackPending {
 		d = minTime(d, c.ackDeadline)
 	}
@@ -677,7 +679,8 @@ func (c *Conn) onTimerLocked(now time.Time) *batch {
 	} else if t := c.ptoTime(); !t.IsZero() && !now.Before(t) {
 		c.onPTOLocked()
 	}
-	if !now.Before(c.lastEliciting.Add(c.cfg.KeepaliveInterval)) {
+	// Keepalive when idle; with data in flight the probe timeout does it.
+	if c.inFlight == 0 && !now.Before(c.lastEliciting.Add(c.cfg.KeepaliveInterval)) {
 		c.pendingPing = true
 	}
 	return c.buildLocked(now)

@@ -227,17 +227,21 @@ func pnLength(pn uint64) int {
 	}
 }
 
-// decodePN recovers a full packet number from its truncated form (RFC 9000
-// Appendix A.3), given the largest packet number received so far.
+// decodePN recovers a full packet number. Numbers shorter than four bytes
+// are sent whole. Four bytes are the low 32 bits, extended to the value
+// nearest the largest packet number received so far (RFC 9000 Appendix
+// A.3).
 func decodePN(largest uint64, any bool, truncated uint64, pnLen int) uint64 {
+	if pnLen < 4 {
+		return truncated
+	}
 	expected := uint64(0)
 	if any {
 		expected = largest + 1
 	}
-	win := uint64(1) << (8 * pnLen)
-	half := win / 2
-	mask := win - 1
-	candidate := (expected &^ mask) | truncated
+	const win = uint64(1) << 32
+	const half = win / 2
+	candidate := (expected &^ (win - 1)) | truncated
 	switch {
 	case candidate+half <= expected && candidate < 1<<62-win:
 		return candidate + win
