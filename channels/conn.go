@@ -88,7 +88,6 @@ type Conn struct {
 	pendingClose    bool
 	freeMsgs        []*outMsg
 	queueWaiters    chan struct{} // closed when queue space frees; nil if none wait
-	ackLimitInitial bool
 
 	// Receiver.
 	parser         packetParser

@@ -196,7 +196,8 @@ func TestCloseTellsPeer(t *testing.T) {
 	})
 }
 
-// countingLink records datagrams and forwards them to a simDir.
+// countingLink counts datagrams that carry messages (not acknowledgements
+// or pings alone) and forwards everything to a simDir.
 type countingLink struct {
 	Link
 	mu    sync.Mutex
@@ -206,7 +207,16 @@ type countingLink struct {
 func (l *countingLink) SendDatagrams(d [][]byte) error {
 	l.mu.Lock()
 	for _, b := range d {
-		l.sizes = append(l.sizes, len(b))
+		var p packetParser
+		if _, _, err := p.parse(b); err != nil {
+			panic(err)
+		}
+		for _, f := range p.frames {
+			if f.typ&frameTypeMsgMask == frameTypeMsg {
+				l.sizes = append(l.sizes, len(b))
+				break
+			}
+		}
 	}
 	l.mu.Unlock()
 	return l.Link.SendDatagrams(d)

@@ -30,7 +30,8 @@ type cubic struct {
 
 	// Congestion avoidance epoch (RFC 9438 §4.2).
 	epochStart time.Time // zero: a new epoch starts at the next ack
-	wMax       float64   // window before the last reduction, in bytes
+	wMax       float64   // window the cubic curve aims back for, in bytes
+	cwndPrior  float64   // window just before the last reduction, in bytes
 	k          float64   // seconds to grow back to wMax
 	wEst       float64   // Reno-friendly estimate, in bytes
 
@@ -45,11 +46,12 @@ type cubicState struct {
 	window, ssthresh int
 	recoveryStart    time.Time
 	epochStart       time.Time
-	wMax, k, wEst    float64
+	wMax, cwndPrior  float64
+	k, wEst          float64
 }
 
 func (c *cubic) save() cubicState {
-	return cubicState{c.window, c.ssthresh, c.recoveryStart, c.epochStart, c.wMax, c.k, c.wEst}
+	return cubicState{c.window, c.ssthresh, c.recoveryStart, c.epochStart, c.wMax, c.cwndPrior, c.k, c.wEst}
 }
 
 func newCubic(mss int) *cubic {
@@ -114,21 +116,23 @@ func (c *cubic) congestionAvoidance(now time.Time, acked int, rtt *rttStats) {
 		}
 		c.wEst = cwnd
 	}
-	t := now.Sub(c.epochStart).Seconds() + rtt.smoothed.Seconds()
-	target := c.wCubic(t)
-	target = min(max(target, cwnd), 1.5*cwnd)
+	t := now.Sub(c.epochStart).Seconds()
 
-	// Reno-friendly region (RFC 9438 §4.3).
+	// Reno-friendly estimate (RFC 9438 §4.3): it grows with alpha until it
+	// reaches the window before the reduction, then as Reno does.
 	alpha := cubicAlpha
-	if c.wEst >= c.wMax {
+	if c.wEst >= c.cwndPrior {
 		alpha = 1
 	}
 	c.wEst += alpha * float64(acked) / cwnd * mss
 
 	var next float64
-	if target < c.wEst {
-		next = c.wEst
+	if c.wCubic(t) < c.wEst {
+		next = c.wEst // Reno-friendly region
 	} else {
+		// Concave and convex regions (§4.4, §4.5): aim for the curve one
+		// RTT ahead, at most 1.5 times the window.
+		target := min(max(c.wCubic(t+rtt.smoothed.Seconds()), cwnd), 1.5*cwnd)
 		next = cwnd + (target-cwnd)/cwnd*float64(acked)
 	}
 	c.window = min(max(int(next), c.window), c.maxWindow())
@@ -150,6 +154,7 @@ func (c *cubic) onCongestion(now, sentAt time.Time) bool {
 	c.undo, c.undoValid = c.save(), true
 	c.recoveryStart = now
 	cwnd := float64(c.window)
+	c.cwndPrior = cwnd
 	// Fast convergence (RFC 9438 §4.7).
 	if cwnd < c.wMax {
 		c.wMax = cwnd * (1 + cubicBeta) / 2
@@ -170,7 +175,7 @@ func (c *cubic) undoReduction() {
 	}
 	u := c.undo
 	c.window, c.ssthresh, c.recoveryStart, c.epochStart = max(c.window, u.window), u.ssthresh, u.recoveryStart, u.epochStart
-	c.wMax, c.k, c.wEst = u.wMax, u.k, u.wEst
+	c.wMax, c.cwndPrior, c.k, c.wEst = u.wMax, u.cwndPrior, u.k, u.wEst
 	c.undoValid = false
 }
 

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -243,5 +244,72 @@ func FuzzVarint(f *testing.F) {
 		if w, m := readVarint(appendVarint(nil, v)); w != v || m != varintLen(v) || m > n {
 			t.Fatalf("%x: %d re-encodes to %d (%d bytes)", b, v, w, m)
 		}
+	})
+}
+
+// FuzzConn feeds a Conn a sequence of hostile datagrams (each prefixed by a
+// one-byte length in the fuzz input) and checks it neither panics nor holds
+// more than its configured bounds.
+func FuzzConn(f *testing.F) {
+	seed := func(dgrams ...[]byte) []byte {
+		var in []byte
+		for _, d := range dgrams {
+			in = append(in, byte(len(d)))
+			in = append(in, d...)
+		}
+		return in
+	}
+	h := func(pn uint64) []byte { return appendHeader(nil, pn) }
+	f.Add(seed(
+		appendMsg(h(0), kindReliable, false, 1, 1, 0, 0, 0, []byte("second"), false),
+		appendMsg(h(1), kindReliable, false, 1, 0, 0, 0, 0, []byte("first"), false),
+	))
+	f.Add(seed(
+		appendMsg(h(0), kindReliable, true, 2, 0, 130, 64, 1, make([]byte, 64), true),
+		appendMsg(h(1), kindReliable, true, 2, 0, 130, 64, 2, make([]byte, 2), true),
+		appendMsg(h(2), kindReliable, true, 2, 0, 130, 64, 0, make([]byte, 64), true),
+	))
+	f.Add(seed(
+		appendMsg(h(5), kindSequenced, true, 3, 9, 100, 64, 1, make([]byte, 36), true),
+		appendMsg(h(3), kindSequenced, false, 3, 10, 0, 0, 0, []byte("newer"), false),
+		appendMsg(h(4), kindUnsequenced, true, 3, 9, 100, 64, 0, make([]byte, 64), true),
+	))
+	f.Add(seed(appendAck(h(7), []pnRange{{0, 0}}, 0, 1<<30, 50), []byte{0x80, 8, frameTypeMaxData, 0x44}))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		synctest.Test(t, func(t *testing.T) {
+			var delivered int
+			c, err := New(discard, Config{
+				MaxReliableSize: 64 << 10, ReceiveWindow: 128 << 10, SendQueueBytes: 64 << 10,
+				MaxUnreliableSize: 8 << 10, ReassemblyBytes: 16 << 10,
+				Deliver: func(m Message) { delivered += len(m.Data) },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Send(0, []byte("outgoing"), Reliable|FlushHint) // something to acknowledge
+			for len(in) > 0 {
+				n := min(int(in[0]), len(in)-1)
+				c.HandleDatagram(in[1 : 1+n])
+				in = in[1+n:]
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.charged > c.maxDataLimit() {
+				t.Fatalf("charged %d past the window %d", c.charged, c.maxDataLimit())
+			}
+			if c.partialBytes > c.cfg.ReassemblyBytes || c.partialBytes < 0 {
+				t.Fatalf("reassembly holds %d", c.partialBytes)
+			}
+			held := uint64(0)
+			for _, rc := range c.recvChans {
+				for _, m := range rc.pending {
+					held += m.cost
+				}
+			}
+			if held != c.charged-c.released {
+				t.Fatalf("holding %d of window, accounts say %d", held, c.charged-c.released)
+			}
+		})
 	})
 }
