@@ -72,8 +72,8 @@ type Conn struct {
 	sendChans       map[uint16]*sendChannel
 	rr              []*sendChannel // channels with unsent reliable data
 	rrPos           int
-	unrel           []*outMsg // unreliable messages with unsent fragments, FIFO
-	retx            []sentFrame
+	unrel           fifo[*outMsg] // unreliable messages with unsent fragments
+	retx            fifo[sentFrame]
 	queuedBytes     int // message bytes not yet acked (reliable) or sent (unreliable)
 	queuedMsgs      int
 	unsentBytes     int // message bytes never sent, for Nagle
@@ -87,6 +87,8 @@ type Conn struct {
 	pendingMaxData  bool
 	pendingClose    bool
 	freeMsgs        []*outMsg
+	msgSlab         []outMsg      // messages not yet handed out
+	dataSlab        []byte        // small message buffers are carved from it
 	queueWaiters    chan struct{} // closed when queue space frees; nil if none wait
 
 	// Receiver.
@@ -118,7 +120,7 @@ type sendChannel struct {
 	relSeq    uint64 // next reliable sequence number
 	seqdSeq   uint64 // next sequenced (unreliable) sequence number
 	unseqSeq  uint64 // next unsequenced message id (fragmented only)
-	queue     []*outMsg
+	queue     fifo[*outMsg]
 	scheduled bool // in Conn.rr
 }
 
@@ -217,16 +219,22 @@ func (c *Conn) closeLocked(err error) {
 	c.closed = true
 	c.closeErr = err
 	close(c.done)
-	c.retx = nil
-	c.unrel = nil
+	c.retx.reset()
+	c.unrel.reset()
 	c.rr = nil
 	c.sendChans = nil
 	c.recvChans = nil
 	c.partials = nil
-	c.freeMsgs = nil
+	c.dropRecycledLocked()
 	c.queuedBytes, c.queuedMsgs, c.unsentBytes, c.unsentMsgs = 0, 0, 0, 0
 	c.signalQueueLocked()
 	c.cfg.Logger.Debug("channels: closed", "err", err)
+}
+
+// dropRecycledLocked lets go of recycled messages and slabs, so an idle or
+// closed Conn holds no memory for traffic it no longer has.
+func (c *Conn) dropRecycledLocked() {
+	c.freeMsgs, c.msgSlab, c.dataSlab = nil, nil, nil
 }
 
 // WaitSendQueue blocks until the send queue is at most half full, the Conn

@@ -358,7 +358,7 @@ func TestPeerNeverAcks(t *testing.T) {
 			c.Send(0, make([]byte, 10), Unsequenced) // keep offering unreliable data too
 			c.mu.Lock()
 			queued, inFlight, window, ptos := c.queuedBytes, c.inFlight, c.cc.window, int(c.stats.ptos)
-			hist, retx := c.history.n, len(c.retx)
+			hist, retx := c.history.n, c.retx.len()
 			c.mu.Unlock()
 			if queued > queue {
 				t.Fatalf("queue %d over its limit %d", queued, queue)

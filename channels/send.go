@@ -82,7 +82,7 @@ func (c *Conn) enqueueLocked(channel uint16, k kind, data []byte, now time.Time)
 		sc.relSeq++
 		m.acked.reset(m.nfrags)
 		m.queued.reset(m.nfrags)
-		sc.queue = append(sc.queue, m)
+		sc.queue.push(m)
 		if !sc.scheduled {
 			sc.scheduled = true
 			c.rr = append(c.rr, sc)
@@ -91,11 +91,11 @@ func (c *Conn) enqueueLocked(channel uint16, k kind, data []byte, now time.Time)
 	case kindSequenced:
 		m.seq = sc.seqdSeq
 		sc.seqdSeq++
-		c.unrel = append(c.unrel, m)
+		c.unrel.push(m)
 	default:
 		m.seq = sc.unseqSeq
 		sc.unseqSeq++
-		c.unrel = append(c.unrel, m)
+		c.unrel.push(m)
 	}
 	c.queuedBytes += len(data)
 	c.queuedMsgs++
@@ -104,18 +104,57 @@ func (c *Conn) enqueueLocked(channel uint16, k kind, data []byte, now time.Time)
 	c.stats.msgsSent++
 }
 
-// maxRecycledData is the largest data buffer kept when a message is
-// recycled; bigger ones are left to the GC.
-const maxRecycledData = 4 << 10
+// Recycling of sent messages: at most maxFreeMsgs are kept (dropped when
+// the Conn goes idle), each with a data buffer of at most maxRecycledData.
+const (
+	maxFreeMsgs     = 1024
+	maxRecycledData = 4 << 10
+)
 
+// newMsgLocked returns a message with room for n bytes of data: a recycled
+// one, or one carved from the Conn's slabs, so queueing many messages costs
+// a fraction of an allocation each. A slab is freed by the GC once none of
+// its messages is referenced.
 func (c *Conn) newMsgLocked(n int) *outMsg {
+	var m *outMsg
 	if k := len(c.freeMsgs); k > 0 {
-		m := c.freeMsgs[k-1]
+		m = c.freeMsgs[k-1]
 		c.freeMsgs = c.freeMsgs[:k-1]
-		return m
+	} else {
+		if len(c.msgSlab) == 0 {
+			c.msgSlab = make([]outMsg, msgSlabLen)
+		}
+		m = &c.msgSlab[0]
+		c.msgSlab = c.msgSlab[1:]
 	}
-	return &outMsg{data: make([]byte, 0, max(n, 64))}
+	if cap(m.data) < n {
+		m.data = c.carveLocked(n)
+	}
+	return m
 }
+
+// carveLocked returns an empty buffer of capacity n, from the data slab
+// when n is small.
+func (c *Conn) carveLocked(n int) []byte {
+	if n > maxCarved {
+		return make([]byte, 0, n)
+	}
+	n = max(n, minCarved)
+	if cap(c.dataSlab)-len(c.dataSlab) < n {
+		c.dataSlab = make([]byte, 0, dataSlabLen)
+	}
+	start := len(c.dataSlab)
+	c.dataSlab = c.dataSlab[:start+n]
+	return c.dataSlab[start : start : start+n]
+}
+
+// Slab sizes for queued messages.
+const (
+	msgSlabLen  = 64
+	dataSlabLen = 16 << 10
+	minCarved   = 16
+	maxCarved   = 1 << 10
+)
 
 // releaseMsgLocked drops a message that is done: acknowledged (reliable) or
 // sent (unreliable).
@@ -130,7 +169,7 @@ func (c *Conn) releaseMsgLocked(m *outMsg) {
 	} else {
 		m.data = m.data[:0]
 	}
-	if len(c.freeMsgs) < 256 {
+	if len(c.freeMsgs) < maxFreeMsgs {
 		c.freeMsgs = append(c.freeMsgs, m)
 	}
 }
@@ -145,7 +184,7 @@ func (c *Conn) dataReady(now time.Time) bool {
 // newDataWaiting reports whether there is unsent data that nothing but
 // Nagle, pacing or the congestion window holds back.
 func (c *Conn) newDataWaiting() bool {
-	return len(c.unrel) > 0 || (len(c.rr) > 0 && !c.creditBlocked)
+	return c.unrel.len() > 0 || (len(c.rr) > 0 && !c.creditBlocked)
 }
 
 // canSendData reports whether congestion control and pacing let an
@@ -174,7 +213,7 @@ func (c *Conn) buildLocked(now time.Time) *batch {
 			return b
 		}
 		canData := c.canSendData(now)
-		wantData := canData && (len(c.retx) > 0 || (c.newDataWaiting() && c.dataReady(now)))
+		wantData := canData && (c.retx.len() > 0 || (c.newDataWaiting() && c.dataReady(now)))
 		wantCtl := c.pendingClose || c.pendingPing || c.pendingMaxData || c.probes > 0
 		wantAck := c.ackPending && (wantData || wantCtl || !now.Before(c.ackDeadline))
 		if !wantData && !wantCtl && !wantAck {
@@ -208,7 +247,7 @@ func (c *Conn) buildPacket(buf []byte, now time.Time, canData bool) ([]byte, boo
 	hasAck := false
 	if c.ackPending {
 		ackLimit := limit - len(buf)
-		if canData && (len(c.retx) > 0 || c.newDataWaiting()) {
+		if canData && (c.retx.len() > 0 || c.newDataWaiting()) {
 			ackLimit = ackReserve
 		}
 		ranges := c.recv.appendDescending(c.ackScratch[:0], maxAckRanges)
@@ -286,26 +325,23 @@ func (c *Conn) finishPacket(buf []byte, now time.Time, pn uint64, hasAck, elicit
 
 // appendRetx adds queued retransmissions.
 func (c *Conn) appendRetx(buf []byte, limit int, sp *sentPacket) []byte {
-	for len(c.retx) > 0 {
-		f := c.retx[0]
+	for c.retx.len() > 0 {
+		f := c.retx.peek()
 		m := f.msg
 		i := int(f.frag)
 		if f.gen != m.gen || m.acked.has(i) {
-			c.retx = c.retx[1:]
+			c.retx.pop()
 			continue
 		}
 		data := m.fragment(i, c.fragSize)
 		if len(buf)+c.msgFrameLen(m, i, len(data)) > limit {
 			break
 		}
-		c.retx = c.retx[1:]
+		c.retx.pop()
 		m.queued.clear(i)
 		buf = c.appendFrame(buf, m, i, data)
 		sp.frames = append(sp.frames, f)
 		c.stats.retransmits++
-	}
-	if len(c.retx) == 0 {
-		c.retx = c.retx[:0:0] // let the drained backing array go
 	}
 	return buf
 }
@@ -327,8 +363,8 @@ func (c *Conn) appendFrame(buf []byte, m *outMsg, i int, data []byte) []byte {
 // those that waited longer than UnreliableMaxWait.
 func (c *Conn) appendUnreliable(buf []byte, limit int, now time.Time) []byte {
 	expired := now.UnixNano() - int64(c.cfg.UnreliableMaxWait)
-	for len(c.unrel) > 0 {
-		m := c.unrel[0]
+	for c.unrel.len() > 0 {
+		m := c.unrel.peek()
 		i := m.nextFrag
 		if i == 0 && m.queuedAt < expired {
 			c.stats.unreliableExpired++
@@ -343,14 +379,10 @@ func (c *Conn) appendUnreliable(buf []byte, limit int, now time.Time) []byte {
 		m.nextFrag++
 		c.unsentBytes -= len(data)
 		if m.nextFrag == m.nfrags {
-			c.unrel[0] = nil
-			c.unrel = c.unrel[1:]
+			c.unrel.pop()
 			c.unsentMsgs--
 			c.releaseMsgLocked(m)
 		}
-	}
-	if len(c.unrel) == 0 {
-		c.unrel = c.unrel[:0:0]
 	}
 	c.noteDrainedLocked()
 	return buf
@@ -358,8 +390,7 @@ func (c *Conn) appendUnreliable(buf []byte, limit int, now time.Time) []byte {
 
 // dropUnsentUnreliable removes m, the head of the unreliable queue, unsent.
 func (c *Conn) dropUnsentUnreliable(m *outMsg) {
-	c.unrel[0] = nil
-	c.unrel = c.unrel[1:]
+	c.unrel.pop()
 	c.unsentMsgs--
 	c.unsentBytes -= len(m.data)
 	c.releaseMsgLocked(m)
@@ -375,7 +406,7 @@ func (c *Conn) appendReliable(buf []byte, limit int, sp *sentPacket) []byte {
 			c.rrPos = 0
 		}
 		sc := c.rr[c.rrPos]
-		m := sc.queue[0]
+		m := sc.queue.peek()
 		i := m.nextFrag
 		data := m.fragment(i, c.fragSize)
 		if len(buf)+c.msgFrameLen(m, i, len(data)) > limit {
@@ -404,13 +435,11 @@ func (c *Conn) appendReliable(buf []byte, limit int, sp *sentPacket) []byte {
 			continue
 		}
 		c.unsentMsgs--
-		sc.queue[0] = nil
-		sc.queue = sc.queue[1:]
-		if len(sc.queue) > 0 {
+		sc.queue.pop()
+		if sc.queue.len() > 0 {
 			c.rrPos++
 			continue
 		}
-		sc.queue = sc.queue[:0:0]
 		sc.scheduled = false
 		c.rr = append(c.rr[:c.rrPos], c.rr[c.rrPos+1:]...) // rrPos now names the next channel
 	}
@@ -624,7 +653,7 @@ func (c *Conn) requeueFrames(p *sentPacket) {
 		if f.gen != m.gen || m.acked.has(i) || !m.queued.set(i) {
 			continue
 		}
-		c.retx = append(c.retx, f)
+		c.retx.push(f)
 	}
 }
 
@@ -654,9 +683,9 @@ func (c *Conn) nextDeadlineLocked(now time.Time) time.Time {
 	if c.pendingPing || c.pendingMaxData || c.probes > 0 {
 		return now
 	}
-	if c.inFlight < c.cc.window && (len(c.retx) > 0 || c.newDataWaiting()) {
+	if c.inFlight < c.cc.window && (c.retx.len() > 0 || c.newDataWaiting()) {
 		t := c.pacer.nextSend(now)
-		if len(c.retx) == 0 && !c.dataReady(now) {
+		if c.retx.len() == 0 && !c.dataReady(now) {
 			t = maxTime(t, c.nagleDeadline)
 		}
 		d = minTime(d, t)
@@ -682,6 +711,9 @@ func (c *Conn) onTimerLocked(now time.Time) *batch {
 	// Keepalive when idle; with data in flight the probe timeout does it.
 	if c.inFlight == 0 && !now.Before(c.lastEliciting.Add(c.cfg.KeepaliveInterval)) {
 		c.pendingPing = true
+		if c.queuedMsgs == 0 {
+			c.dropRecycledLocked() // idle
+		}
 	}
 	return c.buildLocked(now)
 }
