@@ -82,6 +82,13 @@ type Config struct {
 	// unreliable messages; the oldest is dropped past it. Zero means 256 KiB.
 	ReassemblyBytes int
 
+	// NoRedundancy turns off redundant copies: by default, room left in a
+	// datagram that carries new data is filled with one more copy of small
+	// (up to 256 bytes) reliable fragments sent within the last RTT and not
+	// yet acknowledged, so one lost datagram costs a send interval instead
+	// of a round trip. It adds bytes, never datagrams.
+	NoRedundancy bool
+
 	// MaxAckDelay bounds how long an acknowledgement may be delayed. Zero
 	// means 5 ms.
 	MaxAckDelay time.Duration

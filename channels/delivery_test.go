@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -270,6 +271,55 @@ func TestChannelIsolation(t *testing.T) {
 		}
 		if !bytes.Equal(ch1[0], marker) || string(ch1[1]) != "after-stalled" {
 			t.Fatalf("channel 1 order: %q", ch1)
+		}
+	})
+}
+
+// TestLostUnreliableNotRetransmitted drops the one datagram carrying an
+// unreliable message and checks it is never sent again, while a reliable
+// message lost the same way is.
+func TestLostUnreliableNotRetransmitted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net0 := simConfig{delay: 10 * time.Millisecond}
+		p := newPair(t, net0, net0, Config{}, Config{})
+		var mu sync.Mutex
+		seen := map[string]int{}
+		markers := []string{"UNRELIABLE-SEQUENCED", "UNRELIABLE-UNSEQUENCED", "RELIABLE-MESSAGE"}
+		p.net.setDrop(0, func(b []byte) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, m := range markers {
+				if bytes.Contains(b, []byte(m)) {
+					seen[m]++
+					return seen[m] == 1 // drop the first copy only
+				}
+			}
+			return false
+		})
+		p.a.Send(1, []byte(markers[0]), Unreliable|FlushHint)
+		p.a.Send(2, []byte(markers[1]), Unsequenced|FlushHint)
+		p.a.Send(3, []byte(markers[2]), Reliable|FlushHint)
+		// Later traffic gives loss detection acknowledgements to work with.
+		for i := range 20 {
+			p.a.Send(4, payload(4, i, 40), Reliable|FlushHint)
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(5 * time.Second)
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[markers[0]] != 1 || seen[markers[1]] != 1 {
+			t.Errorf("unreliable messages sent %d and %d times, want once each", seen[markers[0]], seen[markers[1]])
+		}
+		if seen[markers[2]] != 2 {
+			t.Errorf("lost reliable message sent %d times, want twice", seen[markers[2]])
+		}
+		for _, m := range p.rb.snapshot() {
+			if m.Channel == 1 || m.Channel == 2 {
+				t.Errorf("lost unreliable message delivered: %q", m.Data)
+			}
+		}
+		if p.rb.waitFor(0, func() bool { return p.rb.count[3] != 1 }) {
+			t.Error("reliable message not delivered exactly once")
 		}
 	})
 }

@@ -25,7 +25,12 @@
 // Datagrams are acknowledged selectively with ranges, piggybacked on data
 // and otherwise delayed at most Config.MaxAckDelay. Loss is detected as RFC
 // 9002 does (packet and time thresholds, probe timeout with exponential
-// backoff), and only reliable data is sent again. The send rate follows
+// backoff); the thresholds widen when reordering shows a declared loss was
+// spurious, and the window cut it caused is undone. Only reliable data is
+// sent again. Room left in a datagram that carries new data is filled with
+// one more copy of small reliable fragments sent within the last RTT and not
+// yet acknowledged, so a single lost datagram of a 60 Hz stream costs one
+// send interval rather than a round trip (Config.NoRedundancy turns it off). The send rate follows
 // CUBIC (RFC 9438) with RFC 9002's recovery rules, and packets are paced.
 // Memory is bounded: the send queue (Config.SendQueueBytes; Send returns
 // ErrQueueFull past it), the reliable data a peer may have outstanding here

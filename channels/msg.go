@@ -91,6 +91,7 @@ type outMsg struct {
 	nacked   int    // fragments acknowledged
 	acked    bitset // fragments acknowledged
 	queued   bitset // fragments waiting in the retransmission queue
+	extra    bitset // fragments already sent once more as redundancy
 	charged  bool   // its cost was taken from the peer's receive window
 	queuedAt int64  // unix nanoseconds when Send queued it
 }

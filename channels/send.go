@@ -82,6 +82,7 @@ func (c *Conn) enqueueLocked(channel uint16, k kind, data []byte, now time.Time)
 		sc.relSeq++
 		m.acked.reset(m.nfrags)
 		m.queued.reset(m.nfrags)
+		m.extra.reset(m.nfrags)
 		sc.queue.push(m)
 		if !sc.scheduled {
 			sc.scheduled = true
@@ -276,6 +277,9 @@ func (c *Conn) buildPacket(buf []byte, now time.Time, canData bool) ([]byte, boo
 		buf = c.appendRetx(buf, limit, sp)
 		buf = c.appendUnreliable(buf, limit, now)
 		buf = c.appendReliable(buf, limit, sp)
+		if len(buf) > dataStart && !c.cfg.NoRedundancy {
+			buf = c.appendRedundant(buf, limit, sp, now)
+		}
 	}
 	eliciting := len(buf) > dataStart || control != 0
 	if !eliciting && (c.pendingPing || c.probes > 0) {
@@ -452,6 +456,53 @@ func (c *Conn) appendReliable(buf []byte, limit int, sp *sentPacket) []byte {
 		}
 	}
 	c.noteDrainedLocked()
+	return buf
+}
+
+// Redundancy limits: fragments up to maxRedundantFrame bytes, from packets
+// sent at least redundantMinAge ago (a copy sent at the same moment shares
+// the original's fate) and at most one smoothed RTT ago (older ones are for
+// loss detection), looking back at most redundantScan packets.
+const (
+	maxRedundantFrame = 256
+	redundantMinAge   = time.Millisecond
+	redundantScan     = 8
+)
+
+// appendRedundant fills the room left in a datagram that carries new data
+// with one more copy of small reliable fragments sent recently and not yet
+// acknowledged. A game's datagrams are mostly empty, so this costs no extra
+// datagrams, and a single lost one then delays its messages by one send
+// interval instead of a round trip. Each fragment gets at most one copy.
+func (c *Conn) appendRedundant(buf []byte, limit int, sp *sentPacket, now time.Time) []byte {
+	newest := now.Add(-redundantMinAge)
+	oldest := now.Add(-c.rtt.smoothed)
+	for i, scanned := c.history.n-2, 0; i >= 0 && scanned < redundantScan; i, scanned = i-1, scanned+1 {
+		p := c.history.slot(i)
+		if p.sentAt.Before(oldest) {
+			break
+		}
+		if p.state != pktOutstanding || p.sentAt.After(newest) {
+			continue
+		}
+		for _, f := range p.frames {
+			m, j := f.msg, int(f.frag)
+			if f.gen != m.gen || m.acked.has(j) || m.queued.has(j) || m.extra.has(j) {
+				continue
+			}
+			data := m.fragment(j, c.fragSize)
+			if len(data) > maxRedundantFrame {
+				continue
+			}
+			if len(buf)+c.msgFrameLen(m, j, len(data)) > limit {
+				return buf
+			}
+			m.extra.set(j)
+			buf = c.appendFrame(buf, m, j, data)
+			sp.frames = append(sp.frames, f)
+			c.stats.redundant++
+		}
+	}
 	return buf
 }
 

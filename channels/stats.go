@@ -25,6 +25,7 @@ type Stats struct {
 	LossPercentLifetime float64
 	Retransmissions     uint64 // reliable fragments sent again
 	SpuriousLosses      uint64 // packets declared lost, then acknowledged
+	RedundantFrames     uint64 // reliable fragments copied into spare room (Config.NoRedundancy)
 	ProbeTimeouts       uint64
 	MessagesSent        uint64
 	MessagesReceived    uint64
@@ -65,6 +66,7 @@ type statCounters struct {
 	flowControl, reassemblyDrops       uint64
 	tooLarge, queueFull, creditBlocked uint64
 	spurious, unreliableExpired        uint64
+	redundant                          uint64
 
 	// Per-interval rates: counters at the start of the interval, and the
 	// rates computed when the last interval closed.
@@ -128,6 +130,7 @@ func (c *Conn) Stats() Stats {
 		LossPercentLifetime:      lossPercent(s.pktsAcked, s.pktsLost),
 		Retransmissions:          s.retransmits,
 		SpuriousLosses:           s.spurious,
+		RedundantFrames:          s.redundant,
 		ProbeTimeouts:            s.ptos,
 		MessagesSent:             s.msgsSent,
 		MessagesReceived:         s.msgsRecv,
