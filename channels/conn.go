@@ -50,7 +50,6 @@ type Conn struct {
 	closed   bool
 	closeErr error
 	armed    time.Time // deadline the run goroutine sleeps until
-	created  time.Time
 
 	// Sender.
 	nextPN          uint64
@@ -153,7 +152,6 @@ func New(link Link, cfg Config) (*Conn, error) {
 		done:         make(chan struct{}),
 		runDone:      make(chan struct{}),
 		wake:         make(chan struct{}, 1),
-		created:      now,
 		lastRecv:     now,
 		rtt:          newRTTStats(cfg.InitialRTT),
 		cc:           newCubic(cfg.MaxDatagramSize),

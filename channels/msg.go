@@ -1,7 +1,5 @@
 package channels
 
-import "math/bits"
-
 // Message is a message delivered by a Conn.
 type Message struct {
 	Channel uint16
@@ -63,17 +61,6 @@ func (b *bitset) set(i int) bool {
 }
 
 func (b *bitset) clear(i int) { *b.word(i) &^= 1 << (i % 64) }
-
-func (b *bitset) count() int {
-	if len(b.ws) == 0 {
-		return bits.OnesCount64(b.w0)
-	}
-	n := 0
-	for _, w := range b.ws {
-		n += bits.OnesCount64(w)
-	}
-	return n
-}
 
 // outMsg is a message queued for sending. Reliable messages live until every
 // fragment is acknowledged; unreliable ones until every fragment is sent.
