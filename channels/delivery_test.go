@@ -310,8 +310,9 @@ func TestLostUnreliableNotRetransmitted(t *testing.T) {
 		if seen[markers[0]] != 1 || seen[markers[1]] != 1 {
 			t.Errorf("unreliable messages sent %d and %d times, want once each", seen[markers[0]], seen[markers[1]])
 		}
-		if seen[markers[2]] != 2 {
-			t.Errorf("lost reliable message sent %d times, want twice", seen[markers[2]])
+		// Sent again by retransmission or as a redundant copy (or both).
+		if seen[markers[2]] < 2 {
+			t.Errorf("lost reliable message sent %d times, want it sent again", seen[markers[2]])
 		}
 		for _, m := range p.rb.snapshot() {
 			if m.Channel == 1 || m.Channel == 2 {
