@@ -78,6 +78,13 @@ type Config struct {
 	// dropped. Zero means 4 MiB. It must exceed MaxReliableSize.
 	ReceiveWindow int
 
+	// ReleaseOnRead makes the receive window follow what the application
+	// has consumed rather than what was delivered: a reliable message keeps
+	// its share of the window after Deliver until Conn.Release is called
+	// with its length. A receiver that queues messages for a slow reader
+	// then pushes back on the sender instead of buffering without bound.
+	ReleaseOnRead bool
+
 	// ReassemblyBytes bounds the bytes held for partly received fragmented
 	// unreliable messages; the oldest is dropped past it. Zero means 256 KiB.
 	ReassemblyBytes int

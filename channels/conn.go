@@ -229,6 +229,39 @@ func (c *Conn) closeLocked(err error) {
 	c.cfg.Logger.Debug("channels: closed", "err", err)
 }
 
+// Release gives back the receive window held by a reliable message of n
+// bytes that Deliver handed over, when Config.ReleaseOnRead is set. Calls
+// beyond what was delivered are ignored.
+func (c *Conn) Release(n int) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	c.releaseWindow(msgCost(n))
+	b := c.buildLocked(now)
+	c.armLocked(now)
+	c.writeUnlock(b)
+}
+
+// SetReceiveWindow grows the receive window to n bytes and tells the peer
+// at once. A window can only grow: the peer may already use what it was
+// given, so smaller values are ignored.
+func (c *Conn) SetReceiveWindow(n int) {
+	c.mu.Lock()
+	if c.closed || n <= c.cfg.ReceiveWindow {
+		c.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	c.cfg.ReceiveWindow = n
+	c.pendingMaxData = true
+	b := c.buildLocked(now)
+	c.armLocked(now)
+	c.writeUnlock(b)
+}
+
 // dropRecycledLocked lets go of recycled messages and slabs, so an idle or
 // closed Conn holds no memory for traffic it no longer has.
 func (c *Conn) dropRecycledLocked() {

@@ -611,3 +611,77 @@ func TestUnreliableExpiresInQueue(t *testing.T) {
 		}
 	})
 }
+
+// TestReleaseOnRead: with ReleaseOnRead, a receiver that does not release
+// stops the sender at its window; releasing lets the rest through.
+func TestReleaseOnRead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net0 := simConfig{delay: 5 * time.Millisecond}
+		const window = 200 << 10
+		cfgB := Config{ReleaseOnRead: true, MaxReliableSize: 64 << 10, ReceiveWindow: window}
+		p := newPair(t, net0, net0, Config{MaxReliableSize: 64 << 10}, cfgB)
+		const n, size = 40, 20000
+		go sendAll(t, p.a, func() []Message {
+			var msgs []Message
+			for i := range n {
+				msgs = append(msgs, Message{Channel: 1, Flags: Reliable, Data: payload(1, i, size)})
+			}
+			return msgs
+		}())
+		time.Sleep(5 * time.Second)
+		held := p.rb.len()
+		if held*(size+msgCostOverhead) > window || held < window/(size+msgCostOverhead)-1 {
+			t.Fatalf("%d messages delivered without release; window holds %d", held, window/(size+msgCostOverhead))
+		}
+		if s := p.b.Stats(); s.FlowControlDrops != 0 {
+			t.Fatalf("sender overran the window: %d drops", s.FlowControlDrops)
+		}
+		// Release as a reader would, one message at a time.
+		released := 0
+		for released < n {
+			if p.rb.len() > released {
+				p.b.Release(size)
+				released++
+				continue
+			}
+			if !p.rb.waitFor(5*time.Second, func() bool { return len(p.rb.msgs) > released }) {
+				t.Fatalf("stuck after %d releases, %d delivered", released, p.rb.len())
+			}
+		}
+		checkReliable(t, func() []Message {
+			var msgs []Message
+			for i := range n {
+				msgs = append(msgs, Message{Channel: 1, Flags: Reliable, Data: payload(1, i, size)})
+			}
+			return msgs
+		}(), p.rb.snapshot())
+	})
+}
+
+// TestSetReceiveWindow grows a small window and the sender uses it.
+func TestSetReceiveWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net0 := simConfig{delay: 5 * time.Millisecond}
+		cfgB := Config{ReleaseOnRead: true, MaxReliableSize: 64 << 10, ReceiveWindow: 100 << 10}
+		p := newPair(t, net0, net0, Config{MaxReliableSize: 64 << 10}, cfgB)
+		for i := range 20 {
+			if err := p.a.Send(1, payload(1, i, 20000), Reliable); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(2 * time.Second)
+		before := p.rb.len()
+		p.b.SetReceiveWindow(50 << 10) // smaller: ignored
+		time.Sleep(time.Second)
+		if p.rb.len() != before {
+			t.Fatalf("shrinking the window let more through")
+		}
+		p.b.SetReceiveWindow(1 << 20)
+		if !p.rb.waitFor(2*time.Second, func() bool { return len(p.rb.msgs) == 20 }) {
+			t.Fatalf("grown window: %d of 20 delivered (%d before)", p.rb.len(), before)
+		}
+		if before >= 20 || before < 3 {
+			t.Fatalf("%d delivered through a 100 KiB window", before)
+		}
+	})
+}

@@ -266,7 +266,7 @@ func (c *Conn) onReliable(rc *recvChannel, f *frame, arena []byte) []byte {
 			c.charged += cost
 			if f.seq == rc.nextRel {
 				rc.nextRel++
-				c.releaseWindow(cost)
+				c.delivered(cost)
 				c.queueDelivery(f.channel, kindReliable, data)
 				c.deliverInOrder(f.channel, rc)
 				return arena
@@ -308,17 +308,25 @@ func (c *Conn) deliverInOrder(ch uint16, rc *recvChannel) {
 		}
 		delete(rc.pending, rc.nextRel)
 		rc.nextRel++
-		c.releaseWindow(m.cost)
+		c.delivered(m.cost)
 		c.queueDelivery(ch, kindReliable, m.data)
 	}
 	rc.pending = nil // let an emptied map go
 }
 
-// releaseWindow gives window back to the peer as a message is delivered,
-// and sends a MAX_DATA frame when enough has been given back that a sender
-// waiting for it should hear at once.
+// delivered gives a delivered message's window share back, unless the
+// application gives it back itself (ReleaseOnRead).
+func (c *Conn) delivered(cost uint64) {
+	if !c.cfg.ReleaseOnRead {
+		c.releaseWindow(cost)
+	}
+}
+
+// releaseWindow gives window back to the peer, and sends a MAX_DATA frame
+// when enough has been given back that a sender waiting for it should hear
+// at once.
 func (c *Conn) releaseWindow(cost uint64) {
-	c.released += cost
+	c.released = min(c.released+cost, c.charged)
 	if c.maxDataLimit()-c.sentMaxData >= uint64(c.cfg.ReceiveWindow)/2 {
 		c.pendingMaxData = true
 	}
