@@ -1,0 +1,239 @@
+package p2p
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/gamewire/gamewire/channels"
+)
+
+// SendP2PPacket sends data to a peer on a channel (0–65535) with one of
+// Steam's send types (see SendType for the table). It opens a session if
+// there is none and queues the data until the session connects, except
+// SendUnreliableNoDelay, which is dropped then (not an error). It returns
+// ErrTooLarge, ErrQueueFull, ErrInvalidChannel, ErrInvalidSendType, ErrSelf
+// or ErrClosed; nil means queued or sent, not delivered. A session that
+// cannot connect within Config.ConnectTimeout raises SessionConnectFail.
+func (n *Node) SendP2PPacket(to PeerID, data []byte, t SendType, channel int) error {
+	if t < SendUnreliable || t > SendReliableWithBuffering {
+		return ErrInvalidSendType
+	}
+	return n.send(to, data, t.Flags(), channel, t == SendUnreliableNoDelay)
+}
+
+// Send is SendP2PPacket with netpacket flags: channels.Reliable,
+// channels.Unsequenced and channels.FlushHint. Flags Unreliable (0) gives
+// unreliable sequenced delivery, beyond Steam's send types.
+func (n *Node) Send(to PeerID, data []byte, flags channels.Flags, channel int) error {
+	if flags.Validate() != nil {
+		return ErrInvalidFlags
+	}
+	return n.send(to, data, flags, channel, false)
+}
+
+func (n *Node) send(to PeerID, data []byte, flags channels.Flags, channel int, noDelay bool) error {
+	switch {
+	case channel < 0 || channel > 0xFFFF:
+		return ErrInvalidChannel
+	case len(data) > maxSize(flags):
+		return ErrTooLarge
+	case to == n.id.PeerID():
+		return ErrSelf
+	}
+	now := time.Now()
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return ErrClosed
+	}
+	s := n.liveSessionLocked(to)
+	if s != nil {
+		s.mu.Unlock()
+	} else if s = n.sessions[to]; s == nil || s.endedClosed() {
+		s = n.newSessionLocked(to, now)
+	}
+	n.mu.Unlock()
+	return s.send(data, flags, channel, noDelay, now)
+}
+
+// endedClosed reports whether s is closed (a failed session is reused: the
+// next send restarts it).
+func (s *session) endedClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state == stClosed
+}
+
+// Flush sends what is buffered for the peer now, as channels.FlushHint does.
+func (n *Node) Flush(to PeerID) error {
+	if n.isClosed() {
+		return ErrClosed
+	}
+	s := n.lookupSession(to)
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	conn := s.conn
+	s.mu.Unlock()
+	if conn != nil {
+		conn.Flush()
+	}
+	return nil
+}
+
+func (n *Node) lookupSession(p PeerID) *session {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.sessions[p]
+}
+
+// IsP2PPacketAvailable reports whether a packet is waiting on channel, and
+// its size.
+func (n *Node) IsP2PPacketAvailable(channel int) (size int, ok bool) {
+	return n.recvq.peek(channel)
+}
+
+// ReadP2PPacket returns the oldest packet waiting on channel, from any peer,
+// without blocking.
+func (n *Node) ReadP2PPacket(channel int) (Packet, bool) {
+	return n.recvq.pop(channel)
+}
+
+// Receive waits for a packet on channel, from any peer, until ctx is done
+// or the node closes (ErrClosed).
+func (n *Node) Receive(ctx context.Context, channel int) (Packet, error) {
+	if n.isClosed() {
+		return Packet{}, ErrClosed
+	}
+	return n.recvq.wait(ctx, channel)
+}
+
+// AcceptP2PSessionWithUser accepts the session a peer opened: the data it
+// sent is delivered and the peer is told. It reports false when there is no
+// session with the peer. Sending to the peer accepts it too.
+func (n *Node) AcceptP2PSessionWithUser(p PeerID) bool {
+	s := n.lookupSession(p)
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == stClosed || s.state == stFailed {
+		return false
+	}
+	if !s.accepted {
+		s.acceptLocked()
+	}
+	return true
+}
+
+// CloseP2PSessionWithUser closes the session with a peer and frees what it
+// holds, unread packets from the peer included. The peer is told: if it
+// opened the session and this node never accepted it, the peer's attempt
+// fails with SessionErrorNoRightsToApp. New data from the peer raises a new
+// SessionRequest. It reports false when there was no session.
+func (n *Node) CloseP2PSessionWithUser(p PeerID) bool {
+	s := n.lookupSession(p)
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	open := s.state != stClosed
+	s.mu.Unlock()
+	if !open {
+		return false
+	}
+	s.closeByApp()
+	n.recvq.drop(p, 0, true)
+	return true
+}
+
+// CloseP2PChannelWithUser drops the unread packets on channel from a peer
+// and closes that channel of the session; closing the last open channel
+// closes the session. It reports false when there is no such session or
+// channel.
+func (n *Node) CloseP2PChannelWithUser(p PeerID, channel int) bool {
+	s := n.lookupSession(p)
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	_, open := s.openChans[channel]
+	delete(s.openChans, channel)
+	last := open && len(s.openChans) == 0 && s.state != stClosed
+	s.mu.Unlock()
+	if !open {
+		return false
+	}
+	n.recvq.drop(p, channel, false)
+	if last {
+		n.CloseP2PSessionWithUser(p)
+	}
+	return true
+}
+
+// AllowP2PPacketRelay allows or forbids relaying sessions created after the
+// call through a TURN server, and returns true, as Steam does. Relay is not
+// implemented yet: every session is direct today, whatever the setting.
+func (n *Node) AllowP2PPacketRelay(allow bool) bool {
+	n.relayAllowed.Store(allow)
+	return true
+}
+
+// AddPeerAddr tells the node where a peer can be reached, for LAN play and
+// tests without a server. A session waiting for an address starts its
+// handshake at once.
+func (n *Node) AddPeerAddr(p PeerID, addr netip.AddrPort) {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	n.tabMu.Lock()
+	n.peerAddrs[p] = addr
+	n.tabMu.Unlock()
+	s := n.lookupSession(p)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.state == stConnecting && s.hs == nil {
+		s.startHandshakeLocked(time.Now())
+	}
+	s.mu.Unlock()
+}
+
+// Events returns the channel of session events. It shares one bounded
+// queue with RunCallbacks: use one or the other. Events that do not fit are
+// dropped and counted (NodeStats.EventsDropped).
+func (n *Node) Events() <-chan Event { return n.events.ch }
+
+// RunCallbacks calls the Config callbacks for the events waiting, on the
+// caller's goroutine (a game loop), and returns when none is left. No lock
+// of the node is held while a callback runs, so callbacks may call any
+// method.
+func (n *Node) RunCallbacks() {
+	for {
+		select {
+		case e := <-n.events.ch:
+			n.dispatch(e)
+		default:
+			return
+		}
+	}
+}
+
+func (n *Node) dispatch(e Event) {
+	switch e := e.(type) {
+	case SessionRequest:
+		if f := n.cfg.OnSessionRequest; f != nil {
+			f(e.Peer)
+		}
+	case SessionConnectFail:
+		if f := n.cfg.OnSessionConnectFail; f != nil {
+			f(e.Peer, e.Error)
+		}
+	case SessionClosed:
+		if f := n.cfg.OnSessionClosed; f != nil {
+			f(e.Peer)
+		}
+	}
+}

@@ -1,0 +1,74 @@
+// Package p2p is gamewire's public API: Steam-style peer-to-peer
+// networking without Steam. A Node has an Identity (an X25519 key; its
+// public half, the PeerID, names the node), one UDP socket, and sessions
+// with the peers it talks to. Games send packets to a PeerID on a channel
+// with one of Steam's four send types and read them per channel; sessions
+// open, are accepted and fail as in Steam's ISteamNetworking.
+//
+// # Send types
+//
+// See SendType for the table: size limits (1200 bytes unreliable, 1 MiB
+// reliable), what is queued or dropped before a session connects, and the
+// netpacket flags each maps to. Ordering is per (peer, channel): a reliable
+// message held up on one channel never delays another.
+//
+// # Sessions
+//
+//   - Sending to a peer opens a session (Connecting) and accepts the peer.
+//   - A peer that sends to this node unaccepted raises SessionRequest,
+//     raised again every 2 s while it keeps sending. Its data is held (within
+//     a window of about 1 MiB, pushing back on the sender past it) and
+//     delivered after AcceptP2PSessionWithUser; unanswered, it is dropped
+//     after ConnectTimeout and the sender fails with SessionErrorTimeout.
+//   - No path, handshake or acceptance within ConnectTimeout (20 s): one
+//     SessionConnectFail{Timeout}, the queued data is dropped, and the next
+//     send starts a fresh attempt. A connected peer that goes silent (10 s
+//     without a packet, despite keepalives every second) fails the same way.
+//   - A peer running another AppID or protocol version fails the session
+//     with SessionErrorNotRunningApp; a peer that refuses it (closes it
+//     without accepting) with SessionErrorNoRightsToApp.
+//   - CloseP2PSessionWithUser frees the session and tells the peer (which
+//     gets SessionClosed); new data from it raises a new SessionRequest.
+//     CloseP2PChannelWithUser drops a channel's unread data; closing the last
+//     open channel closes the session.
+//   - GetP2PSessionState reports false without a session, else the truth:
+//     active or connecting, the last error, the remote address, queued bytes
+//     and packets, RTT, loss and rates.
+//
+// Events reach the application once each, through one bounded queue: either
+// RunCallbacks, which calls the Config callbacks on the caller's goroutine
+// (a game loop), or Events, a channel for Go code.
+//
+// # Security
+//
+// Every session runs a Noise IK handshake (internal/secure documents every
+// byte) that proves both PeerIDs and carries the AppID and protocol version;
+// then every datagram is sealed with ChaCha20-Poly1305 under a counter nonce
+// and checked against a replay window, and carries a receiver index rather
+// than a PeerID. A node never answers an unauthenticated packet with more
+// bytes than it carried. When peers start a session with each other at the
+// same moment, the lower PeerID stays initiator. A flood of handshakes puts
+// the node "under load": it then answers initiations with cookies, so only
+// sources that receive at their address get a handshake, each rate-limited.
+//
+// # Transport
+//
+// Each session runs a channels.Conn (reliability, ordering, fragmentation,
+// coalescing, congestion control) over its encrypted datagrams. The socket
+// is read and written in batches (recvmmsg/sendmmsg on Linux) and the first
+// byte of each datagram says what it is (DESIGN.md §5): 0x80–0xBF gamewire;
+// STUN (0x00–0x03) and TURN channel data (0x40–0x7F) are reserved for NAT
+// traversal and relay, which are not built yet. Today sessions need the
+// peer's address: AddPeerAddr.
+//
+// Data packet flags (authenticated) say where the sender stands on the
+// session, so acceptance, refusal and closing ride on every packet,
+// acknowledgements and keepalives included, and need no control messages of
+// their own:
+//
+//	bit 0  accepted  the sender accepts the session
+//	bit 1  refused   the sender refuses it
+//	bit 2  closing   the sender closed it
+//
+// A data packet with an empty payload carries only these flags.
+package p2p

@@ -1,0 +1,48 @@
+package p2p
+
+import (
+	"errors"
+	"net"
+)
+
+// Errors returned by Node methods. Match them with errors.Is.
+var (
+	// ErrTooLarge: the message exceeds its send type's limit (1200 bytes
+	// unreliable, 1 MiB reliable).
+	ErrTooLarge = errors.New("p2p: message too large for its send type")
+
+	// ErrQueueFull: too many bytes are queued for this peer; nothing was
+	// queued. Steam's SendP2PPacket returns false in this case.
+	ErrQueueFull = errors.New("p2p: send queue full")
+
+	// ErrNotConnected: reserved for operations that need an established
+	// session. (Sends before a session connects are queued or, for
+	// SendUnreliableNoDelay, dropped without error, as in Steam.)
+	ErrNotConnected = errors.New("p2p: no connected session")
+
+	// ErrInvalidChannel: channels are 0 through 65535.
+	ErrInvalidChannel = errors.New("p2p: channel outside 0..65535")
+
+	// ErrInvalidSendType: a SendType outside 0..3.
+	ErrInvalidSendType = errors.New("p2p: invalid send type")
+
+	// ErrInvalidFlags: flags the channels engine refuses (Reliable|Unsequenced).
+	ErrInvalidFlags = errors.New("p2p: invalid flags")
+
+	// ErrSelf: a Node cannot open a session with itself.
+	ErrSelf = errors.New("p2p: peer is this node")
+
+	// ErrClosed: the Node is closed. It matches net.ErrClosed.
+	ErrClosed = &closedError{}
+
+	// ErrBadPeerID: the text is not a PeerID.
+	ErrBadPeerID = errors.New("p2p: malformed peer ID")
+
+	// ErrBadIdentity: the text or file is not an identity.
+	ErrBadIdentity = errors.New("p2p: malformed identity")
+)
+
+type closedError struct{}
+
+func (*closedError) Error() string        { return "p2p: node closed" }
+func (*closedError) Is(target error) bool { return target == net.ErrClosed }

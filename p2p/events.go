@@ -1,0 +1,53 @@
+package p2p
+
+import (
+	"log/slog"
+	"sync/atomic"
+)
+
+// Event is delivered by Node.Events and, through RunCallbacks, to the
+// Config callbacks: SessionRequest, SessionConnectFail or SessionClosed.
+type Event interface{ isEvent() }
+
+// SessionRequest: Peer sent data and this node has not accepted its
+// session. It is raised again periodically while the peer keeps sending
+// and the session is unanswered. Answer with AcceptP2PSessionWithUser (or
+// by sending to the peer), or refuse with CloseP2PSessionWithUser.
+type SessionRequest struct{ Peer PeerID }
+
+// SessionConnectFail: the session with Peer failed; its queued data was
+// dropped. The next send to Peer starts a fresh attempt.
+type SessionConnectFail struct {
+	Peer  PeerID
+	Error SessionError
+}
+
+// SessionClosed: Peer closed its session with this node, or restarted.
+// Data it sends later raises a new SessionRequest.
+type SessionClosed struct{ Peer PeerID }
+
+func (SessionRequest) isEvent()     {}
+func (SessionConnectFail) isEvent() {}
+func (SessionClosed) isEvent()      {}
+
+// eventQueue is the one bounded queue behind Events and RunCallbacks. Push
+// never blocks: past the bound events are dropped, counted and logged.
+type eventQueue struct {
+	ch      chan Event
+	dropped atomic.Uint64
+	log     *slog.Logger
+}
+
+func newEventQueue(size int, log *slog.Logger) *eventQueue {
+	return &eventQueue{ch: make(chan Event, size), log: log}
+}
+
+func (q *eventQueue) push(e Event) {
+	select {
+	case q.ch <- e:
+	default:
+		if n := q.dropped.Add(1); n&(n-1) == 0 { // log the 1st, 2nd, 4th, 8th... drop
+			q.log.Warn("p2p: event queue full, events dropped", "dropped", n, "event", e)
+		}
+	}
+}

@@ -1,0 +1,664 @@
+package p2p
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gamewire/gamewire/channels"
+	"github.com/gamewire/gamewire/internal/secure"
+	"github.com/gamewire/gamewire/internal/udpbatch"
+)
+
+// Node is one endpoint of gamewire's peer-to-peer networking: an identity,
+// one UDP socket, and the sessions with the peers it talks to. All methods
+// are safe for concurrent use.
+//
+// Goroutines: a reader (the socket's packets: handshakes are checked there
+// and passed on; data packets are decrypted and handed to their session's
+// channels.Conn inline), a handshake worker (the expensive half of incoming
+// handshakes), a maintenance goroutine (session timers), and each session's
+// channels.Conn timer goroutine. Close stops them all.
+type Node struct {
+	// Immutable after New.
+	cfg     Config
+	id      *Identity
+	hs      *secure.Handshaker
+	appHash [16]byte
+	pc      net.PacketConn
+	ownPC   bool
+	sock    *udpbatch.Conn
+	log     *slog.Logger
+	events  *eventQueue
+	recvq   *recvQueues
+	hsQueue chan inboundInit
+	done    chan struct{}
+	wg      sync.WaitGroup
+
+	// mu guards sessions and closed. Taken before any session's mu.
+	mu       sync.Mutex
+	closed   bool
+	sessions map[PeerID]*session
+
+	// tabMu guards the tables below; a leaf lock, taken after session locks.
+	tabMu     sync.RWMutex
+	byIndex   map[uint32]*session
+	peerAddrs map[PeerID]netip.AddrPort
+	lastTS    map[PeerID]uint64 // newest initiation timestamp accepted per peer
+
+	load         *loadMeter
+	relayAllowed atomic.Bool
+	lastStamp    atomic.Uint64
+	msgPool      sync.Pool
+	stats        nodeCounters
+}
+
+type inboundInit struct {
+	pkt []byte
+	src netip.AddrPort
+}
+
+// Handshake worker bounds: the queue of initiations waiting for it, and the
+// fill level past which the node counts as under load and demands cookies.
+const (
+	handshakeQueueLen = 512
+	underLoadLen      = handshakeQueueLen / 8
+	maintenancePeriod = 50 * time.Millisecond
+	readBatch         = 32
+	readBufSize       = 2048
+)
+
+// New starts a Node.
+func New(cfg Config) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Identity == nil {
+		if cfg.Identity, err = NewIdentity(); err != nil {
+			return nil, err
+		}
+	}
+	n := &Node{
+		cfg:       cfg,
+		id:        cfg.Identity,
+		hs:        secure.NewHandshaker(secure.PrivateKey(cfg.Identity.private)),
+		appHash:   appHash(cfg.AppID),
+		log:       cfg.Logger,
+		events:    newEventQueue(cfg.EventQueueSize, cfg.Logger),
+		recvq:     newRecvQueues(),
+		hsQueue:   make(chan inboundInit, handshakeQueueLen),
+		done:      make(chan struct{}),
+		sessions:  make(map[PeerID]*session),
+		byIndex:   make(map[uint32]*session),
+		peerAddrs: make(map[PeerID]netip.AddrPort),
+		lastTS:    make(map[PeerID]uint64),
+		load:      newLoadMeter(time.Now()),
+	}
+	n.relayAllowed.Store(!cfg.DisableRelay)
+	n.pc = cfg.PacketConn
+	if n.pc == nil {
+		if n.pc, err = net.ListenPacket("udp", cfg.ListenAddr); err != nil {
+			return nil, err
+		}
+		n.ownPC = true
+		if u, ok := n.pc.(*net.UDPConn); ok {
+			u.SetReadBuffer(4 << 20)
+			u.SetWriteBuffer(4 << 20)
+		}
+	}
+	n.sock = udpbatch.New(n.pc)
+	n.wg.Add(3)
+	go n.readLoop()
+	go n.handshakeLoop()
+	go n.maintenanceLoop()
+	return n, nil
+}
+
+// PeerID returns this node's PeerID.
+func (n *Node) PeerID() PeerID { return n.id.PeerID() }
+
+// LocalAddr returns the address of the node's socket.
+func (n *Node) LocalAddr() net.Addr { return n.pc.LocalAddr() }
+
+// Close ends every session (telling each peer), stops the node's
+// goroutines and closes its socket (a Config.PacketConn is left open). It is
+// idempotent; afterwards the node's methods fail with errors matching
+// net.ErrClosed.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	sessions := make([]*session, 0, len(n.sessions))
+	for _, s := range n.sessions {
+		sessions = append(sessions, s)
+	}
+	n.mu.Unlock()
+	for _, s := range sessions {
+		s.closeByApp()
+	}
+	close(n.done)
+	if n.ownPC {
+		n.pc.Close()
+	} else {
+		n.pc.SetReadDeadline(time.Now()) // wakes the reader without closing the caller's socket
+	}
+	n.wg.Wait()
+	n.recvq.close()
+	return nil
+}
+
+func (n *Node) isClosed() bool {
+	select {
+	case <-n.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// readLoop reads datagrams and dispatches them by their first byte
+// (DESIGN.md §5): 0x00–0x03 STUN, 0x40–0x7F TURN channel data, 0x80–0xBF
+// gamewire. STUN and TURN are not served yet and are counted as dropped.
+func (n *Node) readLoop() {
+	defer n.wg.Done()
+	msgs := make([]udpbatch.Message, readBatch)
+	for i := range msgs {
+		msgs[i].Buf = make([]byte, readBufSize)
+	}
+	errs := 0
+	for {
+		for i := range msgs {
+			msgs[i].Buf = msgs[i].Buf[:cap(msgs[i].Buf)]
+		}
+		k, err := n.sock.ReadBatch(msgs)
+		if err != nil {
+			if n.isClosed() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			errs++
+			n.log.Warn("p2p: socket read failed", "err", err)
+			time.Sleep(min(time.Duration(errs)*10*time.Millisecond, time.Second)) // do not spin on a broken socket
+			continue
+		}
+		errs = 0
+		for i := range k {
+			m := &msgs[i]
+			if m.Truncated {
+				n.stats.dropped.Add(1)
+				continue
+			}
+			n.handlePacket(m.Buf[:m.N], m.Addr)
+		}
+	}
+}
+
+func (n *Node) handlePacket(b []byte, src netip.AddrPort) {
+	n.stats.packetsIn.Add(1)
+	if len(b) == 0 {
+		n.stats.dropped.Add(1)
+		return
+	}
+	switch b[0] {
+	case secure.TypeData:
+		n.handleData(b, src)
+	case secure.TypeInitiation:
+		n.handleInitiation(b, src)
+	case secure.TypeResponse:
+		n.handleResponse(b, src)
+	case secure.TypeCookieReply:
+		n.handleCookieReply(b)
+	default:
+		n.stats.dropped.Add(1) // STUN, TURN and unknown gamewire types: not served yet
+	}
+}
+
+func (n *Node) lookupIndex(idx uint32) *session {
+	n.tabMu.RLock()
+	s := n.byIndex[idx]
+	n.tabMu.RUnlock()
+	return s
+}
+
+func (n *Node) handleData(b []byte, src netip.AddrPort) {
+	idx, ok := secure.DataReceiverIndex(b)
+	var s *session
+	if ok {
+		s = n.lookupIndex(idx)
+	}
+	kp := (*secure.Keypair)(nil)
+	if s != nil {
+		kp = s.keys.Load()
+	}
+	if kp == nil {
+		if s == nil || !s.keepEarly(b, src) {
+			n.stats.unknownIndex.Add(1)
+		}
+		return
+	}
+	plain, flags, err := kp.Open(b)
+	if err != nil {
+		if errors.Is(err, secure.ErrReplay) {
+			n.stats.replayed.Add(1)
+		} else {
+			n.stats.authFailed.Add(1)
+		}
+		return
+	}
+	s.onPacket(src, flags, plain)
+}
+
+// handleInitiation does the cheap checks on the reader's goroutine and
+// passes the rest to the handshake worker. Under load (see loadMeter) it
+// wants proof that the source address is real (a cookie, WireGuard's mac2)
+// and rate-limits each source address.
+func (n *Node) handleInitiation(b []byte, src netip.AddrPort) {
+	if !n.hs.CheckMAC1(b) {
+		n.stats.badMAC.Add(1)
+		return
+	}
+	if n.load.admit(time.Now(), len(n.hsQueue)) {
+		if !n.hs.CheckMAC2(b, src) {
+			if reply, err := n.hs.CookieReply(b, src); err == nil {
+				n.stats.cookiesSent.Add(1)
+				n.writeTo(reply, src)
+			}
+			return
+		}
+		if !n.hs.Allow(src.Addr()) {
+			n.stats.rateLimited.Add(1)
+			return
+		}
+	}
+	select {
+	case n.hsQueue <- inboundInit{pkt: append([]byte(nil), b...), src: src}:
+	default:
+		n.stats.handshakeDropped.Add(1)
+	}
+}
+
+func (n *Node) handleResponse(b []byte, src netip.AddrPort) {
+	idx, ok := secure.ResponseReceiverIndex(b)
+	if !ok {
+		n.stats.dropped.Add(1)
+		return
+	}
+	s := n.lookupIndex(idx)
+	if s == nil {
+		n.stats.unknownIndex.Add(1)
+		return
+	}
+	s.mu.Lock()
+	early := s.consumeResponseLocked(b, idx, src)
+	s.mu.Unlock()
+	// Packets that beat the response here are replayed now the keys exist.
+	for _, p := range early {
+		n.handleData(p.data, p.src)
+	}
+}
+
+// consumeResponseLocked completes our handshake with a response and returns
+// the early packets to replay.
+func (s *session) consumeResponseLocked(b []byte, idx uint32, src netip.AddrPort) []earlyPacket {
+	n := s.node
+	if s.hs == nil || s.index != idx || s.state != stConnecting {
+		return nil // a duplicate, or for an attempt we gave up
+	}
+	kp, payload, err := s.hs.ConsumeResponse(b)
+	if err != nil {
+		n.stats.handshakeFailed.Add(1)
+		return nil
+	}
+	resp, err := decodeRespPayload(payload)
+	if err != nil {
+		n.stats.handshakeFailed.Add(1)
+		return nil
+	}
+	switch resp.status {
+	case statusNotRunningApp:
+		s.failLocked(SessionErrorNotRunningApp, false)
+		return nil
+	case statusRefused:
+		s.failLocked(SessionErrorNoRightsToApp, false)
+		return nil
+	}
+	if err := s.establishLocked(kp, src, resp.epoch, resp.flags&respAccepted != 0); err != nil {
+		n.log.Error("p2p: cannot start session", "peer", s.peer, "err", err)
+		s.failLocked(SessionErrorTimeout, false)
+		return nil
+	}
+	early := s.early
+	s.early = nil
+	return early
+}
+
+func (n *Node) handleCookieReply(b []byte) {
+	idx, ok := secure.CookieReplyReceiverIndex(b)
+	if !ok {
+		return
+	}
+	s := n.lookupIndex(idx)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hs == nil || s.index != idx {
+		return
+	}
+	if err := s.hs.ConsumeCookieReply(b); err != nil {
+		return
+	}
+	if addr := s.remote.Load(); addr != nil {
+		n.writeTo(s.hs.Message(), *addr) // at once, now with mac2
+	}
+}
+
+func (n *Node) handshakeLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case in := <-n.hsQueue:
+			n.processInitiation(in.pkt, in.src)
+		case <-n.done:
+			return
+		}
+	}
+}
+
+// processInitiation runs the expensive half of an incoming handshake and
+// decides what it means for the peer's session.
+func (n *Node) processInitiation(pkt []byte, src netip.AddrPort) {
+	n.stats.handshakes.Add(1)
+	inc, err := n.hs.ConsumeInitiation(pkt)
+	if err != nil {
+		n.stats.handshakeFailed.Add(1)
+		return
+	}
+	peer := PeerID(inc.Peer)
+	p, err := decodeInitPayload(inc.Payload)
+	if err != nil || peer == n.id.PeerID() {
+		n.stats.handshakeFailed.Add(1)
+		return
+	}
+	if p.version != protocolVersion || p.app != n.appHash {
+		n.respondStatus(inc, src, statusNotRunningApp)
+		return
+	}
+	now := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return
+	}
+	s := n.liveSessionLocked(peer) // locked, or nil
+	if s == nil {
+		// Nothing to resend or to ignore as ours: only a newer initiation
+		// than any answered may open a session, so replays open nothing.
+		if p.timestamp <= n.lastTimestamp(peer) {
+			n.stats.replayedInit.Add(1)
+			return
+		}
+		if n.pendingCountLocked() >= n.cfg.MaxPendingSessions {
+			n.respondStatus(inc, src, statusRefused)
+			return
+		}
+		s = n.newSessionLocked(peer, now)
+		s.mu.Lock()
+	}
+	defer s.mu.Unlock()
+	n.answerInitiation(s, inc, p, secure.InitiationID(pkt), src, now)
+}
+
+// answerInitiation applies an authenticated initiation from s's peer to s
+// (n.mu and s.mu held): resend an answer, ignore it, or answer it.
+func (n *Node) answerInitiation(s *session, inc *secure.IncomingInitiation, p initPayload, id [16]byte, src netip.AddrPort, now time.Time) {
+	switch {
+	case s.state == stEstablished && !s.initiator && s.respID == id:
+		n.writeTo(s.respCache, src) // our answer was lost: the same bytes again
+		return
+	case s.state == stEstablished && p.epoch == s.peerEpoch:
+		n.raiseLastTimestamp(s.peer, p.timestamp)
+		return // this session already exists: a late copy from simultaneous initiation
+	case p.timestamp <= n.lastTimestamp(s.peer):
+		n.stats.replayedInit.Add(1) // a replay, or older than one we answered
+		return
+	case s.state == stConnecting && s.hs != nil && lessPeer(n.id.PeerID(), s.peer):
+		// Both initiated: the lower PeerID stays initiator and the peer
+		// answers ours. Remember this one's time, so it cannot be replayed
+		// later to open a session.
+		n.raiseLastTimestamp(s.peer, p.timestamp)
+		return
+	}
+	if s.state == stEstablished {
+		// A new epoch: the peer restarted its side. The old session is gone
+		// for it, so end ours and start again, keeping our acceptance.
+		s.stopLocked(false)
+		n.freeIndex(s.index, s)
+		n.events.push(SessionClosed{Peer: s.peer})
+		s.state, s.started, s.epoch = stConnecting, now, n.newEpoch()
+	}
+	s.abandonHandshakeLocked()
+	idx := n.allocIndex(s)
+	var flags uint8
+	if s.accepted {
+		flags = respAccepted
+	}
+	pkt, kp, err := inc.Respond(idx, respPayload{status: statusOK, flags: flags, epoch: s.epoch}.encode())
+	if err != nil {
+		n.freeIndex(idx, s)
+		n.stats.handshakeFailed.Add(1)
+		return
+	}
+	n.setLastTimestamp(s.peer, p.timestamp)
+	s.index, s.respCache, s.respID, s.initiator = idx, pkt, id, false
+	if err := s.establishLocked(kp, src, p.epoch, true); err != nil {
+		n.log.Error("p2p: cannot start session", "peer", s.peer, "err", err)
+		return
+	}
+	n.writeTo(pkt, src)
+}
+
+func (n *Node) respondStatus(inc *secure.IncomingInitiation, src netip.AddrPort, status uint8) {
+	pkt, _, err := inc.Respond(0, respPayload{status: status}.encode())
+	if err == nil {
+		n.writeTo(pkt, src)
+	}
+}
+
+// liveSessionLocked returns peer's session locked, or nil when there is
+// none or it has ended (n.mu held).
+func (n *Node) liveSessionLocked(peer PeerID) *session {
+	s := n.sessions[peer]
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	if s.state == stClosed || s.state == stFailed {
+		s.mu.Unlock()
+		return nil
+	}
+	return s
+}
+
+// newSessionLocked makes a fresh session for peer, replacing an ended one
+// (n.mu held). A failed attempt of ours leaves our acceptance behind: we
+// wanted to talk to this peer.
+func (n *Node) newSessionLocked(peer PeerID, now time.Time) *session {
+	s := &session{node: n, peer: peer, state: stConnecting, started: now, epoch: n.newEpoch()}
+	if old := n.sessions[peer]; old != nil {
+		old.mu.Lock()
+		s.accepted = old.state == stFailed && old.accepted
+		old.mu.Unlock()
+	}
+	s.setFlagsLocked()
+	n.sessions[peer] = s
+	return s
+}
+
+// pendingCountLocked counts sessions peers opened that we have not
+// accepted (n.mu held).
+func (n *Node) pendingCountLocked() int {
+	count := 0
+	for _, s := range n.sessions {
+		s.mu.Lock()
+		if s.state == stEstablished && !s.accepted {
+			count++
+		}
+		s.mu.Unlock()
+	}
+	return count
+}
+
+func lessPeer(a, b PeerID) bool { return bytes.Compare(a[:], b[:]) < 0 }
+
+func (n *Node) maintenanceLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(maintenancePeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+			n.maintain(time.Now())
+		}
+	}
+}
+
+// maintain runs every session's timers, including closed ones that only
+// the index table still knows (tombstones).
+func (n *Node) maintain(now time.Time) {
+	seen := make(map[*session]struct{})
+	n.mu.Lock()
+	for _, s := range n.sessions {
+		seen[s] = struct{}{}
+	}
+	n.mu.Unlock()
+	n.tabMu.RLock()
+	for _, s := range n.byIndex {
+		seen[s] = struct{}{}
+	}
+	n.tabMu.RUnlock()
+	for s := range seen {
+		if s.tick(now) {
+			n.mu.Lock()
+			if n.sessions[s.peer] == s {
+				delete(n.sessions, s.peer)
+			}
+			n.mu.Unlock()
+		}
+	}
+}
+
+// allocIndex picks a free random index for s.
+func (n *Node) allocIndex(s *session) uint32 {
+	n.tabMu.Lock()
+	defer n.tabMu.Unlock()
+	for {
+		var b [4]byte
+		rand.Read(b[:])
+		idx := binary.LittleEndian.Uint32(b[:])
+		if _, used := n.byIndex[idx]; idx != 0 && !used {
+			n.byIndex[idx] = s
+			return idx
+		}
+	}
+}
+
+func (n *Node) freeIndex(idx uint32, s *session) {
+	n.tabMu.Lock()
+	if n.byIndex[idx] == s {
+		delete(n.byIndex, idx)
+	}
+	n.tabMu.Unlock()
+}
+
+func (n *Node) peerAddr(p PeerID) (netip.AddrPort, bool) {
+	n.tabMu.RLock()
+	defer n.tabMu.RUnlock()
+	a, ok := n.peerAddrs[p]
+	return a, ok
+}
+
+func (n *Node) lastTimestamp(p PeerID) uint64 {
+	n.tabMu.RLock()
+	defer n.tabMu.RUnlock()
+	return n.lastTS[p]
+}
+
+func (n *Node) setLastTimestamp(p PeerID, ts uint64) { n.raiseLastTimestamp(p, ts) }
+
+// raiseLastTimestamp records an authenticated initiation's time: nothing
+// older or as old from that peer opens a session afterwards.
+func (n *Node) raiseLastTimestamp(p PeerID, ts uint64) {
+	n.tabMu.Lock()
+	n.lastTS[p] = max(n.lastTS[p], ts)
+	n.tabMu.Unlock()
+}
+
+// timestamp returns the current time in unix nanoseconds, strictly greater
+// than any it returned before, for initiations.
+func (n *Node) timestamp() uint64 {
+	for {
+		last := n.lastStamp.Load()
+		next := max(uint64(time.Now().UnixNano()), last+1)
+		if n.lastStamp.CompareAndSwap(last, next) {
+			return next
+		}
+	}
+}
+
+func (n *Node) newEpoch() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:])
+}
+
+// deliverToApp queues a message for ReadP2PPacket and Receive (the
+// session's mu held).
+func (n *Node) deliverToApp(s *session, m channels.Message) {
+	qp := queuedPacket{pkt: Packet{From: s.peer, Channel: int(m.Channel), Data: m.Data}}
+	if m.Flags.IsReliable() {
+		qp.conn = s.conn
+	}
+	n.recvq.push(qp) // an unreliable packet that does not fit is counted there
+}
+
+func (n *Node) getMsgs(k int) *[]udpbatch.Message {
+	if v, ok := n.msgPool.Get().(*[]udpbatch.Message); ok && cap(*v) >= k {
+		*v = (*v)[:k]
+		return v
+	}
+	m := make([]udpbatch.Message, k, max(k, 64))
+	return &m
+}
+
+func (n *Node) putMsgs(m *[]udpbatch.Message) {
+	clear(*m)
+	n.msgPool.Put(m)
+}
+
+// writeTo sends one packet.
+func (n *Node) writeTo(pkt []byte, addr netip.AddrPort) {
+	msgs := n.getMsgs(1)
+	(*msgs)[0] = udpbatch.Message{Buf: pkt, Addr: addr}
+	if _, err := n.sock.WriteBatch(*msgs); err != nil {
+		n.stats.writeErrors.Add(1)
+	}
+	n.putMsgs(msgs)
+}

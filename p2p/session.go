@@ -1,0 +1,583 @@
+package p2p
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gamewire/gamewire/channels"
+	"github.com/gamewire/gamewire/internal/secure"
+	"github.com/gamewire/gamewire/internal/udpbatch"
+)
+
+type sessionState int
+
+const (
+	// stConnecting: we want to talk to the peer and have no transport yet
+	// (no address, or the handshake is under way).
+	stConnecting sessionState = iota
+	// stEstablished: keys agreed and a channels.Conn runs.
+	stEstablished
+	// stFailed: the last attempt failed; the record stays so
+	// GetP2PSessionState can report the error, until the next send.
+	stFailed
+	// stClosed: closed; only a tombstone in the index map remains.
+	stClosed
+)
+
+// Timing of sessions.
+const (
+	handshakeFirstRetry = 250 * time.Millisecond
+	handshakeMaxRetry   = 2 * time.Second
+	requestRepeat       = 2 * time.Second  // SessionRequest raised again while unanswered
+	failedRecordTTL     = time.Minute      // a failed session's record
+	tombstoneTTL        = 10 * time.Second // a closed session still answers its peer's packets
+	tombstoneReplyGap   = 200 * time.Millisecond
+)
+
+// Per-session bounds.
+const (
+	preQueueBytes     = channels.DefaultSendQueueBytes
+	heldUnreliableMax = 256 << 10
+	// pendingWindow is the receive window of a session this node has not
+	// accepted: room for one largest message, so what a stranger can make
+	// us hold is bounded until the application says yes.
+	pendingWindow = MaxReliableSize + 64<<10
+	fullWindow    = channels.DefaultReceiveWindow
+)
+
+// session is this node's state for one peer.
+//
+// Ownership: fields under mu are changed by whichever goroutine holds mu:
+// the application's (Send, Accept, Close...), the reader's (packets, and the
+// channels.Conn's Deliver callback), the handshake worker's, and the
+// maintenance goroutine's. remote, keys and txFlags are atomics so the
+// packet paths (sessionLink, the reader) read them without mu. Lock order:
+// Node.mu, then session.mu, then the leaf locks Node.tabMu and
+// recvQueues.mu. So session code never touches Node.sessions: a session
+// that ends stays there in stFailed or stClosed, lookups treat stClosed as
+// absent, and the maintenance goroutine removes it when its time is up.
+// Calling the Conn with mu held is allowed: the Conn's Link only reads the
+// atomics.
+type session struct {
+	node *Node
+	peer PeerID
+
+	remote  atomic.Pointer[netip.AddrPort]
+	keys    atomic.Pointer[secure.Keypair]
+	txFlags atomic.Uint32
+
+	mu           sync.Mutex
+	state        sessionState
+	index        uint32 // our index for this session, in Node.byIndex
+	epoch        uint64 // ours
+	peerEpoch    uint64
+	initiator    bool
+	started      time.Time // this attempt began: ConnectTimeout counts from here
+	accepted     bool      // we accept the peer: we sent to it, or the app accepted
+	peerAccepted bool      // the peer accepts us
+	refused      bool      // we refused the peer
+	lastErr      SessionError
+	ended        time.Time // failed or closed at
+	lastReply    time.Time // tombstone's last reply
+
+	pre      []preMsg // queued before the transport exists
+	preBytes int
+
+	held          []channels.Message // delivered while not accepted
+	heldUnrel     int
+	requestedAt   time.Time // last SessionRequest raised
+	firstRequest  time.Time
+	inboundRecent bool // data arrived since the last SessionRequest
+
+	hs         *secure.Initiation
+	hsNext     time.Time
+	hsInterval time.Duration
+	hsSentAt   time.Time // first send of the initiation; zero once resent
+	early      []earlyPacket
+
+	conn      *channels.Conn
+	respCache []byte   // responder: our response, resent for a retransmitted initiation
+	respID    [16]byte // the initiation it answers
+	openChans map[int]struct{}
+}
+
+// earlyPacket is a data packet that reached an initiator before the
+// response that gives it the keys (the responder sends at once and the two
+// can swap places). It is replayed once the keys exist, rather than lost
+// and waited for.
+type earlyPacket struct {
+	src  netip.AddrPort
+	data []byte
+}
+
+// maxEarly bounds the early packets kept per handshake.
+const maxEarly = 8
+
+type preMsg struct {
+	channel int
+	flags   channels.Flags
+	data    []byte
+}
+
+func (s *session) setFlagsLocked() {
+	var f uint32
+	if s.accepted {
+		f |= flagAccepted
+	}
+	if s.refused {
+		f |= flagRefused
+	}
+	if s.state == stClosed {
+		f |= flagClosing
+	}
+	s.txFlags.Store(f)
+}
+
+func (s *session) noteChannelLocked(ch int) {
+	if s.openChans == nil {
+		s.openChans = make(map[int]struct{})
+	}
+	s.openChans[ch] = struct{}{}
+}
+
+// send queues or sends data.
+func (s *session) send(data []byte, flags channels.Flags, ch int, noDelay bool, now time.Time) error {
+	s.mu.Lock()
+	if s.state == stFailed {
+		s.restartLocked(now)
+	}
+	if !s.accepted {
+		s.acceptLocked()
+	}
+	s.noteChannelLocked(ch)
+	if s.state == stEstablished {
+		conn, active := s.conn, s.peerAccepted
+		s.mu.Unlock()
+		if noDelay && !active {
+			return nil // SendUnreliableNoDelay before the session is connected
+		}
+		return mapConnErr(conn.Send(uint16(ch), data, flags))
+	}
+	defer s.mu.Unlock()
+	if s.state != stConnecting || noDelay {
+		return nil
+	}
+	if s.preBytes+len(data) > preQueueBytes {
+		return ErrQueueFull
+	}
+	s.pre = append(s.pre, preMsg{channel: ch, flags: flags, data: append([]byte(nil), data...)})
+	s.preBytes += len(data)
+	if s.hs == nil {
+		s.startHandshakeLocked(now)
+	}
+	return nil
+}
+
+func mapConnErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, channels.ErrQueueFull):
+		return ErrQueueFull
+	case errors.Is(err, channels.ErrTooLarge):
+		return ErrTooLarge
+	case errors.Is(err, channels.ErrInvalidFlags):
+		return ErrInvalidFlags
+	}
+	// The Conn ended just now; the maintenance goroutine reports the
+	// failure and drops what was queued, as for data queued earlier.
+	return nil
+}
+
+// restartLocked turns a failed record into a fresh attempt.
+func (s *session) restartLocked(now time.Time) {
+	s.state = stConnecting
+	s.lastErr = SessionErrorNone
+	s.started = now
+	s.epoch = s.node.newEpoch()
+	s.peerAccepted = false
+	s.initiator = false
+}
+
+// acceptLocked accepts the peer: held data goes to the application, the
+// window opens, and the peer hears of it.
+func (s *session) acceptLocked() {
+	s.accepted = true
+	s.requestedAt, s.firstRequest, s.inboundRecent = time.Time{}, time.Time{}, false
+	s.setFlagsLocked()
+	for _, m := range s.held {
+		s.node.deliverToApp(s, m)
+	}
+	s.held, s.heldUnrel = nil, 0
+	if s.conn != nil {
+		s.conn.SetReceiveWindow(fullWindow)
+		s.sendControl() // say so now, not with the next acknowledgement
+	}
+}
+
+// startHandshakeLocked sends an initiation if the peer's address is known.
+func (s *session) startHandshakeLocked(now time.Time) {
+	addr, ok := s.node.peerAddr(s.peer)
+	if !ok {
+		return // wait for AddPeerAddr (or a rendezvous, later)
+	}
+	s.remote.Store(&addr)
+	n := s.node
+	idx := n.allocIndex(s)
+	payload := initPayload{version: protocolVersion, app: n.appHash, timestamp: n.timestamp(), epoch: s.epoch}
+	in, err := n.hs.Initiate(secure.PublicKey(s.peer), idx, payload.encode())
+	if err != nil {
+		n.freeIndex(idx, s)
+		n.log.Warn("p2p: cannot start handshake", "peer", s.peer, "err", err)
+		return
+	}
+	s.index, s.hs, s.initiator = idx, in, true
+	s.hsInterval = handshakeFirstRetry
+	s.hsNext = now.Add(s.hsInterval)
+	s.hsSentAt = now
+	n.writeTo(in.Message(), addr)
+}
+
+// abandonHandshakeLocked drops our initiation (the peer's won).
+func (s *session) abandonHandshakeLocked() {
+	if s.hs != nil {
+		s.node.freeIndex(s.index, s)
+		s.hs, s.index, s.initiator = nil, 0, false
+		s.early = nil
+	}
+}
+
+// establishLocked starts the transport: keys, the channels.Conn, and what
+// was queued before it existed.
+func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, peerEpoch uint64, peerAccepted bool) error {
+	n := s.node
+	window := fullWindow
+	if !s.accepted {
+		window = pendingWindow
+	}
+	// An initiation answered on its first try measured one round trip.
+	var rtt time.Duration
+	if !s.hsSentAt.IsZero() {
+		rtt = max(time.Since(s.hsSentAt), time.Millisecond)
+		s.hsSentAt = time.Time{}
+	}
+	conn, err := channels.New(sessionLink{s}, channels.Config{
+		InitialRTT:        rtt,
+		Headroom:          secure.DataHeaderLen,
+		Tailroom:          secure.TagLen,
+		MaxUnreliableSize: MaxUnreliableSize,
+		MaxReliableSize:   MaxReliableSize,
+		NagleDelay:        n.cfg.NagleDelay,
+		ReleaseOnRead:     true,
+		ReceiveWindow:     window,
+		Deliver:           s.deliver,
+		Logger:            n.log,
+	})
+	if err != nil {
+		return err
+	}
+	s.remote.Store(&src)
+	s.keys.Store(kp)
+	s.peerEpoch = peerEpoch
+	s.peerAccepted = s.peerAccepted || peerAccepted
+	s.hs = nil
+	s.state = stEstablished
+	s.conn = conn
+	s.setFlagsLocked()
+	for _, m := range s.pre {
+		conn.Send(uint16(m.channel), m.data, m.flags)
+	}
+	s.pre, s.preBytes = nil, 0
+	return nil
+}
+
+// deliver is the Conn's Deliver callback (the reader's goroutine): messages
+// of an accepted peer go to the application, others are held.
+func (s *session) deliver(m channels.Message) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != stEstablished {
+		return
+	}
+	s.noteChannelLocked(int(m.Channel))
+	if s.accepted {
+		s.node.deliverToApp(s, m)
+		return
+	}
+	if !m.Flags.IsReliable() {
+		if s.heldUnrel+len(m.Data) > heldUnreliableMax {
+			s.node.stats.heldDropped.Add(1)
+			return
+		}
+		s.heldUnrel += len(m.Data)
+	}
+	// Reliable messages are bounded by the session's window, which is not
+	// given back until the application reads them.
+	s.held = append(s.held, m)
+	s.inboundRecent = true
+	if s.requestedAt.IsZero() {
+		now := time.Now()
+		s.firstRequest, s.requestedAt, s.inboundRecent = now, now, false
+		s.node.events.push(SessionRequest{Peer: s.peer})
+	}
+}
+
+// onPacket handles an authenticated data packet.
+func (s *session) onPacket(src netip.AddrPort, flags byte, plain []byte) {
+	if r := s.remote.Load(); r == nil || *r != src {
+		moved := src           // a copy, so only a move costs an allocation
+		s.remote.Store(&moved) // the peer moved (NAT rebinding): follow it, it proved its keys
+	}
+	s.mu.Lock()
+	switch s.state {
+	case stClosed:
+		s.replyTombstoneLocked(flags)
+		s.mu.Unlock()
+		return
+	case stEstablished:
+	default:
+		s.mu.Unlock()
+		return
+	}
+	if flags&flagRefused != 0 {
+		s.failLocked(SessionErrorNoRightsToApp, false)
+		s.mu.Unlock()
+		return
+	}
+	if flags&flagClosing != 0 {
+		s.peerClosedLocked()
+		s.mu.Unlock()
+		return
+	}
+	if flags&flagAccepted != 0 {
+		s.peerAccepted = true
+	}
+	conn := s.conn
+	s.mu.Unlock()
+	if len(plain) > 0 {
+		conn.HandleDatagram(plain)
+	}
+}
+
+// keepEarly keeps a copy of a data packet that arrived while our handshake
+// is still waiting for its response; it reports whether it did.
+func (s *session) keepEarly(b []byte, src netip.AddrPort) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hs == nil || len(s.early) >= maxEarly {
+		return false
+	}
+	s.early = append(s.early, earlyPacket{src: src, data: append([]byte(nil), b...)})
+	return true
+}
+
+// replyTombstoneLocked answers a closed session's peer, at a bounded rate,
+// so it learns of the close even if the first notice was lost.
+func (s *session) replyTombstoneLocked(peerFlags byte) {
+	if peerFlags&(flagClosing|flagRefused) != 0 {
+		return // it knows
+	}
+	now := time.Now()
+	if now.Sub(s.lastReply) < tombstoneReplyGap {
+		return
+	}
+	s.lastReply = now
+	s.sendControl()
+}
+
+// sendControl sends a packet with no payload, carrying only the session
+// flags.
+func (s *session) sendControl() {
+	kp, addr := s.keys.Load(), s.remote.Load()
+	if kp == nil || addr == nil {
+		return
+	}
+	buf := make([]byte, secure.DataHeaderLen, secure.DataHeaderLen+secure.TagLen)
+	pkt, err := kp.Seal(buf, 0, byte(s.txFlags.Load()))
+	if err != nil {
+		return
+	}
+	s.node.writeTo(pkt, *addr)
+}
+
+// failLocked ends the attempt with e: queued and held data are dropped and
+// SessionConnectFail is raised. tell says whether to tell the peer.
+func (s *session) failLocked(e SessionError, tell bool) {
+	s.lastErr = e
+	s.stopLocked(tell)
+	s.state = stFailed
+	s.ended = time.Now()
+	s.node.freeIndex(s.index, s)
+	s.index = 0
+	s.node.events.push(SessionConnectFail{Peer: s.peer, Error: e})
+}
+
+// peerClosedLocked handles the peer's close.
+func (s *session) peerClosedLocked() {
+	if !s.peerAccepted && s.initiator {
+		// It gave up on us before accepting: as Steam, a timeout.
+		s.failLocked(SessionErrorTimeout, false)
+		return
+	}
+	wasAccepted := s.accepted
+	s.stopLocked(false)
+	s.state = stClosed
+	s.ended = time.Now()
+	s.setFlagsLocked()
+	s.node.recvq.drop(s.peer, 0, true)
+	if wasAccepted {
+		// A request withdrawn before we answered it ends quietly, as in Steam.
+		s.node.events.push(SessionClosed{Peer: s.peer})
+	}
+}
+
+// stopLocked ends the transport and drops queued and held data.
+func (s *session) stopLocked(tell bool) {
+	s.abandonHandshakeLocked()
+	if s.conn != nil {
+		if tell {
+			prev := s.state
+			s.state = stClosed
+			s.setFlagsLocked()
+			s.sendControl()
+			s.state = prev
+			s.conn.Close() // its CLOSE frame backs up the flag
+		} else {
+			s.conn.Close()
+		}
+		s.conn = nil
+	}
+	s.pre, s.preBytes = nil, 0
+	s.held, s.heldUnrel = nil, 0
+	s.peerAccepted = false
+}
+
+// closeByApp closes the session for CloseP2PSessionWithUser: a session the
+// peer opened and we never accepted is refused (the peer fails with
+// NoRightsToApp), any other is closed and the peer told. The session stays
+// reachable by index for a while as a tombstone answering the peer.
+func (s *session) closeByApp() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == stEstablished && !s.accepted {
+		s.refused = true
+	}
+	s.abandonHandshakeLocked()
+	if s.conn != nil {
+		s.state = stClosed
+		s.setFlagsLocked()
+		s.sendControl()
+		s.conn.Close() // its CLOSE frame backs up the flags
+		s.conn = nil
+	}
+	s.state = stClosed
+	s.ended = time.Now()
+	s.pre, s.preBytes, s.held, s.heldUnrel = nil, 0, nil, 0
+	s.setFlagsLocked()
+}
+
+// tick runs the session's timers (the maintenance goroutine). It reports
+// true when the session's time is up and the Node should forget it.
+func (s *session) tick(now time.Time) (forget bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	timeout := s.node.cfg.ConnectTimeout
+	switch s.state {
+	case stConnecting:
+		switch {
+		case now.Sub(s.started) >= timeout:
+			s.failLocked(SessionErrorTimeout, false)
+		case s.hs == nil:
+			s.startHandshakeLocked(now)
+		case !now.Before(s.hsNext):
+			if addr := s.remote.Load(); addr != nil {
+				s.node.writeTo(s.hs.Message(), *addr)
+			}
+			s.hsSentAt = time.Time{} // a response can no longer time one round trip
+			s.hsInterval = min(2*s.hsInterval, handshakeMaxRetry)
+			s.hsNext = now.Add(s.hsInterval)
+		}
+	case stEstablished:
+		s.tickEstablishedLocked(now, timeout)
+	case stFailed:
+		return now.Sub(s.ended) >= failedRecordTTL
+	case stClosed:
+		if now.Sub(s.ended) >= tombstoneTTL {
+			s.node.freeIndex(s.index, s)
+			return true
+		}
+	}
+	return false
+}
+
+func (s *session) tickEstablishedLocked(now time.Time, timeout time.Duration) {
+	if err := s.conn.Err(); err != nil {
+		switch {
+		case s.unseenLocked():
+			s.endQuietlyLocked(now) // the application never knew of it
+		case errors.Is(err, channels.ErrPeerClosed):
+			s.peerClosedLocked()
+		default:
+			s.failLocked(SessionErrorTimeout, false) // the peer went silent
+		}
+		return
+	}
+	if !s.peerAccepted && now.Sub(s.started) >= timeout {
+		s.failLocked(SessionErrorTimeout, true) // never accepted: give up and say so
+		return
+	}
+	if s.accepted || s.firstRequest.IsZero() {
+		return
+	}
+	if now.Sub(s.firstRequest) >= timeout {
+		s.endQuietlyLocked(now) // never answered: drop what it sent
+		return
+	}
+	if s.inboundRecent && now.Sub(s.requestedAt) >= requestRepeat {
+		s.requestedAt, s.inboundRecent = now, false
+		s.node.events.push(SessionRequest{Peer: s.peer})
+	}
+}
+
+// unseenLocked reports a session the application has not heard of: the
+// peer opened it, sent nothing, and we neither accepted nor sent. (A replayed
+// initiation, say.) It is not reported and ends without an event.
+func (s *session) unseenLocked() bool {
+	return !s.initiator && !s.accepted && s.firstRequest.IsZero()
+}
+
+// endQuietlyLocked lets a session go without telling the application.
+func (s *session) endQuietlyLocked(now time.Time) {
+	s.stopLocked(false)
+	s.state = stClosed
+	s.ended = now
+	s.setFlagsLocked()
+}
+
+// sessionLink seals a session's datagrams and writes them to the socket.
+type sessionLink struct{ s *session }
+
+func (l sessionLink) SendDatagrams(dgrams [][]byte) error {
+	s := l.s
+	kp, addr := s.keys.Load(), s.remote.Load()
+	if kp == nil || addr == nil {
+		return errNoTransport
+	}
+	flags := byte(s.txFlags.Load())
+	msgs := s.node.getMsgs(len(dgrams))
+	defer s.node.putMsgs(msgs)
+	for i, d := range dgrams {
+		pkt, err := kp.Seal(d, len(d)-secure.DataHeaderLen, flags)
+		if err != nil {
+			return err
+		}
+		(*msgs)[i] = udpbatch.Message{Buf: pkt, Addr: *addr}
+	}
+	_, err := s.node.sock.WriteBatch(*msgs)
+	return err
+}
+
+var errNoTransport = errors.New("p2p: session has no keys or address")

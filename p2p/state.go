@@ -1,0 +1,94 @@
+package p2p
+
+import (
+	"net/netip"
+	"time"
+)
+
+// PathKind says how a session's packets travel.
+type PathKind int
+
+// Path kinds. Only direct UDP paths exist today.
+const (
+	PathNone   PathKind = iota // no transport yet
+	PathDirect                 // UDP straight to the peer
+)
+
+func (k PathKind) String() string {
+	switch k {
+	case PathDirect:
+		return "direct"
+	}
+	return "none"
+}
+
+// SessionState is what GetP2PSessionState reports: Steam's P2PSessionState_t
+// and more.
+type SessionState struct {
+	// ConnectionActive: the transport is up and the peer accepted the
+	// session. Connecting: this node is still trying (path, handshake, or
+	// waiting for the peer to accept).
+	ConnectionActive, Connecting bool
+	// SessionError is the last error recorded: set when an attempt failed.
+	SessionError SessionError
+	// UsingRelay: packets go through a relay. Always false today.
+	UsingRelay bool
+	// BytesQueuedForSend and PacketsQueuedForSend count data not yet sent
+	// (and reliable data not yet acknowledged).
+	BytesQueuedForSend   int
+	PacketsQueuedForSend int
+	// RemoteAddr is where the peer's packets come from and ours go.
+	RemoteAddr netip.AddrPort
+
+	// Beyond Steam.
+	Path PathKind
+	// Accepted: this node accepts the peer. PeerAccepted: the peer accepts
+	// this node.
+	Accepted, PeerAccepted bool
+	SmoothedRTT, MinRTT    time.Duration
+	Jitter                 time.Duration
+	LossPercent            float64 // over the last second
+	SendRate               float64 // bytes per second sent, over the last second
+	ReceiveRate            float64 // bytes per second received, over the last second
+	BytesSent              uint64
+	BytesReceived          uint64
+	PacketsSent            uint64
+	PacketsReceived        uint64
+}
+
+// GetP2PSessionState reports the session with a peer; false when there is
+// none.
+func (n *Node) GetP2PSessionState(p PeerID) (SessionState, bool) {
+	s := n.lookupSession(p)
+	if s == nil {
+		return SessionState{}, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == stClosed || (s.state == stEstablished && s.unseenLocked()) {
+		return SessionState{}, false
+	}
+	st := SessionState{
+		ConnectionActive: s.state == stEstablished && s.peerAccepted,
+		SessionError:     s.lastErr,
+		Accepted:         s.accepted,
+		PeerAccepted:     s.peerAccepted,
+	}
+	st.Connecting = !st.ConnectionActive && s.state != stFailed
+	if addr := s.remote.Load(); addr != nil && s.state != stFailed {
+		st.RemoteAddr = *addr
+	}
+	st.BytesQueuedForSend, st.PacketsQueuedForSend = s.preBytes, len(s.pre)
+	if s.conn != nil {
+		c := s.conn.Stats()
+		st.Path = PathDirect
+		st.BytesQueuedForSend += c.QueuedBytes
+		st.PacketsQueuedForSend += c.QueuedMessages
+		st.SmoothedRTT, st.MinRTT, st.Jitter = c.SmoothedRTT, c.MinRTT, c.Jitter
+		st.LossPercent = c.LossPercent
+		st.SendRate, st.ReceiveRate = c.BytesSentPerSecond, c.BytesReceivedPerSecond
+		st.BytesSent, st.BytesReceived = c.BytesSent, c.BytesReceived
+		st.PacketsSent, st.PacketsReceived = c.PacketsSent, c.PacketsReceived
+	}
+	return st, true
+}

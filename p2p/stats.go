@@ -1,0 +1,54 @@
+package p2p
+
+import "sync/atomic"
+
+// NodeStats counts what a Node received and dropped, beyond what sessions
+// report.
+type NodeStats struct {
+	PacketsIn         uint64 // datagrams read from the socket
+	Dropped           uint64 // datagrams of unknown or unserved types, empty or truncated
+	UnknownIndex      uint64 // data or handshake packets for no session
+	AuthFailed        uint64 // data packets that failed authentication
+	Replayed          uint64 // data packets seen before
+	BadMAC            uint64 // handshake initiations with a bad mac1
+	CookiesSent       uint64 // cookie replies sent under load
+	RateLimited       uint64 // initiations over a source address's rate under load
+	HandshakeDropped  uint64 // initiations dropped: the worker's queue was full
+	Handshakes        uint64 // initiations that reached the expensive (Diffie-Hellman) step
+	HandshakeFailed   uint64 // handshakes that failed (tampering, wrong key, bad payload)
+	ReplayedInit      uint64 // initiations not newer than one already answered
+	HeldDropped       uint64 // unreliable packets from unaccepted peers dropped: over the bound
+	UnreliableDropped uint64 // unreliable packets dropped: receive queues full
+	EventsDropped     uint64 // events dropped: queue full
+	WriteErrors       uint64 // socket writes that failed
+}
+
+type nodeCounters struct {
+	packetsIn, dropped, unknownIndex, authFailed, replayed  atomic.Uint64
+	badMAC, cookiesSent, rateLimited, handshakeDropped      atomic.Uint64
+	handshakeFailed, replayedInit, heldDropped, writeErrors atomic.Uint64
+	handshakes                                              atomic.Uint64
+}
+
+// Stats returns the node's counters.
+func (n *Node) Stats() NodeStats {
+	c := &n.stats
+	return NodeStats{
+		PacketsIn:         c.packetsIn.Load(),
+		Dropped:           c.dropped.Load(),
+		UnknownIndex:      c.unknownIndex.Load(),
+		AuthFailed:        c.authFailed.Load(),
+		Replayed:          c.replayed.Load(),
+		BadMAC:            c.badMAC.Load(),
+		CookiesSent:       c.cookiesSent.Load(),
+		RateLimited:       c.rateLimited.Load(),
+		HandshakeDropped:  c.handshakeDropped.Load(),
+		Handshakes:        c.handshakes.Load(),
+		HandshakeFailed:   c.handshakeFailed.Load(),
+		ReplayedInit:      c.replayedInit.Load(),
+		HeldDropped:       c.heldDropped.Load(),
+		UnreliableDropped: n.recvq.droppedCount(),
+		EventsDropped:     n.events.dropped.Load(),
+		WriteErrors:       c.writeErrors.Load(),
+	}
+}
