@@ -47,22 +47,27 @@ func (n *Node) send(to PeerID, data []byte, flags channels.Flags, channel int, n
 		n.mu.Unlock()
 		return ErrClosed
 	}
-	s := n.liveSessionLocked(to)
+	s := n.sessions[to]
 	if s != nil {
-		s.mu.Unlock()
-	} else if s = n.sessions[to]; s == nil || s.endedClosed() {
+		// A failed attempt restarts here, under Node.mu, so the maintenance
+		// goroutine cannot forget the record while it comes back to life.
+		s.mu.Lock()
+		switch s.state {
+		case stClosed:
+			s.mu.Unlock()
+			s = nil
+		case stFailed:
+			s.restartLocked(now)
+			s.mu.Unlock()
+		default:
+			s.mu.Unlock()
+		}
+	}
+	if s == nil {
 		s = n.newSessionLocked(to, now)
 	}
 	n.mu.Unlock()
 	return s.send(data, flags, channel, noDelay, now)
-}
-
-// endedClosed reports whether s is closed (a failed session is reused: the
-// next send restarts it).
-func (s *session) endedClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.state == stClosed
 }
 
 // Flush sends what is buffered for the peer now, as channels.FlushHint does.
@@ -145,7 +150,7 @@ func (n *Node) CloseP2PSessionWithUser(p PeerID) bool {
 	if !open {
 		return false
 	}
-	s.closeByApp()
+	s.closeByApp(true)
 	n.recvq.drop(p, 0, true)
 	return true
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gamewire/gamewire/channels"
 	"github.com/gamewire/gamewire/internal/udpbatch"
 )
 
@@ -68,11 +69,11 @@ func drain(n *Node, channel int, got *atomic.Int64, bytes *atomic.Int64, stop ch
 	}
 }
 
-// sendAll sends n messages, waiting when the queue is full.
-func sendAll(b *testing.B, from *Node, to PeerID, n int, msg []byte, t SendType) {
+// sendAll sends n messages with send, waiting when the queue is full.
+func sendAll(b *testing.B, from *Node, to PeerID, n int, msg []byte, send func([]byte) error) {
 	for range n {
 		for {
-			err := from.SendP2PPacket(to, msg, t, 1)
+			err := send(msg)
 			if err == nil {
 				break
 			}
@@ -105,7 +106,16 @@ func waitCount(b *testing.B, got *atomic.Int64, want int64, lossy bool) {
 	}
 }
 
-func benchNodeMessages(b *testing.B, size int, t SendType) {
+// sendType and sendFlags make the send functions of the benchmarks.
+func sendType(a *Node, to PeerID, t SendType) func([]byte) error {
+	return func(m []byte) error { return a.SendP2PPacket(to, m, t, 1) }
+}
+
+func sendFlags(a *Node, to PeerID, f channels.Flags) func([]byte) error {
+	return func(m []byte) error { return a.Send(to, m, f, 1) }
+}
+
+func benchNodeMessages(b *testing.B, size int, reliable bool, send func(a *Node, to PeerID) func([]byte) error) {
 	a, c := benchPair(b)
 	var got, nbytes atomic.Int64
 	stop := make(chan struct{})
@@ -117,8 +127,8 @@ func benchNodeMessages(b *testing.B, size int, t SendType) {
 	runtime.ReadMemStats(&m0)
 	b.ResetTimer()
 	start := time.Now()
-	sendAll(b, a, c.PeerID(), b.N, msg, t)
-	waitCount(b, &got, int64(b.N), t != SendReliable && t != SendReliableWithBuffering)
+	sendAll(b, a, c.PeerID(), b.N, msg, send(a, c.PeerID()))
+	waitCount(b, &got, int64(b.N), !reliable)
 	el := time.Since(start)
 	b.StopTimer()
 	runtime.ReadMemStats(&m1)
@@ -144,7 +154,7 @@ func benchNodeBulk(b *testing.B) {
 	b.SetBytes(MaxReliableSize)
 	b.ResetTimer()
 	start := time.Now()
-	sendAll(b, a, c.PeerID(), b.N, msg, SendReliable)
+	sendAll(b, a, c.PeerID(), b.N, msg, sendType(a, c.PeerID(), SendReliable))
 	waitCount(b, &got, int64(b.N), false)
 	el := time.Since(start)
 	b.StopTimer()
@@ -222,9 +232,26 @@ func batchedRaw(b *testing.B, size, n int) float64 {
 	return float64(got.Load()) / time.Unix(0, last.Load()).Sub(start).Seconds()
 }
 
+// BenchmarkNodeLoopback: 64-byte messages coalesced (ReliableWithBuffering,
+// and unreliable unsequenced without FlushHint), as the channels benchmarks
+// send them; Steam's SendUnreliable, which sends every message at once in a
+// datagram of its own; and 1 MiB reliable messages.
 func BenchmarkNodeLoopback(b *testing.B) {
-	b.Run("reliable-64B", func(b *testing.B) { benchNodeMessages(b, 64, SendReliableWithBuffering) })
-	b.Run("unreliable-64B", func(b *testing.B) { benchNodeMessages(b, 64, SendUnreliable) })
+	b.Run("reliable-64B", func(b *testing.B) {
+		benchNodeMessages(b, 64, true, func(a *Node, to PeerID) func([]byte) error {
+			return sendType(a, to, SendReliableWithBuffering)
+		})
+	})
+	b.Run("unreliable-64B", func(b *testing.B) {
+		benchNodeMessages(b, 64, false, func(a *Node, to PeerID) func([]byte) error {
+			return sendFlags(a, to, channels.Unreliable|channels.Unsequenced)
+		})
+	})
+	b.Run("unreliable-64B-immediate", func(b *testing.B) {
+		benchNodeMessages(b, 64, false, func(a *Node, to PeerID) func([]byte) error {
+			return sendType(a, to, SendUnreliable)
+		})
+	})
 	b.Run("reliable-1MiB", benchNodeBulk)
 }
 

@@ -146,7 +146,7 @@ func (n *Node) Close() error {
 	}
 	n.mu.Unlock()
 	for _, s := range sessions {
-		s.closeByApp()
+		s.closeByApp(false)
 	}
 	close(n.done)
 	if n.ownPC {
@@ -557,7 +557,7 @@ func (n *Node) maintain(now time.Time) {
 	for s := range seen {
 		if s.tick(now) {
 			n.mu.Lock()
-			if n.sessions[s.peer] == s {
+			if n.sessions[s.peer] == s && s.expired(now) { // not restarted meanwhile
 				delete(n.sessions, s.peer)
 			}
 			n.mu.Unlock()

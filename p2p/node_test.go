@@ -500,3 +500,36 @@ func TestCloseNode(t *testing.T) {
 		nextEvent(t, b, time.Second, func(e Event) bool { _, ok := e.(SessionClosed); return ok })
 	})
 }
+
+// TestLastWordsSurviveClose: what a peer sent before closing stays
+// readable after its close arrives.
+func TestLastWordsSurviveClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newMemNet(5 * time.Millisecond)
+		a, b := connected(t, m)
+		a.SendP2PPacket(b.PeerID(), []byte("bye"), SendReliable, 4)
+		time.Sleep(100 * time.Millisecond) // delivered and acknowledged
+		a.CloseP2PSessionWithUser(b.PeerID())
+		nextEvent(t, b, time.Second, func(e Event) bool { _, ok := e.(SessionClosed); return ok })
+		if p, ok := b.ReadP2PPacket(4); !ok || string(p.Data) != "bye" {
+			t.Fatalf("last words lost: %q %v", p.Data, ok)
+		}
+	})
+}
+
+// TestShutdownIsNotRefusal: a node closing while a peer waits for it to
+// accept does not make the peer's attempt fail with NoRightsToApp.
+func TestShutdownIsNotRefusal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newMemNet(5 * time.Millisecond)
+		a, b := newMemNode(t, m, 1, Config{ConnectTimeout: 3 * time.Second}), newMemNode(t, m, 2, Config{})
+		introduce(a, b)
+		a.SendP2PPacket(b.PeerID(), []byte("hello?"), SendReliable, 0)
+		nextEvent(t, b, time.Second, isRequest(a.PeerID()))
+		b.Close()
+		e := nextEvent(t, a, 10*time.Second, func(e Event) bool { _, ok := e.(SessionConnectFail); return ok })
+		if f := e.(SessionConnectFail); f.Error != SessionErrorTimeout {
+			t.Fatalf("peer's shutdown reported as %v", f.Error)
+		}
+	})
+}

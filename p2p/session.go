@@ -422,12 +422,12 @@ func (s *session) peerClosedLocked() {
 		s.failLocked(SessionErrorTimeout, false)
 		return
 	}
+	// Data the peer sent before closing stays readable.
 	wasAccepted := s.accepted
 	s.stopLocked(false)
 	s.state = stClosed
 	s.ended = time.Now()
 	s.setFlagsLocked()
-	s.node.recvq.drop(s.peer, 0, true)
 	if wasAccepted {
 		// A request withdrawn before we answered it ends quietly, as in Steam.
 		s.node.events.push(SessionClosed{Peer: s.peer})
@@ -455,14 +455,14 @@ func (s *session) stopLocked(tell bool) {
 	s.peerAccepted = false
 }
 
-// closeByApp closes the session for CloseP2PSessionWithUser: a session the
-// peer opened and we never accepted is refused (the peer fails with
-// NoRightsToApp), any other is closed and the peer told. The session stays
-// reachable by index for a while as a tombstone answering the peer.
-func (s *session) closeByApp() {
+// closeByApp closes the session and tells the peer. With refuse (the
+// application's CloseP2PSessionWithUser), a session the peer opened and we
+// never accepted is refused: the peer fails with NoRightsToApp. The session
+// stays reachable by index for a while as a tombstone answering the peer.
+func (s *session) closeByApp(refuse bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.state == stEstablished && !s.accepted {
+	if refuse && s.state == stEstablished && !s.accepted {
 		s.refused = true
 	}
 	s.abandonHandshakeLocked()
@@ -540,6 +540,14 @@ func (s *session) tickEstablishedLocked(now time.Time, timeout time.Duration) {
 		s.requestedAt, s.inboundRecent = now, false
 		s.node.events.push(SessionRequest{Peer: s.peer})
 	}
+}
+
+// expired reports whether an ended session's record has served its time.
+func (s *session) expired(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return (s.state == stFailed && now.Sub(s.ended) >= failedRecordTTL) ||
+		(s.state == stClosed && now.Sub(s.ended) >= tombstoneTTL)
 }
 
 // unseenLocked reports a session the application has not heard of: the
