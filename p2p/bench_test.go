@@ -167,7 +167,7 @@ func benchNodeBulk(b *testing.B) {
 		a.mu.Unlock()
 		st := sess.conn.Stats()
 		b.Logf("N=%d: sent %d dgrams, lost %d (spurious %d), retx %d, pto %d, srtt %v min %v, cwnd %d, credit-blocked %d; sock soft errors %d",
-			b.N, st.PacketsSent, st.PacketsLost, st.SpuriousLosses, st.Retransmissions, st.ProbeTimeouts, st.SmoothedRTT, st.MinRTT, st.CongestionWindow, st.CreditBlocked, a.sock.SoftErrors())
+			b.N, st.PacketsSent, st.PacketsLost, st.SpuriousLosses, st.Retransmissions, st.ProbeTimeouts, st.SmoothedRTT, st.MinRTT, st.CongestionWindow, st.CreditBlocked, a.main.conn.SoftErrors())
 	}
 	raw := batchedRaw(b, 1200, b.N*MaxReliableSize/1200) * 1200 / 1e6
 	b.ReportMetric(mbps, "goodput-MB/s")

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
+
+	"github.com/gamewire/gamewire/nat"
 )
 
 // SessionError is Steam's EP2PSessionError: why a session failed.
@@ -55,6 +58,30 @@ type Config struct {
 	// PacketConn, if set, is used instead of opening a socket; ListenAddr
 	// is then ignored. The Node does not close it: Close stops using it.
 	PacketConn net.PacketConn
+
+	// Rendezvous is the rendezvous server, "host:port" or
+	// "peerid@host:port" (the peerid pins the server's key; without it the
+	// key of the server's first answer is trusted). With it, sending to a
+	// PeerID whose address is unknown registers, asks the server for an
+	// introduction and punches through both NATs. "" means no server:
+	// sessions need AddPeerAddr.
+	Rendezvous string
+
+	// STUNServers are extra STUN servers ("host:port", any RFC 5389
+	// server) used to learn the NAT's mapping behaviour when the rendezvous
+	// server has no second address.
+	STUNServers []string
+
+	// ListenPacket opens sockets: the node's own when PacketConn is nil,
+	// and the extra ones NAT traversal may open against a NAT that maps per
+	// destination. Nil means net.ListenPacket. (A test lab passes one that
+	// opens sockets in a network namespace.)
+	ListenPacket func(network, address string) (net.PacketConn, error)
+
+	// Interfaces lists the node's interface addresses for its host
+	// candidates, when its socket is not bound to one address. Nil means
+	// the system's.
+	Interfaces func() ([]netip.Prefix, error)
 
 	// DisableRelay forbids relaying sessions through a TURN server. Relay
 	// is not implemented yet, so today every session is direct and this
@@ -110,6 +137,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.ListenAddr == "" {
 		cfg.ListenAddr = ":0"
+	}
+	if cfg.ListenPacket == nil {
+		cfg.ListenPacket = net.ListenPacket
+	}
+	if cfg.Interfaces == nil {
+		cfg.Interfaces = nat.SystemInterfaces
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

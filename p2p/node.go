@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/gamewire/gamewire/channels"
 	"github.com/gamewire/gamewire/internal/secure"
 	"github.com/gamewire/gamewire/internal/udpbatch"
+	"github.com/gamewire/gamewire/nat"
 )
 
 // Node is one endpoint of gamewire's peer-to-peer networking: an identity,
@@ -35,7 +35,7 @@ type Node struct {
 	appHash [16]byte
 	pc      net.PacketConn
 	ownPC   bool
-	sock    *udpbatch.Conn
+	main    *nodeSocket
 	log     *slog.Logger
 	events  *eventQueue
 	recvq   *recvQueues
@@ -54,7 +54,12 @@ type Node struct {
 	peerAddrs map[PeerID]netip.AddrPort
 	lastTS    map[PeerID]uint64 // newest initiation timestamp accepted per peer
 
-	load         *loadMeter
+	load    *loadMeter
+	extraMu sync.Mutex // guards extras
+	extras  map[*nodeSocket]struct{}
+
+	trav *traversal // nil without a rendezvous server
+
 	relayAllowed atomic.Bool
 	lastStamp    atomic.Uint64
 	msgPool      sync.Pool
@@ -62,8 +67,9 @@ type Node struct {
 }
 
 type inboundInit struct {
-	pkt []byte
-	src netip.AddrPort
+	pkt  []byte
+	src  netip.AddrPort
+	sock *nodeSocket
 }
 
 // Handshake worker bounds: the queue of initiations waiting for it, and the
@@ -102,24 +108,32 @@ func New(cfg Config) (*Node, error) {
 		peerAddrs: make(map[PeerID]netip.AddrPort),
 		lastTS:    make(map[PeerID]uint64),
 		load:      newLoadMeter(time.Now()),
+		extras:    make(map[*nodeSocket]struct{}),
 	}
 	n.relayAllowed.Store(!cfg.DisableRelay)
 	n.pc = cfg.PacketConn
 	if n.pc == nil {
-		if n.pc, err = net.ListenPacket("udp", cfg.ListenAddr); err != nil {
+		if n.pc, err = cfg.ListenPacket("udp", cfg.ListenAddr); err != nil {
 			return nil, err
 		}
 		n.ownPC = true
-		if u, ok := n.pc.(*net.UDPConn); ok {
-			u.SetReadBuffer(4 << 20)
-			u.SetWriteBuffer(4 << 20)
+	}
+	n.main = n.newSocket(n.pc, true)
+	if cfg.Rendezvous != "" {
+		if n.trav, err = newTraversal(n); err != nil {
+			if n.ownPC {
+				n.pc.Close()
+			}
+			return nil, err
 		}
 	}
-	n.sock = udpbatch.New(n.pc)
 	n.wg.Add(3)
-	go n.readLoop()
+	go n.readLoop(n.main)
 	go n.handshakeLoop()
 	go n.maintenanceLoop()
+	if n.trav != nil {
+		n.trav.start()
+	}
 	return n, nil
 }
 
@@ -148,7 +162,18 @@ func (n *Node) Close() error {
 	for _, s := range sessions {
 		s.closeByApp(false)
 	}
+	if n.trav != nil {
+		n.trav.stop()
+	}
+	n.extraMu.Lock()
 	close(n.done)
+	extras := n.extras
+	n.extras = nil
+	n.extraMu.Unlock()
+	for s := range extras {
+		s.closed.Store(true)
+		s.pc.Close()
+	}
 	if n.ownPC {
 		n.pc.Close()
 	} else {
@@ -168,46 +193,11 @@ func (n *Node) isClosed() bool {
 	}
 }
 
-// readLoop reads datagrams and dispatches them by their first byte
-// (DESIGN.md §5): 0x00–0x03 STUN, 0x40–0x7F TURN channel data, 0x80–0xBF
-// gamewire. STUN and TURN are not served yet and are counted as dropped.
-func (n *Node) readLoop() {
-	defer n.wg.Done()
-	msgs := make([]udpbatch.Message, readBatch)
-	for i := range msgs {
-		msgs[i].Buf = make([]byte, readBufSize)
-	}
-	errs := 0
-	for {
-		for i := range msgs {
-			msgs[i].Buf = msgs[i].Buf[:cap(msgs[i].Buf)]
-		}
-		k, err := n.sock.ReadBatch(msgs)
-		if err != nil {
-			if n.isClosed() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
-			}
-			errs++
-			n.log.Warn("p2p: socket read failed", "err", err)
-			time.Sleep(min(time.Duration(errs)*10*time.Millisecond, time.Second)) // do not spin on a broken socket
-			continue
-		}
-		errs = 0
-		for i := range k {
-			m := &msgs[i]
-			if m.Truncated {
-				n.stats.dropped.Add(1)
-				continue
-			}
-			n.handlePacket(m.Buf[:m.N], m.Addr)
-		}
-	}
-}
-
-func (n *Node) handlePacket(b []byte, src netip.AddrPort) {
+// handlePacket dispatches a datagram by its first byte (DESIGN.md §5):
+// 0x00–0x03 STUN, 0x40–0x7F TURN channel data (not served yet), 0x80–0xBF
+// gamewire: handshakes and data (internal/secure), probes (nat),
+// rendezvous.
+func (n *Node) handlePacket(b []byte, src netip.AddrPort, sock *nodeSocket) {
 	n.stats.packetsIn.Add(1)
 	if len(b) == 0 {
 		n.stats.dropped.Add(1)
@@ -215,15 +205,21 @@ func (n *Node) handlePacket(b []byte, src netip.AddrPort) {
 	}
 	switch b[0] {
 	case secure.TypeData:
-		n.handleData(b, src)
+		n.handleData(b, src, sock)
 	case secure.TypeInitiation:
-		n.handleInitiation(b, src)
+		n.handleInitiation(b, src, sock)
 	case secure.TypeResponse:
-		n.handleResponse(b, src)
+		n.handleResponse(b, src, sock)
 	case secure.TypeCookieReply:
 		n.handleCookieReply(b)
+	case nat.TypeProbe, nat.TypeProbeAck:
+		if n.trav == nil || !n.trav.handleProbe(b, src, sock) {
+			n.stats.dropped.Add(1)
+		}
 	default:
-		n.stats.dropped.Add(1) // STUN, TURN and unknown gamewire types: not served yet
+		if n.trav == nil || !n.trav.handleOther(b, src) {
+			n.stats.dropped.Add(1) // TURN and unknown types
+		}
 	}
 }
 
@@ -234,7 +230,7 @@ func (n *Node) lookupIndex(idx uint32) *session {
 	return s
 }
 
-func (n *Node) handleData(b []byte, src netip.AddrPort) {
+func (n *Node) handleData(b []byte, src netip.AddrPort, sock *nodeSocket) {
 	idx, ok := secure.DataReceiverIndex(b)
 	var s *session
 	if ok {
@@ -245,7 +241,7 @@ func (n *Node) handleData(b []byte, src netip.AddrPort) {
 		kp = s.keys.Load()
 	}
 	if kp == nil {
-		if s == nil || !s.keepEarly(b, src) {
+		if s == nil || !s.keepEarly(b, src, sock) {
 			n.stats.unknownIndex.Add(1)
 		}
 		return
@@ -259,14 +255,14 @@ func (n *Node) handleData(b []byte, src netip.AddrPort) {
 		}
 		return
 	}
-	s.onPacket(src, flags, plain)
+	s.onPacket(src, sock, flags, plain)
 }
 
 // handleInitiation does the cheap checks on the reader's goroutine and
 // passes the rest to the handshake worker. Under load (see loadMeter) it
 // wants proof that the source address is real (a cookie, WireGuard's mac2)
 // and rate-limits each source address.
-func (n *Node) handleInitiation(b []byte, src netip.AddrPort) {
+func (n *Node) handleInitiation(b []byte, src netip.AddrPort, sock *nodeSocket) {
 	if !n.hs.CheckMAC1(b) {
 		n.stats.badMAC.Add(1)
 		return
@@ -275,7 +271,7 @@ func (n *Node) handleInitiation(b []byte, src netip.AddrPort) {
 		if !n.hs.CheckMAC2(b, src) {
 			if reply, err := n.hs.CookieReply(b, src); err == nil {
 				n.stats.cookiesSent.Add(1)
-				n.writeTo(reply, src)
+				sock.WriteTo(reply, src)
 			}
 			return
 		}
@@ -285,13 +281,13 @@ func (n *Node) handleInitiation(b []byte, src netip.AddrPort) {
 		}
 	}
 	select {
-	case n.hsQueue <- inboundInit{pkt: append([]byte(nil), b...), src: src}:
+	case n.hsQueue <- inboundInit{pkt: append([]byte(nil), b...), src: src, sock: sock}:
 	default:
 		n.stats.handshakeDropped.Add(1)
 	}
 }
 
-func (n *Node) handleResponse(b []byte, src netip.AddrPort) {
+func (n *Node) handleResponse(b []byte, src netip.AddrPort, sock *nodeSocket) {
 	idx, ok := secure.ResponseReceiverIndex(b)
 	if !ok {
 		n.stats.dropped.Add(1)
@@ -303,17 +299,17 @@ func (n *Node) handleResponse(b []byte, src netip.AddrPort) {
 		return
 	}
 	s.mu.Lock()
-	early := s.consumeResponseLocked(b, idx, src)
+	early := s.consumeResponseLocked(b, idx, src, sock)
 	s.mu.Unlock()
 	// Packets that beat the response here are replayed now the keys exist.
 	for _, p := range early {
-		n.handleData(p.data, p.src)
+		n.handleData(p.data, p.src, p.sock)
 	}
 }
 
 // consumeResponseLocked completes our handshake with a response and returns
 // the early packets to replay.
-func (s *session) consumeResponseLocked(b []byte, idx uint32, src netip.AddrPort) []earlyPacket {
+func (s *session) consumeResponseLocked(b []byte, idx uint32, src netip.AddrPort, sock *nodeSocket) []earlyPacket {
 	n := s.node
 	if s.hs == nil || s.index != idx || s.state != stConnecting {
 		return nil // a duplicate, or for an attempt we gave up
@@ -336,7 +332,7 @@ func (s *session) consumeResponseLocked(b []byte, idx uint32, src netip.AddrPort
 		s.failLocked(SessionErrorNoRightsToApp, false)
 		return nil
 	}
-	if err := s.establishLocked(kp, src, resp.epoch, resp.flags&respAccepted != 0); err != nil {
+	if err := s.establishLocked(kp, src, sock, resp.epoch, resp.flags&respAccepted != 0); err != nil {
 		n.log.Error("p2p: cannot start session", "peer", s.peer, "err", err)
 		s.failLocked(SessionErrorTimeout, false)
 		return nil
@@ -364,7 +360,7 @@ func (n *Node) handleCookieReply(b []byte) {
 		return
 	}
 	if addr := s.remote.Load(); addr != nil {
-		n.writeTo(s.hs.Message(), *addr) // at once, now with mac2
+		s.socket().WriteTo(s.hs.Message(), *addr) // at once, now with mac2
 	}
 }
 
@@ -373,7 +369,7 @@ func (n *Node) handshakeLoop() {
 	for {
 		select {
 		case in := <-n.hsQueue:
-			n.processInitiation(in.pkt, in.src)
+			n.processInitiation(in.pkt, in.src, in.sock)
 		case <-n.done:
 			return
 		}
@@ -382,7 +378,7 @@ func (n *Node) handshakeLoop() {
 
 // processInitiation runs the expensive half of an incoming handshake and
 // decides what it means for the peer's session.
-func (n *Node) processInitiation(pkt []byte, src netip.AddrPort) {
+func (n *Node) processInitiation(pkt []byte, src netip.AddrPort, sock *nodeSocket) {
 	n.stats.handshakes.Add(1)
 	inc, err := n.hs.ConsumeInitiation(pkt)
 	if err != nil {
@@ -396,7 +392,7 @@ func (n *Node) processInitiation(pkt []byte, src netip.AddrPort) {
 		return
 	}
 	if p.version != protocolVersion || p.app != n.appHash {
-		n.respondStatus(inc, src, statusNotRunningApp)
+		n.respondStatus(inc, src, sock, statusNotRunningApp)
 		return
 	}
 	now := time.Now()
@@ -414,22 +410,22 @@ func (n *Node) processInitiation(pkt []byte, src netip.AddrPort) {
 			return
 		}
 		if n.pendingCountLocked() >= n.cfg.MaxPendingSessions {
-			n.respondStatus(inc, src, statusRefused)
+			n.respondStatus(inc, src, sock, statusRefused)
 			return
 		}
 		s = n.newSessionLocked(peer, now)
 		s.mu.Lock()
 	}
 	defer s.mu.Unlock()
-	n.answerInitiation(s, inc, p, secure.InitiationID(pkt), src, now)
+	n.answerInitiation(s, inc, p, secure.InitiationID(pkt), src, sock, now)
 }
 
 // answerInitiation applies an authenticated initiation from s's peer to s
 // (n.mu and s.mu held): resend an answer, ignore it, or answer it.
-func (n *Node) answerInitiation(s *session, inc *secure.IncomingInitiation, p initPayload, id [16]byte, src netip.AddrPort, now time.Time) {
+func (n *Node) answerInitiation(s *session, inc *secure.IncomingInitiation, p initPayload, id [16]byte, src netip.AddrPort, sock *nodeSocket, now time.Time) {
 	switch {
 	case s.state == stEstablished && !s.initiator && s.respID == id:
-		n.writeTo(s.respCache, src) // our answer was lost: the same bytes again
+		sock.WriteTo(s.respCache, src) // our answer was lost: the same bytes again
 		return
 	case s.state == stEstablished && p.epoch == s.peerEpoch:
 		n.raiseLastTimestamp(s.peer, p.timestamp)
@@ -466,17 +462,17 @@ func (n *Node) answerInitiation(s *session, inc *secure.IncomingInitiation, p in
 	}
 	n.setLastTimestamp(s.peer, p.timestamp)
 	s.index, s.respCache, s.respID, s.initiator = idx, pkt, id, false
-	if err := s.establishLocked(kp, src, p.epoch, true); err != nil {
+	if err := s.establishLocked(kp, src, sock, p.epoch, true); err != nil {
 		n.log.Error("p2p: cannot start session", "peer", s.peer, "err", err)
 		return
 	}
-	n.writeTo(pkt, src)
+	sock.WriteTo(pkt, src)
 }
 
-func (n *Node) respondStatus(inc *secure.IncomingInitiation, src netip.AddrPort, status uint8) {
+func (n *Node) respondStatus(inc *secure.IncomingInitiation, src netip.AddrPort, sock *nodeSocket, status uint8) {
 	pkt, _, err := inc.Respond(0, respPayload{status: status}.encode())
 	if err == nil {
-		n.writeTo(pkt, src)
+		sock.WriteTo(pkt, src)
 	}
 }
 
@@ -535,7 +531,11 @@ func (n *Node) maintenanceLoop() {
 		case <-n.done:
 			return
 		case <-t.C:
-			n.maintain(time.Now())
+			now := time.Now()
+			n.maintain(now)
+			if n.trav != nil {
+				n.trav.tick(now)
+			}
 		}
 	}
 }
@@ -651,14 +651,4 @@ func (n *Node) getMsgs(k int) *[]udpbatch.Message {
 func (n *Node) putMsgs(m *[]udpbatch.Message) {
 	clear(*m)
 	n.msgPool.Put(m)
-}
-
-// writeTo sends one packet.
-func (n *Node) writeTo(pkt []byte, addr netip.AddrPort) {
-	msgs := n.getMsgs(1)
-	(*msgs)[0] = udpbatch.Message{Buf: pkt, Addr: addr}
-	if _, err := n.sock.WriteBatch(*msgs); err != nil {
-		n.stats.writeErrors.Add(1)
-	}
-	n.putMsgs(msgs)
 }

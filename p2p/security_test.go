@@ -194,7 +194,7 @@ func FuzzHandlePacket(f *testing.F) {
 			n.AddPeerAddr(other.PeerID(), netip.MustParseAddrPort("10.0.0.2:1"))
 			n.SendP2PPacket(other.PeerID(), []byte("x"), SendReliable, 0) // a pending handshake to aim at
 			src := netip.MustParseAddrPort("10.0.0.2:1")
-			n.handlePacket(b, src)
+			n.handlePacket(b, src, n.main)
 			if len(b) > 8 {
 				// Aim at the pending handshake's index too.
 				n.tabMu.RLock()
@@ -202,7 +202,7 @@ func FuzzHandlePacket(f *testing.F) {
 					c := append([]byte(nil), b...)
 					c[4], c[5], c[6], c[7] = byte(idx), byte(idx>>8), byte(idx>>16), byte(idx>>24)
 					n.tabMu.RUnlock()
-					n.handlePacket(c, src)
+					n.handlePacket(c, src, n.main)
 					n.tabMu.RLock()
 				}
 				n.tabMu.RUnlock()

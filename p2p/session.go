@@ -65,9 +65,11 @@ type session struct {
 	node *Node
 	peer PeerID
 
-	remote  atomic.Pointer[netip.AddrPort]
-	keys    atomic.Pointer[secure.Keypair]
-	txFlags atomic.Uint32
+	remote   atomic.Pointer[netip.AddrPort]
+	sock     atomic.Pointer[nodeSocket] // nil: the main socket
+	keys     atomic.Pointer[secure.Keypair]
+	txFlags  atomic.Uint32
+	lastRecv atomic.Int64 // unix ns of the last authenticated packet
 
 	mu           sync.Mutex
 	state        sessionState
@@ -92,11 +94,13 @@ type session struct {
 	firstRequest  time.Time
 	inboundRecent bool // data arrived since the last SessionRequest
 
-	hs         *secure.Initiation
-	hsNext     time.Time
-	hsInterval time.Duration
-	hsSentAt   time.Time // first send of the initiation; zero once resent
-	early      []earlyPacket
+	introducing bool      // waiting for the rendezvous server's introduction
+	lastRepunch time.Time // last search for a new path
+	hs          *secure.Initiation
+	hsNext      time.Time
+	hsInterval  time.Duration
+	hsSentAt    time.Time // first send of the initiation; zero once resent
+	early       []earlyPacket
 
 	conn      *channels.Conn
 	respCache []byte   // responder: our response, resent for a retransmitted initiation
@@ -110,11 +114,29 @@ type session struct {
 // and waited for.
 type earlyPacket struct {
 	src  netip.AddrPort
+	sock *nodeSocket
 	data []byte
 }
 
 // maxEarly bounds the early packets kept per handshake.
 const maxEarly = 8
+
+// socket returns the socket the session sends on.
+func (s *session) socket() *nodeSocket {
+	if so := s.sock.Load(); so != nil && !so.closed.Load() {
+		return so
+	}
+	return s.node.main
+}
+
+// setPath points the session at remote through sock (nil: main).
+func (s *session) setPath(remote netip.AddrPort, sock *nodeSocket) {
+	if sock != nil && sock.main {
+		sock = nil
+	}
+	s.remote.Store(&remote)
+	s.sock.Store(sock)
+}
 
 type preMsg struct {
 	channel int
@@ -218,13 +240,24 @@ func (s *session) acceptLocked() {
 	}
 }
 
-// startHandshakeLocked sends an initiation if the peer's address is known.
+// startHandshakeLocked sends an initiation if the peer's address is known,
+// and otherwise asks the rendezvous server for an introduction (the punch
+// it leads to calls startHandshakeOnLocked).
 func (s *session) startHandshakeLocked(now time.Time) {
 	addr, ok := s.node.peerAddr(s.peer)
 	if !ok {
-		return // wait for AddPeerAddr (or a rendezvous, later)
+		if t := s.node.trav; t != nil && !s.introducing {
+			s.introducing = true
+			t.introduce(s.peer, now)
+		}
+		return // wait for AddPeerAddr or a path
 	}
-	s.remote.Store(&addr)
+	s.startHandshakeOnLocked(addr, nil, now)
+}
+
+// startHandshakeOnLocked sends an initiation to addr through sock.
+func (s *session) startHandshakeOnLocked(addr netip.AddrPort, sock *nodeSocket, now time.Time) {
+	s.setPath(addr, sock)
 	n := s.node
 	idx := n.allocIndex(s)
 	payload := initPayload{version: protocolVersion, app: n.appHash, timestamp: n.timestamp(), epoch: s.epoch}
@@ -238,7 +271,7 @@ func (s *session) startHandshakeLocked(now time.Time) {
 	s.hsInterval = handshakeFirstRetry
 	s.hsNext = now.Add(s.hsInterval)
 	s.hsSentAt = now
-	n.writeTo(in.Message(), addr)
+	s.socket().WriteTo(in.Message(), addr)
 }
 
 // abandonHandshakeLocked drops our initiation (the peer's won).
@@ -252,7 +285,7 @@ func (s *session) abandonHandshakeLocked() {
 
 // establishLocked starts the transport: keys, the channels.Conn, and what
 // was queued before it existed.
-func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, peerEpoch uint64, peerAccepted bool) error {
+func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock *nodeSocket, peerEpoch uint64, peerAccepted bool) error {
 	n := s.node
 	window := fullWindow
 	if !s.accepted {
@@ -279,8 +312,10 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, peerEp
 	if err != nil {
 		return err
 	}
-	s.remote.Store(&src)
+	s.setPath(src, sock)
 	s.keys.Store(kp)
+	s.lastRecv.Store(time.Now().UnixNano())
+	s.introducing = false
 	s.peerEpoch = peerEpoch
 	s.peerAccepted = s.peerAccepted || peerAccepted
 	s.hs = nil
@@ -325,11 +360,11 @@ func (s *session) deliver(m channels.Message) {
 	}
 }
 
-// onPacket handles an authenticated data packet.
-func (s *session) onPacket(src netip.AddrPort, flags byte, plain []byte) {
-	if r := s.remote.Load(); r == nil || *r != src {
-		moved := src           // a copy, so only a move costs an allocation
-		s.remote.Store(&moved) // the peer moved (NAT rebinding): follow it, it proved its keys
+// onPacket handles an authenticated data packet that came in on sock.
+func (s *session) onPacket(src netip.AddrPort, sock *nodeSocket, flags byte, plain []byte) {
+	s.lastRecv.Store(time.Now().UnixNano())
+	if r := s.remote.Load(); r == nil || *r != src || s.socket() != sock {
+		s.setPath(src, sock) // the peer moved (NAT rebinding): follow it, it proved its keys
 	}
 	s.mu.Lock()
 	switch s.state {
@@ -364,13 +399,13 @@ func (s *session) onPacket(src netip.AddrPort, flags byte, plain []byte) {
 
 // keepEarly keeps a copy of a data packet that arrived while our handshake
 // is still waiting for its response; it reports whether it did.
-func (s *session) keepEarly(b []byte, src netip.AddrPort) bool {
+func (s *session) keepEarly(b []byte, src netip.AddrPort, sock *nodeSocket) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.hs == nil || len(s.early) >= maxEarly {
 		return false
 	}
-	s.early = append(s.early, earlyPacket{src: src, data: append([]byte(nil), b...)})
+	s.early = append(s.early, earlyPacket{src: src, sock: sock, data: append([]byte(nil), b...)})
 	return true
 }
 
@@ -400,7 +435,7 @@ func (s *session) sendControl() {
 	if err != nil {
 		return
 	}
-	s.node.writeTo(pkt, *addr)
+	s.socket().WriteTo(pkt, *addr)
 }
 
 // failLocked ends the attempt with e: queued and held data are dropped and
@@ -437,6 +472,11 @@ func (s *session) peerClosedLocked() {
 // stopLocked ends the transport and drops queued and held data.
 func (s *session) stopLocked(tell bool) {
 	s.abandonHandshakeLocked()
+	defer func() {
+		if so := s.sock.Swap(nil); so != nil {
+			so.Close() // an extra socket the session lived on
+		}
+	}()
 	if s.conn != nil {
 		if tell {
 			prev := s.state
@@ -494,7 +534,7 @@ func (s *session) tick(now time.Time) (forget bool) {
 			s.startHandshakeLocked(now)
 		case !now.Before(s.hsNext):
 			if addr := s.remote.Load(); addr != nil {
-				s.node.writeTo(s.hs.Message(), *addr)
+				s.socket().WriteTo(s.hs.Message(), *addr)
 			}
 			s.hsSentAt = time.Time{} // a response can no longer time one round trip
 			s.hsInterval = min(2*s.hsInterval, handshakeMaxRetry)
@@ -528,6 +568,11 @@ func (s *session) tickEstablishedLocked(now time.Time, timeout time.Duration) {
 	if !s.peerAccepted && now.Sub(s.started) >= timeout {
 		s.failLocked(SessionErrorTimeout, true) // never accepted: give up and say so
 		return
+	}
+	if t := s.node.trav; t != nil && now.Sub(time.Unix(0, s.lastRecv.Load())) >= pathDeadAfter &&
+		now.Sub(s.lastRepunch) >= repunchEvery {
+		s.lastRepunch = now
+		t.repunch(s.peer, now) // the path went quiet: look for a new one
 	}
 	if s.accepted || s.firstRequest.IsZero() {
 		return
@@ -584,7 +629,7 @@ func (l sessionLink) SendDatagrams(dgrams [][]byte) error {
 		}
 		(*msgs)[i] = udpbatch.Message{Buf: pkt, Addr: *addr}
 	}
-	_, err := s.node.sock.WriteBatch(*msgs)
+	_, err := s.socket().conn.WriteBatch(*msgs)
 	return err
 }
 

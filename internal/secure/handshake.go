@@ -34,7 +34,7 @@ type Handshaker struct {
 	random io.Reader
 
 	cookies cookieJar
-	limiter *rateLimiter
+	limiter *RateLimiter
 	nonces  *sync.Pool // nonce scratch for the data path of our Keypairs
 }
 

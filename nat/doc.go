@@ -1,0 +1,50 @@
+// Package nat finds a direct path between two peers through their NATs:
+// STUN over the node's shared socket, host candidates, NAT behaviour
+// discovery, and connectivity checks (probes) that punch holes, learn
+// peer-reflexive addresses and, when one side's NAT maps per destination,
+// run the birthday approach. It knows nothing of sessions: package p2p
+// feeds it datagrams and acts on the paths it validates.
+//
+// # STUN
+//
+// STUN sends Binding requests (RFC 5389, built with github.com/pion/stun/v3)
+// over a socket that carries other protocols too: the owner reads the
+// socket and passes datagrams whose first byte is 0–3 to STUN.Handle.
+// Requests are padded (RFC 5780 PADDING) so servers that never answer with
+// more bytes than a request carried (gamewire's) still fit every attribute.
+// Discover runs RFC 5780's mapping test (the public address seen by two
+// server addresses: the same means endpoint-independent mapping, different
+// means endpoint-dependent, "symmetric") and, when the server has an
+// alternate address, the filtering tests (CHANGE-REQUEST).
+//
+// # Candidates
+//
+// A peer's candidates are its interface addresses (host), the address the
+// rendezvous server sees it at (server-reflexive) and addresses its probes
+// arrive from (peer-reflexive). Priority ranks them as ICE does (host 126,
+// peer-reflexive 110, server-reflexive 100) and puts host addresses on one
+// of this node's own subnets first: the same LAN beats the public path.
+//
+// # Probes and punching
+//
+// A Punch checks the pairs toward one peer: one probe every 20 ms (RFC
+// 8445 paces at 50 ms), the best due candidate first, each retried every
+// 200 ms for 3 s, then every second. Probes carry a MAC under a key derived
+// from X25519 between the two identities (see probe.go for the bytes), so
+// only the peer can make them: an off-path attacker can neither fake a
+// working path nor steer a session to its own address. A probe is answered
+// with an ack to where it came from and triggers a probe back that way
+// (learning peer-reflexive addresses, the way a symmetric NAT's new port is
+// found); an ack validates the path it came back on, and the owner hears of
+// every validated path better than the last (OnPath).
+//
+// When one side's NAT maps per destination (endpoint-dependent) and the
+// other's does not, ordinary checks fail against a port-restricted NAT, so
+// after 400 ms without a path the punch uses the birthday approach: the
+// endpoint-dependent side opens 256 sockets, each sending toward the
+// peer's public address (256 mappings at random ports), and the other side
+// probes random ports of that public IP, 500 a second, at most 4096. Each
+// random probe hits a mapping with probability 256/64512, so 1024 probes
+// find one 98 % of the time and 2048 99.97 %. Both sides endpoint-dependent
+// cannot be punched this way (about 170000 probes); that pair needs a relay.
+package nat

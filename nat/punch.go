@@ -1,0 +1,415 @@
+package nat
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Socket is where probes leave from: the node's socket, or one a punch
+// opened for the birthday approach.
+type Socket interface {
+	WriteTo(b []byte, to netip.AddrPort) error
+	Close() error
+}
+
+// Punch timing and bounds.
+const (
+	punchPace      = 20 * time.Millisecond // one probe per pace, RFC 8445's Ta is 50 ms
+	retryFast      = 200 * time.Millisecond
+	retrySlow      = time.Second
+	fastFor        = 3 * time.Second
+	maxRemote      = 24 // candidates and learnt addresses per punch
+	txLife         = 5 * time.Second
+	birthdayDelay  = 400 * time.Millisecond // ordinary checks first: they win whenever they can
+	birthdaySocks  = 256                    // mappings the hard side opens (DESIGN.md §6)
+	sprayPerSecond = 500                    // random-port probes from the easy side
+	sprayMax       = 4096                   // about 8 s; 2048 give 99.97 % against 256 mappings
+	sockResend     = 2 * time.Second        // the hard side refreshes its mappings
+)
+
+// PunchConfig configures a Punch.
+type PunchConfig struct {
+	Local, Peer [32]byte // the PeerIDs
+	Key         ProbeKey
+	Main        Socket
+	// OpenSocket opens an extra socket for the birthday approach when this
+	// side's NAT maps per destination and the peer's does not; nil turns
+	// that off. The owner reads the sockets it opens and passes their
+	// probes to HandleProbe.
+	OpenSocket func() (Socket, error)
+	// LocalPrefixes are the node's interface prefixes, to rank the peer's
+	// host candidates (same subnet first).
+	LocalPrefixes []netip.Prefix
+	LocalMapping  Mapping
+	PeerMapping   Mapping
+	Candidates    []Candidate // the peer's
+	// OnPath is called with each validated path better than the last, on
+	// the goroutine of the HandleProbe call that validated it, with no lock
+	// of the punch held.
+	OnPath func(Path)
+	Logger *slog.Logger
+}
+
+// Path is a validated path: probes went to Remote from Socket and the
+// peer's ack came back.
+type Path struct {
+	Remote   netip.AddrPort
+	Socket   Socket
+	Kind     Kind
+	Priority int
+	RTT      time.Duration
+}
+
+// Punch runs the connectivity checks toward one peer: paced, best
+// candidates first, answering and learning from the peer's probes, and, for
+// an endpoint-dependent NAT against an endpoint-independent one, the
+// birthday approach. Safe for concurrent use. One goroutine, until Stop.
+type Punch struct {
+	cfg  PunchConfig
+	done chan struct{}
+	wg   sync.WaitGroup
+
+	mu       sync.Mutex // guards the fields below
+	start    time.Time
+	remotes  []*remote
+	txs      map[[12]byte]*tx
+	best     *Path
+	extra    []Socket // birthday sockets
+	kept     map[Socket]bool
+	sprayed  int
+	lastSock time.Time
+	stopped  bool
+}
+
+type remote struct {
+	cand     Candidate
+	sock     Socket // nil: the main socket
+	priority int
+	next     time.Time
+}
+
+type tx struct {
+	r      *remote
+	sentAt time.Time
+}
+
+// StartPunch starts checks toward the peer's candidates.
+func StartPunch(cfg PunchConfig) *Punch {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Punch{cfg: cfg, done: make(chan struct{}), start: time.Now(), txs: map[[12]byte]*tx{}, kept: map[Socket]bool{}}
+	p.AddCandidates(cfg.Candidates)
+	p.wg.Add(1)
+	go p.run()
+	return p
+}
+
+// AddCandidates adds addresses to check, e.g. from a new introduction.
+func (p *Punch) AddCandidates(cs []Candidate) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range cs {
+		p.addRemoteLocked(c, nil)
+	}
+}
+
+func (p *Punch) addRemoteLocked(c Candidate, sock Socket) *remote {
+	if !c.Addr.IsValid() || c.Addr.Port() == 0 {
+		return nil
+	}
+	c.Addr = netip.AddrPortFrom(c.Addr.Addr().Unmap(), c.Addr.Port())
+	for _, r := range p.remotes {
+		if r.cand.Addr == c.Addr && r.sock == sock {
+			return r
+		}
+	}
+	if len(p.remotes) >= maxRemote {
+		return nil
+	}
+	r := &remote{cand: c, sock: sock, priority: Priority(c, p.cfg.LocalPrefixes), next: time.Now()}
+	p.remotes = append(p.remotes, r)
+	return r
+}
+
+// Best returns the best path validated so far.
+func (p *Punch) Best() (Path, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.best == nil {
+		return Path{}, false
+	}
+	return *p.best, true
+}
+
+// Keep marks a birthday socket as adopted by the owner: Stop leaves it
+// open.
+func (p *Punch) Keep(s Socket) {
+	p.mu.Lock()
+	p.kept[s] = true
+	p.mu.Unlock()
+}
+
+// Stop ends the checks and closes the birthday sockets not kept.
+func (p *Punch) Stop() {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return
+	}
+	p.stopped = true
+	extra := p.extra
+	p.extra = nil
+	p.mu.Unlock()
+	close(p.done)
+	p.wg.Wait()
+	for _, s := range extra {
+		if !p.kept[s] {
+			s.Close()
+		}
+	}
+}
+
+func (p *Punch) run() {
+	defer p.wg.Done()
+	t := time.NewTicker(punchPace)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case now := <-t.C:
+			p.tick(now)
+		}
+	}
+}
+
+type send struct {
+	sock Socket
+	to   netip.AddrPort
+	b    []byte
+}
+
+// tick sends this pace's probes.
+func (p *Punch) tick(now time.Time) {
+	p.mu.Lock()
+	var out []send
+	if r := p.dueLocked(now); r != nil {
+		out = append(out, p.probeLocked(r, r.cand.Addr, now))
+	}
+	out = append(out, p.birthdayLocked(now)...)
+	p.pruneLocked(now)
+	p.mu.Unlock()
+	p.flush(out)
+}
+
+func (p *Punch) flush(out []send) {
+	for _, s := range out {
+		sock := s.sock
+		if sock == nil {
+			sock = p.cfg.Main
+		}
+		sock.WriteTo(s.b, s.to)
+	}
+}
+
+// dueLocked picks the best candidate whose next check is due.
+func (p *Punch) dueLocked(now time.Time) *remote {
+	var due *remote
+	for _, r := range p.remotes {
+		if r.next.After(now) {
+			continue
+		}
+		if due == nil || r.priority > due.priority {
+			due = r
+		}
+	}
+	if due != nil {
+		retry := retryFast
+		if now.Sub(p.start) > fastFor {
+			retry = retrySlow
+		}
+		due.next = now.Add(retry)
+	}
+	return due
+}
+
+func (p *Punch) probeLocked(r *remote, to netip.AddrPort, now time.Time) send {
+	var id [12]byte
+	rand.Read(id[:])
+	p.txs[id] = &tx{r: r, sentAt: now}
+	pr := Probe{Sender: p.cfg.Local, TxID: id}
+	return send{sock: r.sock, to: to, b: pr.Append(nil, &p.cfg.Key)}
+}
+
+func (p *Punch) pruneLocked(now time.Time) {
+	for id, t := range p.txs {
+		if now.Sub(t.sentAt) > txLife {
+			delete(p.txs, id)
+		}
+	}
+}
+
+// birthdayLocked runs the birthday approach (DESIGN.md §6) once ordinary
+// checks have had birthdayDelay to work: the endpoint-dependent side opens
+// birthdaySocks mappings toward the peer's public address, the other side
+// probes random ports at that address at sprayPerSecond. Once a path is
+// found it stops.
+func (p *Punch) birthdayLocked(now time.Time) []send {
+	if p.best != nil || now.Sub(p.start) < birthdayDelay {
+		return nil
+	}
+	target, ok := p.peerPublicLocked()
+	if !ok {
+		return nil
+	}
+	local, peer := p.cfg.LocalMapping, p.cfg.PeerMapping
+	switch {
+	case local == MappingEndpointDependent && peer != MappingEndpointDependent && p.cfg.OpenSocket != nil:
+		return p.hardSideLocked(target, now)
+	case peer == MappingEndpointDependent && local != MappingEndpointDependent:
+		return p.easySideLocked(target.Addr(), now)
+	}
+	return nil
+}
+
+// peerPublicLocked is the peer's server-reflexive address.
+func (p *Punch) peerPublicLocked() (netip.AddrPort, bool) {
+	for _, r := range p.remotes {
+		if r.cand.Kind == KindServerRefl {
+			return r.cand.Addr, true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+func (p *Punch) hardSideLocked(target netip.AddrPort, now time.Time) []send {
+	if len(p.extra) == 0 {
+		for range birthdaySocks {
+			s, err := p.cfg.OpenSocket()
+			if err != nil {
+				p.cfg.Logger.Debug("nat: birthday socket", "err", err)
+				break
+			}
+			p.extra = append(p.extra, s)
+		}
+	}
+	if now.Sub(p.lastSock) < sockResend {
+		return nil
+	}
+	p.lastSock = now
+	out := make([]send, 0, len(p.extra))
+	for _, s := range p.extra {
+		r := p.addRemoteLockedAlways(Candidate{Addr: target, Kind: KindServerRefl}, s)
+		out = append(out, p.probeLocked(r, target, now))
+	}
+	return out
+}
+
+// addRemoteLockedAlways records a pair for a birthday socket, past the
+// usual bound: there is one per socket by design.
+func (p *Punch) addRemoteLockedAlways(c Candidate, sock Socket) *remote {
+	for _, r := range p.remotes {
+		if r.cand.Addr == c.Addr && r.sock == sock {
+			return r
+		}
+	}
+	r := &remote{cand: c, sock: sock, priority: Priority(c, p.cfg.LocalPrefixes), next: time.Now().Add(time.Hour)}
+	p.remotes = append(p.remotes, r)
+	return r
+}
+
+func (p *Punch) easySideLocked(ip netip.Addr, now time.Time) []send {
+	want := min(int(now.Sub(p.start.Add(birthdayDelay)).Seconds()*sprayPerSecond), sprayMax)
+	var out []send
+	for p.sprayed < want {
+		p.sprayed++
+		port := randomPort()
+		r := &remote{cand: Candidate{Addr: netip.AddrPortFrom(ip, port), Kind: KindPeerRefl}, next: now.Add(time.Hour)}
+		out = append(out, p.probeLocked(r, r.cand.Addr, now))
+	}
+	return out
+}
+
+// randomPort picks from 1024–65535, where NATs allocate.
+func randomPort() uint16 {
+	var b [2]byte
+	rand.Read(b[:])
+	return 1024 + uint16(uint32(binary.BigEndian.Uint16(b[:]))*(65536-1024)>>16)
+}
+
+// HandleProbe takes a probe or ack from this punch's peer that arrived on
+// sock (nil: the main socket). It reports false if b is not one (wrong
+// peer, bad MAC), so the caller can count it.
+func (p *Punch) HandleProbe(b []byte, from netip.AddrPort, sock Socket) bool {
+	pr, ok := ParseProbe(b)
+	if !ok || pr.Sender != p.cfg.Peer || !VerifyProbe(b, &p.cfg.Key) {
+		return false
+	}
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if sock == p.cfg.Main {
+		sock = nil
+	}
+	now := time.Now()
+	p.mu.Lock()
+	var out []send
+	var found *Path
+	if pr.Ack {
+		found = p.ackLocked(pr, from, now)
+	} else {
+		ack := Probe{Ack: true, Sender: p.cfg.Local, TxID: pr.TxID, Observed: from}
+		out = append(out, send{sock: sock, to: from, b: ack.Append(nil, &p.cfg.Key)})
+		// A triggered check: the peer reaches us from there, so probe it
+		// back that way (it may be a new, peer-reflexive address).
+		if r := p.addRemoteLocked(Candidate{Addr: from, Kind: KindPeerRefl}, sock); r != nil && !p.validatedLocked(r) {
+			out = append(out, p.probeLocked(r, from, now))
+		}
+	}
+	p.mu.Unlock()
+	p.flush(out)
+	if found != nil && p.cfg.OnPath != nil {
+		p.cfg.OnPath(*found)
+	}
+	return true
+}
+
+func (p *Punch) validatedLocked(r *remote) bool {
+	return p.best != nil && p.best.Remote == r.cand.Addr && p.best.Socket == p.sockOf(r)
+}
+
+func (p *Punch) sockOf(r *remote) Socket {
+	if r.sock == nil {
+		return p.cfg.Main
+	}
+	return r.sock
+}
+
+// ackLocked validates the pair of an ack; it returns the path if it beats
+// the best so far.
+func (p *Punch) ackLocked(pr Probe, from netip.AddrPort, now time.Time) *Path {
+	t := p.txs[pr.TxID]
+	if t == nil {
+		return nil
+	}
+	delete(p.txs, pr.TxID)
+	r := t.r
+	kind := r.cand.Kind
+	if from != r.cand.Addr {
+		kind = KindPeerRefl // the peer answers from elsewhere: that is where to send
+	}
+	path := &Path{Remote: from, Socket: p.sockOf(r), Kind: kind, RTT: now.Sub(t.sentAt)}
+	path.Priority = Priority(Candidate{Addr: from, Kind: kind}, p.cfg.LocalPrefixes)
+	if p.best != nil && (path.Priority < p.best.Priority ||
+		(path.Priority == p.best.Priority && path.RTT >= p.best.RTT)) {
+		return nil
+	}
+	p.best = path
+	if r.sock != nil {
+		p.kept[r.sock] = true // in use: Stop must not close it
+	}
+	return path
+}

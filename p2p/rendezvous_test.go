@@ -1,0 +1,84 @@
+package p2p
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/gamewire/gamewire/internal/leakcheck"
+	"github.com/gamewire/gamewire/rendezvous"
+)
+
+func startRendezvous(t *testing.T) *rendezvous.Server {
+	t.Helper()
+	srv, err := rendezvous.Listen(rendezvous.ServerConfig{}, "127.0.0.1:0", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+// waitRegistered waits until the server holds n's registration.
+func waitRegistered(t *testing.T, srv *rendezvous.Server, nodes ...*Node) {
+	t.Helper()
+	for _, n := range nodes {
+		waitFor(t, 10*time.Second, "registration", func() bool { return srv.IsRegistered(rendezvous.Key(n.PeerID())) })
+	}
+}
+
+// TestRendezvousConnect: two nodes that know only each other's PeerID
+// connect through the server.
+func TestRendezvousConnect(t *testing.T) {
+	leakcheck.Check(t)
+	srv := startRendezvous(t)
+	pin := PeerID(srv.PublicKey()).String() + "@" + srv.Addr().String()
+	a := loopbackNode(t, "127.0.0.1", Config{Rendezvous: pin})
+	b := loopbackNode(t, "127.0.0.1", Config{Rendezvous: srv.Addr().String()})
+	waitRegistered(t, srv, a, b)
+	a.SendP2PPacket(b.PeerID(), []byte("hello"), SendReliable, 0)
+	b.SendP2PPacket(a.PeerID(), []byte("hi"), SendReliable, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, n := range []*Node{a, b} {
+		if _, err := n.Receive(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _ := a.GetP2PSessionState(b.PeerID())
+	if !st.ConnectionActive || st.RemoteAddr.Port() != addrOf(b).Port() {
+		t.Fatalf("state %+v (b at %v)", st, addrOf(b))
+	}
+	if s := srv.Stats(); s.Introductions == 0 {
+		t.Fatalf("connected without an introduction: %+v", s)
+	}
+	a.Close()
+	b.Close()
+}
+
+func TestDestinationNotLoggedOn(t *testing.T) {
+	leakcheck.Check(t)
+	srv := startRendezvous(t)
+	a := loopbackNode(t, "127.0.0.1", Config{Rendezvous: srv.Addr().String()})
+	waitRegistered(t, srv, a)
+	ghost, _ := NewIdentity()
+	start := time.Now()
+	a.SendP2PPacket(ghost.PeerID(), []byte("anyone?"), SendReliable, 0)
+	select {
+	case e := <-a.Events():
+		f, ok := e.(SessionConnectFail)
+		if !ok || f.Peer != ghost.PeerID() || f.Error != SessionErrorDestinationNotLoggedOn {
+			t.Fatalf("event %#v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no failure")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("took %v to learn the peer is unknown", d)
+	}
+	st, _ := a.GetP2PSessionState(ghost.PeerID())
+	if st.SessionError != SessionErrorDestinationNotLoggedOn {
+		t.Fatalf("%+v", st)
+	}
+	a.Close()
+}

@@ -1,0 +1,131 @@
+package p2p
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/gamewire/gamewire/internal/udpbatch"
+)
+
+// nodeSocket is one of the node's UDP sockets: the main one, or an extra
+// one NAT traversal opened for the birthday approach. Each has a reader
+// goroutine feeding Node.handlePacket. Packets answer on the socket they
+// came in on, and a session sends on the socket its peer's packets arrive
+// on, so a session can live on an extra socket.
+type nodeSocket struct {
+	node   *Node
+	pc     net.PacketConn
+	conn   *udpbatch.Conn
+	main   bool
+	closed atomic.Bool
+}
+
+func (n *Node) newSocket(pc net.PacketConn, main bool) *nodeSocket {
+	if u, ok := pc.(*net.UDPConn); ok {
+		u.SetReadBuffer(4 << 20)
+		u.SetWriteBuffer(4 << 20)
+	}
+	return &nodeSocket{node: n, pc: pc, conn: udpbatch.New(pc), main: main}
+}
+
+// WriteTo sends one datagram (nat.Socket).
+func (s *nodeSocket) WriteTo(b []byte, to netip.AddrPort) error {
+	msgs := s.node.getMsgs(1)
+	(*msgs)[0] = udpbatch.Message{Buf: b, Addr: to}
+	_, err := s.conn.WriteBatch(*msgs)
+	s.node.putMsgs(msgs)
+	if err != nil {
+		s.node.stats.writeErrors.Add(1)
+	}
+	return err
+}
+
+// Close closes an extra socket; its reader ends. The main socket closes
+// with the node.
+func (s *nodeSocket) Close() error {
+	if s.main || s.closed.Swap(true) {
+		return nil
+	}
+	s.node.extraMu.Lock()
+	delete(s.node.extras, s)
+	s.node.extraMu.Unlock()
+	return s.pc.Close()
+}
+
+// openExtra opens an extra socket beside the main one and starts reading
+// it (nat.PunchConfig.OpenSocket).
+func (n *Node) openExtra() (*nodeSocket, error) {
+	if n.isClosed() {
+		return nil, ErrClosed
+	}
+	ip := "0.0.0.0"
+	if a := addrOfConn(n.main.pc); a.IsValid() && !a.Addr().IsUnspecified() {
+		ip = a.Addr().String()
+	}
+	pc, err := n.cfg.ListenPacket("udp4", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return nil, err
+	}
+	s := n.newSocket(pc, false)
+	n.extraMu.Lock()
+	if n.isClosed() {
+		n.extraMu.Unlock()
+		pc.Close()
+		return nil, ErrClosed
+	}
+	n.extras[s] = struct{}{}
+	n.wg.Add(1)
+	n.extraMu.Unlock()
+	go n.readLoop(s)
+	return s, nil
+}
+
+func addrOfConn(pc net.PacketConn) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(pc.LocalAddr().String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// readLoop reads a socket's datagrams and dispatches them by their first
+// byte (DESIGN.md §5).
+func (n *Node) readLoop(s *nodeSocket) {
+	defer n.wg.Done()
+	msgs := make([]udpbatch.Message, readBatch)
+	for i := range msgs {
+		msgs[i].Buf = make([]byte, readBufSize)
+	}
+	errs := 0
+	for {
+		for i := range msgs {
+			msgs[i].Buf = msgs[i].Buf[:cap(msgs[i].Buf)]
+		}
+		k, err := s.conn.ReadBatch(msgs)
+		if err != nil {
+			if n.isClosed() || s.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			errs++
+			n.log.Warn("p2p: socket read failed", "err", err)
+			time.Sleep(min(time.Duration(errs)*10*time.Millisecond, time.Second)) // do not spin on a broken socket
+			continue
+		}
+		errs = 0
+		for i := range k {
+			m := &msgs[i]
+			if m.Truncated {
+				n.stats.dropped.Add(1)
+				continue
+			}
+			n.handlePacket(m.Buf[:m.N], m.Addr, s)
+		}
+	}
+}

@@ -1,0 +1,353 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/curve25519"
+
+	"github.com/gamewire/gamewire/nat"
+	"github.com/gamewire/gamewire/rendezvous"
+)
+
+// NAT traversal timing.
+const (
+	discoverTimeout = 2 * time.Second // the mapping test before the first registration
+	improveWindow   = time.Second     // after a path is found, a better one may still turn up
+	pathDeadAfter   = 2500 * time.Millisecond
+	repunchEvery    = 3 * time.Second
+	hostCandidates  = 4
+)
+
+// traversal is a node's NAT traversal: its rendezvous client, STUN client
+// and NAT behaviour, and a punch per peer being connected. Its fields under
+// mu are touched by the reader (packets), the maintenance goroutine (tick)
+// and sessions (introduce); it takes no Node or session lock while holding
+// mu, and calls into sessions only without it.
+type traversal struct {
+	n      *Node
+	server netip.AddrPort
+	rv     *rendezvous.Client
+	stun   *nat.STUN
+	extra  []netip.AddrPort // Config.STUNServers
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	behaviour nat.Behaviour
+	ready     bool // the mapping test is done: registration may start
+	punches   map[PeerID]*punchState
+	keys      map[PeerID]nat.ProbeKey
+}
+
+type punchState struct {
+	p       *nat.Punch
+	started time.Time
+	found   time.Time
+}
+
+// parseRendezvous splits "[peerid@]host:port".
+func parseRendezvous(s string) (*rendezvous.Key, netip.AddrPort, error) {
+	var key *rendezvous.Key
+	if k, hostport, ok := strings.Cut(s, "@"); ok {
+		id, err := ParsePeerID(k)
+		if err != nil {
+			return nil, netip.AddrPort{}, fmt.Errorf("p2p: Rendezvous %q: %w", s, err)
+		}
+		rk := rendezvous.Key(id)
+		key, s = &rk, hostport
+	}
+	addr, err := resolveUDP(s)
+	if err != nil {
+		return nil, netip.AddrPort{}, fmt.Errorf("p2p: Rendezvous %q: %w", s, err)
+	}
+	return key, addr, nil
+}
+
+func resolveUDP(hostport string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(hostport); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	ua, err := net.ResolveUDPAddr("udp4", hostport)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+func newTraversal(n *Node) (*traversal, error) {
+	key, server, err := parseRendezvous(n.cfg.Rendezvous)
+	if err != nil {
+		return nil, err
+	}
+	t := &traversal{n: n, server: server, punches: map[PeerID]*punchState{}, keys: map[PeerID]nat.ProbeKey{}}
+	for _, s := range n.cfg.STUNServers {
+		a, err := resolveUDP(s)
+		if err != nil {
+			return nil, fmt.Errorf("p2p: STUN server %q: %w", s, err)
+		}
+		t.extra = append(t.extra, a)
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.stun = nat.NewSTUN(n.main.WriteTo)
+	t.rv = rendezvous.NewClient(rendezvous.ClientConfig{
+		Server:     server,
+		ServerKey:  key,
+		Private:    n.id.private,
+		Public:     rendezvous.Key(n.id.public),
+		Send:       func(b []byte, to netip.AddrPort) { n.main.WriteTo(b, to) },
+		Candidates: t.hostCandidates,
+		Mapping:    t.mapping,
+		OnPeer:     t.onPeer,
+		OnUnknown:  func(k rendezvous.Key) { t.onUnknown(PeerID(k)) },
+		Logger:     n.log,
+	})
+	return t, nil
+}
+
+// start runs NAT behaviour discovery; registration starts once the mapping
+// test is done (or timed out), so peers learn it with our address.
+func (t *traversal) start() {
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		ctx, cancel := context.WithTimeout(t.ctx, discoverTimeout)
+		b, err := nat.Discover(ctx, t.stun, t.server, t.extra)
+		cancel()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.n.log.Debug("p2p: NAT discovery", "err", err)
+		}
+		t.mu.Lock()
+		t.behaviour, t.ready = b, true
+		t.mu.Unlock()
+		t.n.log.Debug("p2p: NAT behaviour", "mapped", b.Mapped, "mapping", b.Mapping, "filtering", b.Filtering)
+	}()
+}
+
+func (t *traversal) stop() {
+	t.cancel()
+	t.rv.Close()
+	t.mu.Lock()
+	punches := t.punches
+	t.punches = map[PeerID]*punchState{}
+	t.mu.Unlock()
+	for _, ps := range punches {
+		ps.p.Stop()
+	}
+	t.wg.Wait()
+}
+
+// Behaviour reports what the node learnt of its NAT.
+func (t *traversal) Behaviour() nat.Behaviour {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.behaviour
+}
+
+func (t *traversal) mapping() rendezvous.Mapping {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return rendezvous.Mapping(t.behaviour.Mapping)
+}
+
+// hostCandidates are the addresses peers on our LAN can use.
+func (t *traversal) hostCandidates() []netip.AddrPort {
+	local := addrOfConn(t.n.main.pc)
+	if !local.Addr().IsUnspecified() {
+		return []netip.AddrPort{local}
+	}
+	ifs, err := t.n.cfg.Interfaces()
+	if err != nil {
+		return nil
+	}
+	return nat.HostCandidates(ifs, local.Port(), hostCandidates)
+}
+
+func (t *traversal) prefixes() []netip.Prefix {
+	ifs, _ := t.n.cfg.Interfaces()
+	return ifs
+}
+
+// tick drives registration and retires finished punches (maintenance
+// goroutine).
+func (t *traversal) tick(now time.Time) {
+	t.mu.Lock()
+	ready := t.ready
+	var done []*nat.Punch
+	for peer, ps := range t.punches {
+		finished := !ps.found.IsZero() && now.Sub(ps.found) >= improveWindow
+		if finished || now.Sub(ps.started) >= t.n.cfg.ConnectTimeout {
+			done = append(done, ps.p)
+			delete(t.punches, peer)
+		}
+	}
+	t.mu.Unlock()
+	if ready {
+		t.rv.Tick(now)
+	}
+	for _, p := range done {
+		p.Stop()
+	}
+}
+
+// introduce asks the server to introduce us to peer.
+func (t *traversal) introduce(peer PeerID, now time.Time) {
+	t.rv.Introduce(rendezvous.Key(peer), now)
+}
+
+// repunch looks for a new path to peer: the old one stopped carrying
+// packets (a NAT rebooted, a mapping changed, the network moved). We
+// register again, so the server sees our address now, and ask for a new
+// introduction, which starts punches on both sides.
+func (t *traversal) repunch(peer PeerID, now time.Time) {
+	t.rv.Reregister(now)
+	t.rv.Introduce(rendezvous.Key(peer), now)
+}
+
+// handleOther takes STUN answers and rendezvous messages.
+func (t *traversal) handleOther(b []byte, src netip.AddrPort) bool {
+	switch {
+	case nat.IsSTUN(b):
+		return t.stun.Handle(b, src)
+	case rendezvous.IsRendezvous(b):
+		return t.rv.Handle(b, src)
+	}
+	return false
+}
+
+// handleProbe passes a probe to the punch toward its sender; probes from
+// peers we are not punching toward are dropped (checking them would cost a
+// Diffie-Hellman each).
+func (t *traversal) handleProbe(b []byte, src netip.AddrPort, sock *nodeSocket) bool {
+	pr, ok := nat.ParseProbe(b)
+	if !ok {
+		return false
+	}
+	t.mu.Lock()
+	ps := t.punches[PeerID(pr.Sender)]
+	t.mu.Unlock()
+	if ps == nil {
+		return false
+	}
+	return ps.p.HandleProbe(b, src, sock)
+}
+
+// probeKey derives (and caches) the key probes with peer are sealed with.
+func (t *traversal) probeKeyLocked(peer PeerID) (nat.ProbeKey, error) {
+	if k, ok := t.keys[peer]; ok {
+		return k, nil
+	}
+	dh, err := curve25519.X25519(t.n.id.private[:], peer[:])
+	if err != nil {
+		return nat.ProbeKey{}, err
+	}
+	k := nat.NewProbeKey(dh, t.n.id.public, peer)
+	if len(t.keys) > 4096 {
+		clear(t.keys) // a cache: cheap to rebuild
+	}
+	t.keys[peer] = k
+	return k, nil
+}
+
+// onPeer starts (or feeds) the punch toward an introduced peer: we asked,
+// or it asked and the server pushed its addresses to us.
+func (t *traversal) onPeer(p *rendezvous.Peer) {
+	peer := PeerID(p.About)
+	cands := []nat.Candidate{{Addr: p.Observed, Kind: nat.KindServerRefl}}
+	for _, c := range p.Candidates {
+		cands = append(cands, nat.Candidate{Addr: c, Kind: nat.KindHost})
+	}
+	t.mu.Lock()
+	if ps := t.punches[peer]; ps != nil {
+		t.mu.Unlock()
+		ps.p.AddCandidates(cands)
+		return
+	}
+	key, err := t.probeKeyLocked(peer)
+	if err != nil || peer == t.n.id.public {
+		t.mu.Unlock()
+		return
+	}
+	local := t.behaviour.Mapping
+	t.mu.Unlock()
+	punch := nat.StartPunch(nat.PunchConfig{
+		Local:         t.n.id.public,
+		Peer:          peer,
+		Key:           key,
+		Main:          t.n.main,
+		OpenSocket:    t.openSocket,
+		LocalPrefixes: t.prefixes(),
+		LocalMapping:  local,
+		PeerMapping:   nat.Mapping(p.Mapping),
+		Candidates:    cands,
+		OnPath:        func(path nat.Path) { t.onPath(peer, path) },
+		Logger:        t.n.log,
+	})
+	t.mu.Lock()
+	if old := t.punches[peer]; old != nil || t.ctx.Err() != nil {
+		t.mu.Unlock()
+		punch.Stop() // lost a race with another introduction, or closing
+		if old != nil {
+			old.p.AddCandidates(cands)
+		}
+		return
+	}
+	t.punches[peer] = &punchState{p: punch, started: time.Now()}
+	t.mu.Unlock()
+}
+
+func (t *traversal) openSocket() (nat.Socket, error) {
+	s, err := t.n.openExtra()
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// onPath hands a validated path to the peer's session: a session waiting
+// for a path starts its handshake on it; an established one moves to it.
+// Without a session (the peer asked for the introduction) the peer's
+// handshake will arrive on the path.
+func (t *traversal) onPath(peer PeerID, path nat.Path) {
+	sock, _ := path.Socket.(*nodeSocket)
+	t.mu.Lock()
+	if ps := t.punches[peer]; ps != nil && ps.found.IsZero() {
+		ps.found = time.Now()
+	}
+	t.mu.Unlock()
+	t.n.log.Debug("p2p: path", "peer", peer, "remote", path.Remote, "kind", path.Kind, "rtt", path.RTT, "extra socket", sock != nil && !sock.main)
+	s := t.n.lookupSession(peer)
+	if s == nil {
+		return
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.state == stConnecting && s.hs == nil:
+		s.startHandshakeOnLocked(path.Remote, sock, now)
+	case s.state == stEstablished:
+		s.setPath(path.Remote, sock)
+	}
+}
+
+// onUnknown fails a session whose peer the server does not know.
+func (t *traversal) onUnknown(peer PeerID) {
+	s := t.n.lookupSession(peer)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == stConnecting && s.introducing {
+		s.failLocked(SessionErrorDestinationNotLoggedOn, false)
+	}
+}

@@ -1,0 +1,319 @@
+package rendezvous
+
+import (
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Client timing.
+const (
+	DefaultRefresh  = 20 * time.Second // under Linux conntrack's 30 s UDP timeout
+	retryFirst      = 250 * time.Millisecond
+	retryMax        = 2 * time.Second
+	registeredGrace = 3 // refreshes missed before the client counts itself unregistered
+)
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	Server netip.AddrPort
+	// ServerKey pins the server's public key; nil trusts the key of the
+	// first challenge (trust on first use).
+	ServerKey *Key
+	Private   [32]byte // the client's X25519 key (its identity)
+	Public    Key      // its PeerID
+	// Send writes a datagram to the server from the client's socket (the
+	// one peers will reach it on).
+	Send func(b []byte, to netip.AddrPort)
+	// Candidates returns the host addresses to advertise; Mapping what the
+	// client knows of its NAT's mapping. Either may be nil.
+	Candidates func() []netip.AddrPort
+	Mapping    func() Mapping
+	// OnPeer is called for an introduction, asked for or pushed; OnUnknown
+	// when the target of an introduction is not registered; OnRegistered
+	// when a registration is confirmed. They run on the goroutine that
+	// called Handle, with no lock of the client held, and must not block.
+	OnPeer       func(*Peer)
+	OnUnknown    func(target Key)
+	OnRegistered func(observed netip.AddrPort)
+	// Refresh is the registration interval. Zero means 20 s.
+	Refresh time.Duration
+	Logger  *slog.Logger
+}
+
+// Client registers a node at a rendezvous server and asks it for
+// introductions. It does no I/O of its own: the node feeds it the server's
+// datagrams (Handle) and its clock (Tick). Safe for concurrent use.
+type Client struct {
+	cfg ClientConfig
+
+	mu         sync.Mutex // guards the fields below
+	serverKey  *Key
+	key        *SessionKey
+	cookie     [cookieLen]byte
+	registered bool
+	observed   netip.AddrPort
+	lastOK     time.Time // last registration confirmed
+	refresh    time.Duration
+	nextReg    time.Time
+	regRetry   time.Duration
+	lastTS     uint64
+	intros     map[Key]*pendingIntro
+	closed     bool
+}
+
+type pendingIntro struct {
+	next     time.Time
+	interval time.Duration
+}
+
+// NewClient returns a client; it sends its first registration at the first
+// Tick.
+func NewClient(cfg ClientConfig) *Client {
+	if cfg.Refresh == 0 {
+		cfg.Refresh = DefaultRefresh
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{cfg: cfg, serverKey: cfg.ServerKey, regRetry: retryFirst, refresh: cfg.Refresh, intros: make(map[Key]*pendingIntro)}
+	if cfg.ServerKey != nil {
+		c.deriveLocked(*cfg.ServerKey)
+	}
+	return c
+}
+
+func (c *Client) deriveLocked(server Key) {
+	k, err := DeriveKey(c.cfg.Private, server, c.cfg.Public, server)
+	if err != nil {
+		c.cfg.Logger.Warn("rendezvous: unusable server key", "err", err)
+		return
+	}
+	c.key = &k
+}
+
+// timestampLocked returns a time stamp greater than any before.
+func (c *Client) timestampLocked(now time.Time) uint64 {
+	c.lastTS = max(uint64(now.UnixNano()), c.lastTS+1)
+	return c.lastTS
+}
+
+// Server returns the server's address.
+func (c *Client) Server() netip.AddrPort { return c.cfg.Server }
+
+// Registered returns the address the server sees this client at.
+func (c *Client) Registered() (netip.AddrPort, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.observed, c.registered
+}
+
+// Close stops the client's sends.
+func (c *Client) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+}
+
+// Introduce asks for an introduction to target, retried at each Tick until
+// the server answers (OnPeer or OnUnknown) or Cancel is called.
+func (c *Client) Introduce(target Key, now time.Time) {
+	c.mu.Lock()
+	c.intros[target] = &pendingIntro{next: now, interval: retryFirst}
+	b := c.sendIntroLocked(target, now)
+	c.mu.Unlock()
+	c.send(b)
+}
+
+// Cancel stops asking for an introduction to target.
+func (c *Client) Cancel(target Key) {
+	c.mu.Lock()
+	delete(c.intros, target)
+	c.mu.Unlock()
+}
+
+// Reregister registers again now, e.g. when the path to peers looks broken
+// and the node's public address may have changed.
+func (c *Client) Reregister(now time.Time) {
+	c.mu.Lock()
+	c.nextReg = now
+	c.regRetry = retryFirst
+	b := c.registerLocked(now)
+	c.mu.Unlock()
+	c.send(b)
+}
+
+// Tick sends what is due: registrations (until confirmed, then every
+// Refresh) and introduction retries.
+func (c *Client) Tick(now time.Time) {
+	var out [][]byte
+	c.mu.Lock()
+	if c.registered && now.Sub(c.lastOK) > registeredGrace*c.refresh {
+		c.registered = false // the server has surely forgotten us
+	}
+	if !now.Before(c.nextReg) {
+		out = append(out, c.registerLocked(now))
+	}
+	for target, p := range c.intros {
+		if !now.Before(p.next) {
+			out = append(out, c.sendIntroLocked(target, now))
+		}
+	}
+	c.mu.Unlock()
+	for _, b := range out {
+		c.send(b)
+	}
+}
+
+func (c *Client) send(b []byte) {
+	if b != nil {
+		c.cfg.Send(b, c.cfg.Server)
+	}
+}
+
+// registerLocked builds a REGISTER and schedules the next one.
+func (c *Client) registerLocked(now time.Time) []byte {
+	if c.closed {
+		return nil
+	}
+	if c.registered {
+		c.nextReg = now.Add(c.refresh)
+	} else {
+		c.nextReg = now.Add(c.regRetry)
+		c.regRetry = min(2*c.regRetry, retryMax)
+	}
+	r := Register{Peer: c.cfg.Public, Timestamp: c.timestampLocked(now), Cookie: c.cookie}
+	if c.cfg.Candidates != nil {
+		r.Candidates = c.cfg.Candidates()
+	}
+	if c.cfg.Mapping != nil {
+		r.Mapping = c.cfg.Mapping()
+	}
+	return r.encode(c.key)
+}
+
+func (c *Client) sendIntroLocked(target Key, now time.Time) []byte {
+	p := c.intros[target]
+	if p == nil || c.closed || !c.registered || c.key == nil {
+		return nil // sent once registered
+	}
+	p.next = now.Add(p.interval)
+	p.interval = min(2*p.interval, retryMax)
+	m := Introduce{Peer: c.cfg.Public, Target: target, Timestamp: c.timestampLocked(now)}
+	return m.encode(c.key)
+}
+
+// Handle processes a datagram from the server; it reports whether it was a
+// rendezvous message (handled or dropped).
+func (c *Client) Handle(b []byte, from netip.AddrPort) bool {
+	if !IsRendezvous(b) {
+		return false
+	}
+	if from != c.cfg.Server {
+		return true // not from our server: dropped
+	}
+	switch b[0] {
+	case TypeChallenge:
+		c.handleChallenge(b, time.Now())
+	case TypeRegistered:
+		c.handleRegistered(b, time.Now())
+	case TypePeer:
+		c.handlePeer(b)
+	case TypeUnknown:
+		c.handleUnknown(b)
+	}
+	return true
+}
+
+func (c *Client) handleChallenge(b []byte, now time.Time) {
+	cookie, server, ok := decodeChallenge(b)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	if c.serverKey != nil && *c.serverKey != server {
+		c.mu.Unlock()
+		c.cfg.Logger.Warn("rendezvous: the server's key is not the one pinned")
+		return
+	}
+	if c.serverKey == nil {
+		c.serverKey = &server
+		c.deriveLocked(server)
+	}
+	c.cookie = cookie
+	out := c.registerLocked(now) // at once, with the cookie
+	c.mu.Unlock()
+	c.send(out)
+}
+
+func (c *Client) handleRegistered(b []byte, now time.Time) {
+	c.mu.Lock()
+	if c.key == nil {
+		c.mu.Unlock()
+		return
+	}
+	r, ok := decodeRegistered(b, c.key)
+	if !ok {
+		c.mu.Unlock()
+		return
+	}
+	first := !c.registered
+	c.registered, c.observed, c.lastOK = true, r.Observed, now
+	c.regRetry = retryFirst
+	// Refresh well within the server's TTL, whatever this client assumed.
+	c.refresh = min(c.cfg.Refresh, max(time.Duration(r.TTL)*time.Second/3, retryFirst))
+	c.nextReg = now.Add(c.refresh)
+	// Introductions waiting for the registration go now.
+	var out [][]byte
+	if first {
+		for target := range c.intros {
+			out = append(out, c.sendIntroLocked(target, now))
+		}
+	}
+	cb := c.cfg.OnRegistered
+	c.mu.Unlock()
+	for _, b := range out {
+		c.send(b)
+	}
+	if cb != nil {
+		cb(r.Observed)
+	}
+}
+
+func (c *Client) handlePeer(b []byte) {
+	c.mu.Lock()
+	if c.key == nil {
+		c.mu.Unlock()
+		return
+	}
+	p, ok := decodePeer(b, c.key)
+	if ok && !p.Pushed {
+		delete(c.intros, p.About)
+	}
+	cb := c.cfg.OnPeer
+	c.mu.Unlock()
+	if ok && cb != nil {
+		cb(p)
+	}
+}
+
+func (c *Client) handleUnknown(b []byte) {
+	c.mu.Lock()
+	if c.key == nil {
+		c.mu.Unlock()
+		return
+	}
+	u, ok := decodeUnknown(b, c.key)
+	if !ok {
+		c.mu.Unlock()
+		return
+	}
+	_, waiting := c.intros[u.Target]
+	delete(c.intros, u.Target)
+	cb := c.cfg.OnUnknown
+	c.mu.Unlock()
+	if waiting && cb != nil {
+		cb(u.Target)
+	}
+}

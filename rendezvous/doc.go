@@ -1,0 +1,97 @@
+// Package rendezvous is gamewire's signalling service: a server that
+// registers peers by PeerID at the public address it sees them at,
+// introduces them to each other so both punch through their NATs at the
+// same moment, and answers STUN Binding requests on the same sockets; and
+// the client a p2p.Node runs over its own socket.
+//
+// # Protocol
+//
+// Every message starts with a type byte in gamewire's range (0x80–0xBF,
+// DESIGN.md §5). Integers are big-endian. An address is 18 bytes: a 16-byte
+// IPv6 address (IPv4 as IPv4-mapped) and a 2-byte port; all zeros is none.
+// A MAC is BLAKE2s-128 keyed with the session key over every byte before it.
+//
+// The session key binds a client to its PeerID: it is derived from X25519
+// between the client's identity and the server's key,
+//
+//	key = BLAKE2s-256("gamewire rendezvous v1" || X25519(client, server) || client PeerID || server key)
+//
+// so only the holder of a PeerID's private key can produce its MACs.
+//
+//	REGISTER   0xA0  client → server
+//	  0  type
+//	  1  flags: bits 0–1 the client's NAT mapping (0 unknown, 1 endpoint-independent, 2 dependent)
+//	  2  version (1)
+//	  3  n: host candidates, at most 8
+//	  4  PeerID (32)
+//	  36 timestamp (8): strictly increasing per client; older ones are refused
+//	  44 cookie (16): from the last CHALLENGE, zeros at first
+//	  60 n × address: the client's host candidates
+//	  .. MAC (16), zeros while the client does not know the server's key
+//
+//	CHALLENGE  0xA1  server → client, to a REGISTER without a valid cookie
+//	  0  type, 3 reserved
+//	  4  cookie (16): BLAKE2s-128 keyed with a secret rotated every 2 minutes,
+//	     over the client's source address; only a client that receives there learns it
+//	  20 the server's public key (32)
+//
+//	REGISTERED 0xA2  server → client
+//	  0  type, 3 reserved
+//	  4  the address the server saw the REGISTER from
+//	  22 TTL in seconds (2)
+//	  24 the REGISTER's timestamp (8)
+//	  32 MAC (16)
+//
+//	INTRODUCE  0xA3  client → server
+//	  0  type, 3 reserved
+//	  4  PeerID (32)
+//	  36 target PeerID (32)
+//	  68 timestamp (8)
+//	  76 MAC (16)
+//
+//	PEER       0xA4  server → both clients of an introduction, at the same moment
+//	  0  type
+//	  1  flags: bits 0–1 the other peer's NAT mapping, bit 2 pushed (this client did not ask)
+//	  2  reserved
+//	  3  n: host candidates of the other peer, at most 8
+//	  4  the other peer's PeerID (32)
+//	  36 the introduction's timestamp (8)
+//	  44 the other peer's registered (public) address
+//	  62 n × address
+//	  .. MAC (16), with the recipient's key
+//
+//	UNKNOWN    0xA5  server → client: the target is not registered
+//	  0  type, 3 reserved
+//	  4  target (32)
+//	  36 the introduction's timestamp (8)
+//	  44 MAC (16)
+//
+// A client registers on start, refreshes every 20 s (under Linux
+// conntrack's 30 s UDP timeout, so the mapping toward the server stays
+// open for pushed introductions), and counts as gone 60 s after its last
+// refresh. The first registration takes two round trips (challenge, then
+// register with the cookie); later ones one.
+//
+// # Abuse
+//
+// Nothing unauthenticated is answered with more bytes than it carried: a
+// CHALLENGE (52 bytes) answers a REGISTER of at least 76; a STUN answer is
+// trimmed to the request's size (see below). A REGISTER whose cookie does
+// not match its source address costs the server one keyed hash; a valid one
+// from a PeerID the server has no key for costs a Diffie-Hellman, limited
+// to 20 a second per source address; keys are cached per PeerID, with the
+// last timestamps, so replays stay refused. Introductions are limited to 20
+// a second per peer and go only to registered addresses. Bad messages are
+// dropped and counted (Stats).
+//
+// # STUN
+//
+// Binding requests (RFC 5389) get a success response with
+// XOR-MAPPED-ADDRESS and, while they fit in the request's size,
+// OTHER-ADDRESS (RFC 5780, when the server has an alternate address),
+// RESPONSE-ORIGIN and FINGERPRINT. A request smaller than the shortest
+// answer is dropped. With four sockets (Listen with an alternate address)
+// CHANGE-REQUEST is honoured: the answer leaves from the other IP, the
+// other port, or both, for RFC 5780's filtering tests. Other STUN methods
+// are not served here.
+package rendezvous

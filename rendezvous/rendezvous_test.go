@@ -1,0 +1,408 @@
+package rendezvous
+
+import (
+	"crypto/rand"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+	"golang.org/x/crypto/curve25519"
+
+	"github.com/gamewire/gamewire/internal/leakcheck"
+	"github.com/gamewire/gamewire/internal/secure"
+)
+
+func newKeypair(t testing.TB) (priv [32]byte, pub Key) {
+	t.Helper()
+	rand.Read(priv[:])
+	p, err := curve25519.X25519(priv[:], curve25519.Basepoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(pub[:], p)
+	return priv, pub
+}
+
+// testClient is a Client on its own loopback socket, recording callbacks.
+type testClient struct {
+	*Client
+	conn *net.UDPConn
+	addr netip.AddrPort
+	pub  Key
+
+	mu       sync.Mutex
+	peers    []*Peer
+	unknowns []Key
+	wg       sync.WaitGroup
+}
+
+func startClient(t *testing.T, srv netip.AddrPort, pin *Key, candidates []netip.AddrPort) *testClient {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, pub := newKeypair(t)
+	tc := &testClient{conn: conn, addr: conn.LocalAddr().(*net.UDPAddr).AddrPort(), pub: pub}
+	tc.Client = NewClient(ClientConfig{
+		Server: srv, ServerKey: pin, Private: priv, Public: pub,
+		Send:       func(b []byte, to netip.AddrPort) { conn.WriteToUDPAddrPort(b, to) },
+		Candidates: func() []netip.AddrPort { return candidates },
+		Mapping:    func() Mapping { return MappingEndpointIndependent },
+		OnPeer: func(p *Peer) {
+			tc.mu.Lock()
+			tc.peers = append(tc.peers, p)
+			tc.mu.Unlock()
+		},
+		OnUnknown: func(k Key) {
+			tc.mu.Lock()
+			tc.unknowns = append(tc.unknowns, k)
+			tc.mu.Unlock()
+		},
+	})
+	tc.wg.Add(1)
+	go func() {
+		defer tc.wg.Done()
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			tc.Handle(buf[:n], from)
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); tc.wg.Wait() })
+	return tc
+}
+
+// run ticks the clients until cond holds or the timeout passes.
+func run(t *testing.T, timeout time.Duration, cond func() bool, clients ...*testClient) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		for _, c := range clients {
+			c.Tick(time.Now())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func startServer(t *testing.T, alternate bool) *Server {
+	t.Helper()
+	alt := ""
+	if alternate {
+		alt = "127.0.0.2:0"
+	}
+	// Ports must be fixed for the alternate sockets: pick free ones.
+	p1, p2 := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.2")
+	primary := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p1).String()
+	if alternate {
+		alt = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), p2).String()
+	}
+	s, err := Listen(ServerConfig{TTL: 2 * time.Second}, primary, alt)
+	if err != nil {
+		t.Skipf("cannot listen: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func freePort(t *testing.T, ip string) uint16 {
+	t.Helper()
+	for range 20 {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip)})
+		if err != nil {
+			t.Skipf("cannot bind %s: %v", ip, err)
+		}
+		p := uint16(c.LocalAddr().(*net.UDPAddr).Port)
+		c.Close()
+		// The same port must be free on both loopback addresses.
+		if c2, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(p)}); err == nil {
+			c2.Close()
+			if c3, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: int(p)}); err == nil {
+				c3.Close()
+				return p
+			}
+		}
+	}
+	t.Skip("no free port pair")
+	return 0
+}
+
+func TestRegisterAndIntroduce(t *testing.T) {
+	leakcheck.Check(t)
+	s := startServer(t, false)
+	candA := []netip.AddrPort{netip.MustParseAddrPort("192.168.1.5:4000")}
+	a := startClient(t, s.Addr(), nil, candA) // trust on first use
+	pin := s.PublicKey()
+	b := startClient(t, s.Addr(), &pin, nil)
+	run(t, 5*time.Second, func() bool {
+		_, ra := a.Registered()
+		_, rb := b.Registered()
+		return ra && rb
+	}, a, b)
+	if obs, _ := a.Registered(); obs != a.addr {
+		t.Fatalf("observed %v, client at %v", obs, a.addr)
+	}
+	a.Introduce(b.pub, time.Now())
+	run(t, 5*time.Second, func() bool {
+		a.mu.Lock()
+		b.mu.Lock()
+		defer a.mu.Unlock()
+		defer b.mu.Unlock()
+		return len(a.peers) > 0 && len(b.peers) > 0
+	}, a, b)
+	pa, pb := a.peers[0], b.peers[0]
+	if pa.About != b.pub || pa.Observed != b.addr || pa.Pushed || pa.Mapping != MappingEndpointIndependent {
+		t.Errorf("requester got %+v", pa)
+	}
+	if pb.About != a.pub || pb.Observed != a.addr || !pb.Pushed || len(pb.Candidates) != 1 || pb.Candidates[0] != candA[0] {
+		t.Errorf("target got %+v", pb)
+	}
+	// No more retries once answered.
+	before := s.Stats().Introductions
+	run(t, time.Second, func() bool { time.Sleep(50 * time.Millisecond); return true }, a, b)
+	if s.Stats().Introductions != before {
+		t.Error("introduction retried after the answer")
+	}
+
+	// An unregistered target.
+	_, ghost := newKeypair(t)
+	a.Introduce(ghost, time.Now())
+	run(t, 5*time.Second, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.unknowns) == 1 && a.unknowns[0] == ghost
+	}, a)
+
+	// A registration that is not refreshed expires (TTL 2 s here).
+	b.Close()
+	time.Sleep(2500 * time.Millisecond)
+	if s.IsRegistered(b.pub) {
+		t.Fatal("registration outlived its TTL")
+	}
+	a.Introduce(b.pub, time.Now())
+	run(t, 5*time.Second, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.unknowns) == 2
+	}, a)
+}
+
+func TestPinnedKeyMismatch(t *testing.T) {
+	leakcheck.Check(t)
+	s := startServer(t, false)
+	_, wrong := newKeypair(t)
+	c := startClient(t, s.Addr(), &wrong, nil)
+	for range 30 {
+		c.Tick(time.Now())
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, ok := c.Registered(); ok {
+		t.Fatal("registered with a server whose key is not the pinned one")
+	}
+}
+
+// TestReplayedRegister: a REGISTER captured and sent again from another
+// address, or sent again from the same one, changes nothing.
+func TestReplayedRegister(t *testing.T) {
+	leakcheck.Check(t)
+	s := startServer(t, false)
+	priv, pub := newKeypair(t)
+	conn, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	defer conn.Close()
+	var captured []byte
+	var mu sync.Mutex
+	done := make(chan struct{})
+	c := NewClient(ClientConfig{Server: s.Addr(), Private: priv, Public: pub,
+		Send: func(b []byte, to netip.AddrPort) {
+			mu.Lock()
+			captured = append([]byte(nil), b...)
+			mu.Unlock()
+			conn.WriteToUDPAddrPort(b, to)
+		}})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.Handle(buf[:n], from)
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, ok := c.Registered(); !ok; _, ok = c.Registered() {
+		if time.Now().After(deadline) {
+			t.Fatal("no registration")
+		}
+		c.Tick(time.Now())
+		time.Sleep(10 * time.Millisecond)
+	}
+	attacker, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	defer attacker.Close()
+	mu.Lock()
+	replay := captured
+	mu.Unlock()
+	before := s.Stats()
+	attacker.WriteToUDPAddrPort(replay, s.Addr()) // cookie of another address
+	conn.WriteToUDPAddrPort(replay, s.Addr())     // same address, old timestamp
+	time.Sleep(200 * time.Millisecond)
+	after := s.Stats()
+	if after.Registrations != before.Registrations {
+		t.Fatal("a replayed REGISTER was accepted")
+	}
+	if after.Challenges != before.Challenges+1 || after.Replayed != before.Replayed+1 {
+		t.Fatalf("before %+v after %+v", before, after)
+	}
+	conn.Close()
+	<-done
+}
+
+func stunRequest(t *testing.T, padTo int, change byte) []byte {
+	t.Helper()
+	m := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	if change != 0 {
+		m.Add(stun.AttrChangeRequest, []byte{0, 0, 0, change})
+	}
+	if pad := padTo - len(m.Raw) - 4; pad > 0 {
+		m.Add(stun.AttrPadding, make([]byte, pad))
+	}
+	m.Encode()
+	return m.Raw
+}
+
+func stunExchange(t *testing.T, conn *net.UDPConn, req []byte, to netip.AddrPort) (*stun.Message, netip.AddrPort, bool) {
+	t.Helper()
+	conn.WriteToUDPAddrPort(req, to)
+	conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	buf := make([]byte, 1500)
+	n, from, err := conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		return nil, netip.AddrPort{}, false
+	}
+	if n > len(req) {
+		t.Errorf("answer of %d bytes to a request of %d", n, len(req))
+	}
+	m := &stun.Message{Raw: buf[:n]}
+	if err := m.Decode(); err != nil {
+		t.Fatal(err)
+	}
+	return m, from, true
+}
+
+func TestSTUN(t *testing.T) {
+	leakcheck.Check(t)
+	s := startServer(t, true)
+	conn, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	defer conn.Close()
+	me := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+
+	// A padded request gets everything.
+	m, from, ok := stunExchange(t, conn, stunRequest(t, 100, 0), s.Addr())
+	if !ok || from != s.Addr() {
+		t.Fatalf("no answer (from %v)", from)
+	}
+	var xa stun.XORMappedAddress
+	var other stun.OtherAddress
+	var origin stun.ResponseOrigin
+	if xa.GetFrom(m) != nil || other.GetFrom(m) != nil || origin.GetFrom(m) != nil {
+		t.Fatalf("attributes missing: %v", m)
+	}
+	if xa.Port != int(me.Port()) || !xa.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Errorf("mapped %v, client %v", xa, me)
+	}
+	if !other.IP.Equal(net.IPv4(127, 0, 0, 2)) || other.Port != int(s.addrs[1].Port()) {
+		t.Errorf("other address %v", other)
+	}
+
+	// A bare request (20 bytes) is smaller than any answer: dropped.
+	if _, _, ok := stunExchange(t, conn, stunRequest(t, 0, 0), s.Addr()); ok {
+		t.Error("answered a bare 20-byte request")
+	}
+	// Just room for XOR-MAPPED-ADDRESS.
+	if m, _, ok := stunExchange(t, conn, stunRequest(t, 32, 0), s.Addr()); !ok || xa.GetFrom(m) != nil {
+		t.Error("no trimmed answer for a 32-byte request")
+	}
+
+	// CHANGE-REQUEST: the answer leaves from the other IP, port, or both.
+	for _, tc := range []struct {
+		flags byte
+		want  netip.AddrPort
+	}{
+		{changeIPFlag | changePortFlag, s.addrs[1]},
+		{changePortFlag, s.addrs[2]},
+		{changeIPFlag, s.addrs[3]},
+	} {
+		_, from, ok := stunExchange(t, conn, stunRequest(t, 100, tc.flags), s.Addr())
+		if !ok || from != tc.want {
+			t.Errorf("change %#x: answered from %v, want %v", tc.flags, from, tc.want)
+		}
+	}
+}
+
+// FuzzServerHandle feeds the server arbitrary datagrams from an
+// unauthenticated source and checks it never answers with more bytes than
+// it got.
+func FuzzServerHandle(f *testing.F) {
+	f.Add(stunRequest(&testing.T{}, 64, 0))
+	f.Add(make([]byte, minRegisterLen))
+	f.Add(append([]byte{TypeRegister, 1, 1, 0}, make([]byte, minRegisterLen-4)...))
+	f.Add(append([]byte{TypeIntroduce}, make([]byte, introduceLen-1)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rec := &recordConn{}
+		s := &Server{conns: []net.PacketConn{rec}, addrs: []netip.AddrPort{netip.MustParseAddrPort("203.0.113.1:3478")},
+			peers: map[Key]*registration{}, cfg: ServerConfig{TTL: time.Minute, MaxPeers: 10}}
+		s.newKeys = secure.NewRateLimiter(newKeysPerSecond, newKeysBurst)
+		s.handle(0, b, netip.MustParseAddrPort("198.51.100.7:40000"))
+		for _, w := range rec.writes {
+			if w > len(b) {
+				t.Fatalf("answered %d bytes to %d", w, len(b))
+			}
+		}
+	})
+}
+
+// recordConn is a PacketConn that records the sizes written.
+type recordConn struct {
+	net.PacketConn
+	writes []int
+}
+
+func (r *recordConn) WriteTo(b []byte, _ net.Addr) (int, error) {
+	r.writes = append(r.writes, len(b))
+	return len(b), nil
+}
+
+func TestWireRoundTrip(t *testing.T) {
+	var k SessionKey
+	rand.Read(k[:])
+	cand := []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:1"), netip.MustParseAddrPort("[2001:db8::1]:2")}
+	r := Register{Peer: Key{1}, Timestamp: 7, Cookie: [16]byte{9}, Mapping: MappingEndpointDependent, Candidates: cand}
+	b := r.encode(&k)
+	got, ok := decodeRegister(b)
+	if !ok || !checkMAC(&k, b) || got.Timestamp != 7 || got.Mapping != MappingEndpointDependent || len(got.Candidates) != 2 || got.Candidates[1] != cand[1] {
+		t.Fatalf("%+v %v", got, ok)
+	}
+	b[10] ^= 1
+	if checkMAC(&k, b) {
+		t.Fatal("tampered REGISTER passes its MAC")
+	}
+	p := Peer{About: Key{2}, Timestamp: 3, Pushed: true, Mapping: MappingEndpointIndependent, Observed: cand[0], Candidates: cand}
+	gp, ok := decodePeer(p.encode(&k), &k)
+	if !ok || !gp.Pushed || gp.Observed != cand[0] || gp.Candidates[1] != cand[1] {
+		t.Fatalf("%+v %v", gp, ok)
+	}
+	// Sizes: nothing unauthenticated is answered with more than it carried.
+	if challengeLen > minRegisterLen {
+		t.Fatal("a CHALLENGE is larger than the smallest REGISTER")
+	}
+}

@@ -1,0 +1,457 @@
+package rendezvous
+
+import (
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/blake2s"
+	"golang.org/x/crypto/curve25519"
+
+	"github.com/gamewire/gamewire/internal/secure"
+)
+
+// Server defaults.
+const (
+	DefaultTTL        = 60 * time.Second // a registration lasts this long unless refreshed
+	DefaultMaxPeers   = 100000
+	cookieRotate      = 2 * time.Minute
+	newKeysPerSecond  = 20 // per source address: Diffie-Hellman for a client not yet known
+	newKeysBurst      = 20
+	introducePerSec   = 20 // per registered peer
+	introduceBurst    = 40
+	maxPacketSize     = 1500
+	stunMinRequestLen = 20
+)
+
+// ServerConfig configures a Server. Zero values select the documented
+// defaults.
+type ServerConfig struct {
+	// PrivateKey is the server's X25519 key; clients may pin its public
+	// half (Server.PublicKey). Zero means a random key.
+	PrivateKey [32]byte
+
+	// Conns are the server's UDP sockets. Conns[0] is the primary address
+	// clients register at. With four sockets the server supports RFC 5780:
+	// Conns[1] has another IP and port, Conns[2] the primary IP and
+	// Conns[1]'s port, Conns[3] Conns[1]'s IP and the primary port (Listen
+	// opens them so). The server closes them on Close.
+	Conns []net.PacketConn
+
+	// TTL is how long a registration lasts without a refresh. Zero means
+	// 60 s.
+	TTL time.Duration
+
+	// MaxPeers bounds the registrations held. Zero means 100000.
+	MaxPeers int
+
+	// Logger receives logs. Nil means silent.
+	Logger *slog.Logger
+}
+
+// Server is the rendezvous service: it registers peers by PeerID at the
+// public address it sees them at, introduces them to each other, and
+// answers STUN Binding requests on the same sockets. All methods are safe
+// for concurrent use. One reader goroutine per socket; Close stops them.
+type Server struct {
+	cfg     ServerConfig
+	private [32]byte
+	public  Key
+	conns   []net.PacketConn
+	addrs   []netip.AddrPort
+	log     *slog.Logger
+	newKeys *secure.RateLimiter
+	wg      sync.WaitGroup
+	done    chan struct{}
+	closed  atomic.Bool
+
+	mu        sync.Mutex // guards the fields below
+	peers     map[Key]*registration
+	secret    [32]byte // current cookie secret
+	oldSecret [32]byte
+	rotated   time.Time
+
+	stats serverCounters
+}
+
+// registration is what the server knows of a peer. The key and the
+// timestamps outlive the registration itself, so a replay of an old
+// REGISTER stays refused.
+type registration struct {
+	key        SessionKey
+	addr       netip.AddrPort
+	sock       int // the socket the peer registered on: pushes leave from it
+	candidates []netip.AddrPort
+	mapping    Mapping
+	expires    time.Time
+	lastReg    uint64
+	lastIntro  uint64
+	intro      bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (b *bucket) take(now time.Time, perSec, burst float64) bool {
+	if b.last.IsZero() {
+		b.tokens = burst
+	}
+	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*perSec)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// NewServer starts a server on cfg.Conns.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if len(cfg.Conns) == 0 {
+		return nil, errors.New("rendezvous: no sockets")
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.MaxPeers == 0 {
+		cfg.MaxPeers = DefaultMaxPeers
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:     cfg,
+		private: cfg.PrivateKey,
+		conns:   cfg.Conns,
+		log:     cfg.Logger,
+		newKeys: secure.NewRateLimiter(newKeysPerSecond, newKeysBurst),
+		done:    make(chan struct{}),
+		peers:   make(map[Key]*registration),
+	}
+	if s.private == ([32]byte{}) {
+		rand.Read(s.private[:])
+	}
+	pub, err := curve25519.X25519(s.private[:], curve25519.Basepoint)
+	if err != nil {
+		return nil, err
+	}
+	copy(s.public[:], pub)
+	rand.Read(s.secret[:])
+	s.rotated = time.Now()
+	for _, c := range cfg.Conns {
+		ap, err := netip.ParseAddrPort(c.LocalAddr().String())
+		if err != nil {
+			return nil, err
+		}
+		s.addrs = append(s.addrs, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	for i := range s.conns {
+		s.wg.Add(1)
+		go s.readLoop(i)
+	}
+	return s, nil
+}
+
+// Listen opens the server's sockets and starts it: one at primary, and for
+// RFC 5780, when alternate is set, three more (see ServerConfig.Conns).
+func Listen(cfg ServerConfig, primary, alternate string) (*Server, error) {
+	p, err := netip.ParseAddrPort(primary)
+	if err != nil {
+		return nil, err
+	}
+	addrs := []netip.AddrPort{p}
+	if alternate != "" {
+		a, err := netip.ParseAddrPort(alternate)
+		if err != nil {
+			return nil, err
+		}
+		if a.Addr() == p.Addr() || a.Port() == p.Port() {
+			return nil, errors.New("rendezvous: the alternate address needs another IP and another port")
+		}
+		addrs = append(addrs, a, netip.AddrPortFrom(p.Addr(), a.Port()), netip.AddrPortFrom(a.Addr(), p.Port()))
+	}
+	for _, a := range addrs {
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(a))
+		if err != nil {
+			for _, c := range cfg.Conns {
+				c.Close()
+			}
+			return nil, err
+		}
+		cfg.Conns = append(cfg.Conns, c)
+	}
+	return NewServer(cfg)
+}
+
+// PublicKey returns the server's public key, which clients may pin.
+func (s *Server) PublicKey() Key { return s.public }
+
+// Addr returns the primary address.
+func (s *Server) Addr() netip.AddrPort { return s.addrs[0] }
+
+// Close stops the server and closes its sockets. It is idempotent.
+func (s *Server) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	close(s.done)
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) readLoop(i int) {
+	defer s.wg.Done()
+	buf := make([]byte, maxPacketSize)
+	for {
+		n, from, err := s.conns[i].ReadFrom(buf)
+		if err != nil {
+			if s.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.stats.readErrors.Add(1)
+			continue
+		}
+		src, ok := addrPortOf(from)
+		if !ok {
+			continue
+		}
+		s.handle(i, buf[:n], src)
+	}
+}
+
+func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
+	ua, ok := a.(*net.UDPAddr)
+	if !ok {
+		ap, err := netip.ParseAddrPort(a.String())
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), err == nil
+	}
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}
+
+func (s *Server) send(sock int, b []byte, to netip.AddrPort) {
+	if _, err := s.conns[sock].WriteTo(b, net.UDPAddrFromAddrPort(to)); err != nil {
+		s.stats.writeErrors.Add(1)
+	}
+}
+
+// handle dispatches one datagram. Nothing that is not authenticated is
+// answered with more bytes than it carried.
+func (s *Server) handle(sock int, b []byte, src netip.AddrPort) {
+	s.stats.packets.Add(1)
+	switch {
+	case len(b) >= stunMinRequestLen && b[0] <= 0x03:
+		s.handleSTUN(sock, b, src)
+	case len(b) > 0 && b[0] == TypeRegister:
+		s.handleRegister(sock, b, src)
+	case len(b) > 0 && b[0] == TypeIntroduce:
+		s.handleIntroduce(sock, b, src)
+	default:
+		s.stats.malformed.Add(1)
+	}
+}
+
+// cookie binds a registration to the address it comes from: only a client
+// that receives at that address learns it.
+func (s *Server) cookie(secret *[32]byte, src netip.AddrPort) [cookieLen]byte {
+	h, _ := blake2s.New128(secret[:])
+	ip := src.Addr().As16()
+	h.Write(ip[:])
+	h.Write([]byte{byte(src.Port() >> 8), byte(src.Port())})
+	var c [cookieLen]byte
+	h.Sum(c[:0])
+	return c
+}
+
+// cookies returns the current cookie for src and whether c is valid (made
+// under the current or the previous secret).
+func (s *Server) cookies(src netip.AddrPort, c [cookieLen]byte, now time.Time) ([cookieLen]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.rotated) >= cookieRotate {
+		s.oldSecret = s.secret
+		rand.Read(s.secret[:])
+		s.rotated = now
+	}
+	cur := s.cookie(&s.secret, src)
+	return cur, c == cur || c == s.cookie(&s.oldSecret, src)
+}
+
+func (s *Server) handleRegister(sock int, b []byte, src netip.AddrPort) {
+	r, ok := decodeRegister(b)
+	if !ok {
+		s.stats.malformed.Add(1)
+		return
+	}
+	now := time.Now()
+	cur, valid := s.cookies(src, r.Cookie, now)
+	if !valid {
+		s.stats.challenges.Add(1)
+		s.send(sock, encodeChallenge(cur, s.public), src) // 52 bytes for at least 76
+		return
+	}
+	key, ok := s.keyFor(r.Peer, src.Addr(), now)
+	if !ok {
+		s.stats.rateLimited.Add(1)
+		return
+	}
+	if !checkMAC(&key, b) {
+		s.stats.badMAC.Add(1)
+		return
+	}
+	s.mu.Lock()
+	reg := s.peers[r.Peer]
+	if reg == nil {
+		if len(s.peers) >= s.cfg.MaxPeers && !s.evictExpiredLocked(now) {
+			s.mu.Unlock()
+			s.stats.full.Add(1)
+			return
+		}
+		reg = &registration{key: key}
+		s.peers[r.Peer] = reg
+	}
+	if r.Timestamp <= reg.lastReg {
+		s.mu.Unlock()
+		s.stats.replayed.Add(1)
+		return
+	}
+	reg.lastReg = r.Timestamp
+	reg.addr, reg.sock = src, sock
+	reg.candidates = r.Candidates
+	reg.mapping = r.Mapping
+	reg.expires = now.Add(s.cfg.TTL)
+	s.mu.Unlock()
+	s.stats.registrations.Add(1)
+	reply := Registered{Observed: src, TTL: uint16(s.cfg.TTL / time.Second), Timestamp: r.Timestamp}
+	s.send(sock, reply.encode(&key), src)
+}
+
+// keyFor returns the session key of peer: cached, or computed (a
+// Diffie-Hellman, rate-limited per source address).
+func (s *Server) keyFor(peer Key, src netip.Addr, now time.Time) (SessionKey, bool) {
+	s.mu.Lock()
+	reg := s.peers[peer]
+	s.mu.Unlock()
+	if reg != nil {
+		return reg.key, true
+	}
+	if !s.newKeys.Allow(src, now) {
+		return SessionKey{}, false
+	}
+	k, err := DeriveKey(s.private, peer, peer, s.public)
+	return k, err == nil
+}
+
+// evictExpiredLocked drops expired registrations; it reports whether any
+// room was made.
+func (s *Server) evictExpiredLocked(now time.Time) bool {
+	freed := false
+	for k, r := range s.peers {
+		if now.After(r.expires) {
+			delete(s.peers, k)
+			freed = true
+		}
+	}
+	return freed
+}
+
+func (s *Server) handleIntroduce(sock int, b []byte, src netip.AddrPort) {
+	m, ok := decodeIntroduce(b)
+	if !ok {
+		s.stats.malformed.Add(1)
+		return
+	}
+	now := time.Now()
+	s.mu.Lock()
+	req := s.peers[m.Peer]
+	if req == nil || now.After(req.expires) {
+		s.mu.Unlock()
+		s.stats.unregistered.Add(1) // it must register (again) first
+		return
+	}
+	key := req.key
+	if !checkMAC(&key, b) {
+		s.mu.Unlock()
+		s.stats.badMAC.Add(1)
+		return
+	}
+	if m.Timestamp <= req.lastIntro {
+		s.mu.Unlock()
+		s.stats.replayed.Add(1)
+		return
+	}
+	req.lastIntro = m.Timestamp
+	if !req.intro.take(now, introducePerSec, introduceBurst) {
+		s.mu.Unlock()
+		s.stats.rateLimited.Add(1)
+		return
+	}
+	// The requester's own address follows where it asks from.
+	req.addr, req.sock = src, sock
+	target := s.peers[m.Target]
+	if target == nil || now.After(target.expires) || m.Target == m.Peer {
+		s.mu.Unlock()
+		s.stats.unknown.Add(1)
+		u := Unknown{Target: m.Target, Timestamp: m.Timestamp}
+		s.send(sock, u.encode(&key), src)
+		return
+	}
+	toReq := Peer{About: m.Target, Timestamp: m.Timestamp, Mapping: target.mapping, Observed: target.addr, Candidates: target.candidates}
+	toTarget := Peer{About: m.Peer, Timestamp: m.Timestamp, Pushed: true, Mapping: req.mapping, Observed: req.addr, Candidates: req.candidates}
+	tkey, taddr, tsock := target.key, target.addr, target.sock
+	s.mu.Unlock()
+	s.stats.introductions.Add(1)
+	// Both at once, so both start punching together.
+	s.send(tsock, toTarget.encode(&tkey), taddr)
+	s.send(sock, toReq.encode(&key), src)
+}
+
+// ServerStats counts what a Server did and dropped.
+type ServerStats struct {
+	Packets, Registrations, Introductions, Unknown uint64
+	Challenges, STUNAnswered, STUNDropped          uint64
+	Malformed, BadMAC, Replayed, RateLimited       uint64
+	Unregistered, Full, ReadErrors, WriteErrors    uint64
+	Registered                                     int // registrations held now (expired ones included until evicted)
+}
+
+type serverCounters struct {
+	packets, registrations, introductions, unknown atomic.Uint64
+	challenges, stunAnswered, stunDropped          atomic.Uint64
+	malformed, badMAC, replayed, rateLimited       atomic.Uint64
+	unregistered, full, readErrors, writeErrors    atomic.Uint64
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() ServerStats {
+	c := &s.stats
+	s.mu.Lock()
+	n := len(s.peers)
+	s.mu.Unlock()
+	return ServerStats{
+		Packets: c.packets.Load(), Registrations: c.registrations.Load(),
+		Introductions: c.introductions.Load(), Unknown: c.unknown.Load(),
+		Challenges: c.challenges.Load(), STUNAnswered: c.stunAnswered.Load(), STUNDropped: c.stunDropped.Load(),
+		Malformed: c.malformed.Load(), BadMAC: c.badMAC.Load(), Replayed: c.replayed.Load(),
+		RateLimited: c.rateLimited.Load(), Unregistered: c.unregistered.Load(), Full: c.full.Load(),
+		ReadErrors: c.readErrors.Load(), WriteErrors: c.writeErrors.Load(), Registered: n,
+	}
+}
+
+// IsRegistered reports whether peer holds a live registration.
+func (s *Server) IsRegistered(peer Key) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.peers[peer]
+	return r != nil && time.Now().Before(r.expires)
+}

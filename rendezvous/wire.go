@@ -1,0 +1,318 @@
+package rendezvous
+
+import (
+	"crypto/subtle"
+	"encoding/binary"
+	"net/netip"
+
+	"golang.org/x/crypto/blake2s"
+	"golang.org/x/crypto/curve25519"
+)
+
+// Message types: gamewire's first-byte range 0x80–0xBF, rendezvous part.
+const (
+	TypeRegister   byte = 0xA0
+	TypeChallenge  byte = 0xA1
+	TypeRegistered byte = 0xA2
+	TypeIntroduce  byte = 0xA3
+	TypePeer       byte = 0xA4
+	TypeUnknown    byte = 0xA5
+)
+
+// IsRendezvous reports whether b's first byte is a rendezvous message type.
+func IsRendezvous(b []byte) bool { return len(b) > 0 && b[0] >= TypeRegister && b[0] <= TypeUnknown }
+
+// Sizes and limits.
+const (
+	version       = 1
+	addrLen       = 18 // 16-byte IPv6 or IPv4-mapped address, 2-byte port
+	macLen        = 16
+	cookieLen     = 16
+	keyLen        = 32
+	MaxCandidates = 8
+
+	registerFixed   = 4 + keyLen + 8 + cookieLen // then candidates, then MAC
+	challengeLen    = 4 + cookieLen + keyLen
+	registeredLen   = 4 + addrLen + 2 + 8 + macLen
+	introduceLen    = 4 + keyLen + keyLen + 8 + macLen
+	peerFixed       = 4 + keyLen + 8 + addrLen // then candidates, then MAC
+	unknownLen      = 4 + keyLen + 8 + macLen
+	minRegisterLen  = registerFixed + macLen
+	maxRegisterLen  = registerFixed + MaxCandidates*addrLen + macLen
+	maxPeerLen      = peerFixed + MaxCandidates*addrLen + macLen
+	registerFlagMap = 0x03 // register and peer flags: the sender's NAT mapping behaviour
+	peerFlagPushed  = 0x04 // peer flags: sent to the target of someone else's introduction
+)
+
+// Mapping is what a node knows of its NAT's mapping behaviour (RFC 4787).
+type Mapping uint8
+
+const (
+	MappingUnknown             Mapping = 0
+	MappingEndpointIndependent Mapping = 1 // the same public address for every destination
+	MappingEndpointDependent   Mapping = 2 // a new public port per destination ("symmetric")
+)
+
+func (m Mapping) String() string {
+	switch m {
+	case MappingEndpointIndependent:
+		return "endpoint-independent"
+	case MappingEndpointDependent:
+		return "endpoint-dependent"
+	}
+	return "unknown"
+}
+
+// Key is an X25519 public key: a PeerID, or the server's key.
+type Key = [32]byte
+
+// SessionKey is the MAC key a client and the server share: derived from
+// X25519 between the client's identity and the server's key, so a valid
+// MAC proves the client holds its PeerID's private key.
+type SessionKey [32]byte
+
+// DeriveKey computes the shared key from one side's private key and the
+// other's public key. It fails for a low-order public key.
+func DeriveKey(private [32]byte, public Key, client, server Key) (SessionKey, error) {
+	dh, err := curve25519.X25519(private[:], public[:])
+	if err != nil {
+		return SessionKey{}, err
+	}
+	h, _ := blake2s.New256(nil)
+	h.Write([]byte("gamewire rendezvous v1"))
+	h.Write(dh)
+	h.Write(client[:])
+	h.Write(server[:])
+	var k SessionKey
+	h.Sum(k[:0])
+	return k, nil
+}
+
+func mac(k *SessionKey, b []byte) [macLen]byte {
+	h, _ := blake2s.New128(k[:])
+	h.Write(b)
+	var m [macLen]byte
+	h.Sum(m[:0])
+	return m
+}
+
+// sealMAC appends the MAC of b.
+func sealMAC(k *SessionKey, b []byte) []byte {
+	m := mac(k, b)
+	return append(b, m[:]...)
+}
+
+// checkMAC verifies the MAC at the end of b.
+func checkMAC(k *SessionKey, b []byte) bool {
+	if len(b) < macLen {
+		return false
+	}
+	m := mac(k, b[:len(b)-macLen])
+	return subtle.ConstantTimeCompare(m[:], b[len(b)-macLen:]) == 1
+}
+
+func putAddr(b []byte, a netip.AddrPort) {
+	if !a.IsValid() {
+		clear(b[:addrLen])
+		return
+	}
+	ip := a.Addr().As16()
+	copy(b, ip[:])
+	binary.BigEndian.PutUint16(b[16:], a.Port())
+}
+
+func getAddr(b []byte) netip.AddrPort {
+	var ip [16]byte
+	copy(ip[:], b[:16])
+	port := binary.BigEndian.Uint16(b[16:])
+	a := netip.AddrFrom16(ip).Unmap()
+	if a.IsUnspecified() && port == 0 {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(a, port)
+}
+
+// Register is a client's registration: its PeerID, its host candidates and
+// what it knows of its NAT, bound to a server cookie for its source address.
+type Register struct {
+	Peer       Key
+	Timestamp  uint64 // strictly increasing per client: replays are refused
+	Cookie     [cookieLen]byte
+	Mapping    Mapping
+	Candidates []netip.AddrPort
+}
+
+func (r *Register) encode(k *SessionKey) []byte {
+	n := min(len(r.Candidates), MaxCandidates)
+	b := make([]byte, registerFixed+n*addrLen, registerFixed+n*addrLen+macLen)
+	b[0], b[1], b[2], b[3] = TypeRegister, byte(r.Mapping)&registerFlagMap, version, byte(n)
+	copy(b[4:], r.Peer[:])
+	binary.BigEndian.PutUint64(b[36:], r.Timestamp)
+	copy(b[44:], r.Cookie[:])
+	for i, c := range r.Candidates[:n] {
+		putAddr(b[registerFixed+i*addrLen:], c)
+	}
+	if k == nil {
+		return append(b, make([]byte, macLen)...) // no server key yet: asks for a challenge
+	}
+	return sealMAC(k, b)
+}
+
+// decodeRegister parses a REGISTER without checking its MAC.
+func decodeRegister(b []byte) (*Register, bool) {
+	if len(b) < minRegisterLen || len(b) > maxRegisterLen || b[0] != TypeRegister || b[2] != version {
+		return nil, false
+	}
+	n := int(b[3])
+	if n > MaxCandidates || len(b) != registerFixed+n*addrLen+macLen {
+		return nil, false
+	}
+	r := &Register{Mapping: Mapping(b[1] & registerFlagMap), Timestamp: binary.BigEndian.Uint64(b[36:])}
+	copy(r.Peer[:], b[4:])
+	copy(r.Cookie[:], b[44:])
+	for i := range n {
+		r.Candidates = append(r.Candidates, getAddr(b[registerFixed+i*addrLen:]))
+	}
+	return r, true
+}
+
+func encodeChallenge(cookie [cookieLen]byte, server Key) []byte {
+	b := make([]byte, challengeLen)
+	b[0] = TypeChallenge
+	copy(b[4:], cookie[:])
+	copy(b[4+cookieLen:], server[:])
+	return b
+}
+
+func decodeChallenge(b []byte) (cookie [cookieLen]byte, server Key, ok bool) {
+	if len(b) != challengeLen || b[0] != TypeChallenge {
+		return cookie, server, false
+	}
+	copy(cookie[:], b[4:])
+	copy(server[:], b[4+cookieLen:])
+	return cookie, server, true
+}
+
+// Registered confirms a registration: the address the server saw the
+// client at, for how long the registration holds, and the timestamp of the
+// REGISTER it answers.
+type Registered struct {
+	Observed  netip.AddrPort
+	TTL       uint16 // seconds
+	Timestamp uint64
+}
+
+func (r *Registered) encode(k *SessionKey) []byte {
+	b := make([]byte, registeredLen-macLen, registeredLen)
+	b[0] = TypeRegistered
+	putAddr(b[4:], r.Observed)
+	binary.BigEndian.PutUint16(b[22:], r.TTL)
+	binary.BigEndian.PutUint64(b[24:], r.Timestamp)
+	return sealMAC(k, b)
+}
+
+func decodeRegistered(b []byte, k *SessionKey) (*Registered, bool) {
+	if len(b) != registeredLen || b[0] != TypeRegistered || !checkMAC(k, b) {
+		return nil, false
+	}
+	return &Registered{Observed: getAddr(b[4:]), TTL: binary.BigEndian.Uint16(b[22:]), Timestamp: binary.BigEndian.Uint64(b[24:])}, true
+}
+
+// Introduce asks the server to introduce the sender to Target.
+type Introduce struct {
+	Peer, Target Key
+	Timestamp    uint64
+}
+
+func (m *Introduce) encode(k *SessionKey) []byte {
+	b := make([]byte, introduceLen-macLen, introduceLen)
+	b[0] = TypeIntroduce
+	copy(b[4:], m.Peer[:])
+	copy(b[36:], m.Target[:])
+	binary.BigEndian.PutUint64(b[68:], m.Timestamp)
+	return sealMAC(k, b)
+}
+
+// decodeIntroduce parses an INTRODUCE without checking its MAC.
+func decodeIntroduce(b []byte) (*Introduce, bool) {
+	if len(b) != introduceLen || b[0] != TypeIntroduce {
+		return nil, false
+	}
+	m := &Introduce{Timestamp: binary.BigEndian.Uint64(b[68:])}
+	copy(m.Peer[:], b[4:])
+	copy(m.Target[:], b[36:])
+	return m, true
+}
+
+// Peer tells a client how to reach another: sent to the client that asked
+// for the introduction and, at the same moment, to the other one (Pushed).
+type Peer struct {
+	About      Key
+	Timestamp  uint64 // the introduction's timestamp (the requester's)
+	Pushed     bool   // this client did not ask: the other side is about to punch
+	Mapping    Mapping
+	Observed   netip.AddrPort
+	Candidates []netip.AddrPort
+}
+
+func (p *Peer) encode(k *SessionKey) []byte {
+	n := min(len(p.Candidates), MaxCandidates)
+	b := make([]byte, peerFixed+n*addrLen, peerFixed+n*addrLen+macLen)
+	b[0] = TypePeer
+	b[1] = byte(p.Mapping) & registerFlagMap
+	if p.Pushed {
+		b[1] |= peerFlagPushed
+	}
+	b[3] = byte(n)
+	copy(b[4:], p.About[:])
+	binary.BigEndian.PutUint64(b[36:], p.Timestamp)
+	putAddr(b[44:], p.Observed)
+	for i, c := range p.Candidates[:n] {
+		putAddr(b[peerFixed+i*addrLen:], c)
+	}
+	return sealMAC(k, b)
+}
+
+func decodePeer(b []byte, k *SessionKey) (*Peer, bool) {
+	if len(b) < peerFixed+macLen || len(b) > maxPeerLen || b[0] != TypePeer {
+		return nil, false
+	}
+	n := int(b[3])
+	if n > MaxCandidates || len(b) != peerFixed+n*addrLen+macLen || !checkMAC(k, b) {
+		return nil, false
+	}
+	p := &Peer{
+		Mapping:   Mapping(b[1] & registerFlagMap),
+		Pushed:    b[1]&peerFlagPushed != 0,
+		Timestamp: binary.BigEndian.Uint64(b[36:]),
+		Observed:  getAddr(b[44:]),
+	}
+	copy(p.About[:], b[4:])
+	for i := range n {
+		p.Candidates = append(p.Candidates, getAddr(b[peerFixed+i*addrLen:]))
+	}
+	return p, true
+}
+
+// Unknown says the introduction's target is not registered.
+type Unknown struct {
+	Target    Key
+	Timestamp uint64
+}
+
+func (u *Unknown) encode(k *SessionKey) []byte {
+	b := make([]byte, unknownLen-macLen, unknownLen)
+	b[0] = TypeUnknown
+	copy(b[4:], u.Target[:])
+	binary.BigEndian.PutUint64(b[36:], u.Timestamp)
+	return sealMAC(k, b)
+}
+
+func decodeUnknown(b []byte, k *SessionKey) (*Unknown, bool) {
+	if len(b) != unknownLen || b[0] != TypeUnknown || !checkMAC(k, b) {
+		return nil, false
+	}
+	u := &Unknown{Timestamp: binary.BigEndian.Uint64(b[36:])}
+	copy(u.Target[:], b[4:])
+	return u, true
+}
