@@ -42,9 +42,13 @@
 // other's does not, ordinary checks fail against a port-restricted NAT, so
 // after 400 ms without a path the punch uses the birthday approach: the
 // endpoint-dependent side opens 256 sockets, each sending toward the
-// peer's public address (256 mappings at random ports), and the other side
-// probes random ports of that public IP, 500 a second, at most 4096. Each
-// random probe hits a mapping with probability 256/64512, so 1024 probes
-// find one 98 % of the time and 2048 99.97 %. Both sides endpoint-dependent
+// peer's public address (256 new mappings), and the other side probes ports
+// of that public IP, 500 a second, at most 4096: alternately the ports just
+// above the peer's public port, in order (port prediction: many NATs
+// allocate in sequence, so the new mappings sit there), and random ports
+// (the birthday approach, for NATs that allocate at random, as Linux's
+// fully-random masquerade does). Each random probe hits a mapping with
+// probability 256/64512, so 1024 random probes find one 98 % of the time and
+// 2048 99.97 %. Both sides endpoint-dependent
 // cannot be punched this way (about 170000 probes); that pair needs a relay.
 package nat

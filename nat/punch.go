@@ -26,8 +26,9 @@ const (
 	txLife         = 5 * time.Second
 	birthdayDelay  = 400 * time.Millisecond // ordinary checks first: they win whenever they can
 	birthdaySocks  = 256                    // mappings the hard side opens (DESIGN.md §6)
-	sprayPerSecond = 500                    // random-port probes from the easy side
-	sprayMax       = 4096                   // about 8 s; 2048 give 99.97 % against 256 mappings
+	sprayPerSecond = 500                    // probes from the easy side
+	sprayMax       = 4096                   // about 8 s; 2048 random ones give 99.97 % against 256 mappings
+	predictWindow  = 1024                   // ports above the peer's public port tried in order
 	sockResend     = 2 * time.Second        // the hard side refreshes its mappings
 )
 
@@ -272,7 +273,7 @@ func (p *Punch) birthdayLocked(now time.Time) []send {
 	case local == MappingEndpointDependent && peer != MappingEndpointDependent && p.cfg.OpenSocket != nil:
 		return p.hardSideLocked(target, now)
 	case peer == MappingEndpointDependent && local != MappingEndpointDependent:
-		return p.easySideLocked(target.Addr(), now)
+		return p.easySideLocked(target, now)
 	}
 	return nil
 }
@@ -323,16 +324,29 @@ func (p *Punch) addRemoteLockedAlways(c Candidate, sock Socket) *remote {
 	return r
 }
 
-func (p *Punch) easySideLocked(ip netip.Addr, now time.Time) []send {
+func (p *Punch) easySideLocked(target netip.AddrPort, now time.Time) []send {
 	want := min(int(now.Sub(p.start.Add(birthdayDelay)).Seconds()*sprayPerSecond), sprayMax)
 	var out []send
 	for p.sprayed < want {
 		p.sprayed++
-		port := randomPort()
+		port := sprayPort(target.Port(), p.sprayed)
+		ip := target.Addr()
 		r := &remote{cand: Candidate{Addr: netip.AddrPortFrom(ip, port), Kind: KindPeerRefl}, next: now.Add(time.Hour)}
 		out = append(out, p.probeLocked(r, r.cand.Addr, now))
 	}
 	return out
+}
+
+// sprayPort is the port of the easy side's nth probe: odd ones count up
+// from the peer's public port (port prediction: many NATs allocate their
+// ports in sequence, so the mappings toward us sit just above the one toward
+// the server), even ones are random (the birthday approach, for NATs that
+// allocate at random, as Linux's fully-random masquerade does).
+func sprayPort(public uint16, n int) uint16 {
+	if step := (n + 1) / 2; n%2 == 1 && step <= predictWindow && int(public)+step <= 65535 {
+		return public + uint16(step)
+	}
+	return randomPort()
 }
 
 // randomPort picks from 1024–65535, where NATs allocate.
