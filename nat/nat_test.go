@@ -1,0 +1,274 @@
+package nat
+
+import (
+	"context"
+	"crypto/rand"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gamewire/gamewire/internal/leakcheck"
+	"github.com/gamewire/gamewire/rendezvous"
+)
+
+func key32() (k [32]byte) {
+	rand.Read(k[:])
+	return k
+}
+
+func TestProbeWire(t *testing.T) {
+	k := NewProbeKey([]byte("shared secret"), key32(), key32())
+	p := Probe{Ack: true, Sender: key32(), TxID: [12]byte{1, 2, 3}, Observed: netip.MustParseAddrPort("203.0.113.5:4000")}
+	b := p.Append(nil, &k)
+	if len(b) != ProbeLen {
+		t.Fatalf("%d bytes", len(b))
+	}
+	got, ok := ParseProbe(b)
+	if !ok || got != p || !VerifyProbe(b, &k) {
+		t.Fatalf("%+v %v", got, ok)
+	}
+	for i := range b {
+		c := append([]byte(nil), b...)
+		c[i] ^= 0x01
+		if _, ok := ParseProbe(c); ok && VerifyProbe(c, &k) {
+			t.Fatalf("flipping byte %d passes", i)
+		}
+	}
+	other := NewProbeKey([]byte("another secret"), key32(), key32())
+	if VerifyProbe(b, &other) {
+		t.Fatal("verifies under another key")
+	}
+	// The key does not depend on which side derives it.
+	a, c := key32(), key32()
+	if NewProbeKey([]byte("x"), a, c) != NewProbeKey([]byte("x"), c, a) {
+		t.Fatal("key depends on the order of the PeerIDs")
+	}
+}
+
+func FuzzParseProbe(f *testing.F) {
+	k := ProbeKey{}
+	f.Add((&Probe{Sender: [32]byte{1}}).Append(nil, &k))
+	f.Add(make([]byte, ProbeLen))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, ok := ParseProbe(b)
+		if !ok {
+			return
+		}
+		back := p.Append(nil, &k)
+		if q, ok := ParseProbe(back); !ok || q != p {
+			t.Fatalf("round trip changed %+v to %+v", p, q)
+		}
+		VerifyProbe(b, &k)
+	})
+}
+
+func TestPriority(t *testing.T) {
+	local := []netip.Prefix{netip.MustParsePrefix("192.168.1.10/24")}
+	c := func(a string, k Kind) Candidate { return Candidate{Addr: netip.MustParseAddrPort(a), Kind: k} }
+	order := []Candidate{
+		c("192.168.1.20:5000", KindHost), // same subnet
+		c("10.0.0.5:5000", KindHost),     // another private network
+		c("[2001:db8::5]:5000", KindHost),
+		c("198.51.100.7:6000", KindPeerRefl),
+		c("203.0.113.9:7000", KindServerRefl),
+	}
+	for i := 1; i < len(order); i++ {
+		if Priority(order[i-1], local) <= Priority(order[i], local) {
+			t.Errorf("%v should rank above %v", order[i-1], order[i])
+		}
+	}
+	shuffled := []Candidate{order[4], order[2], order[0], order[3], order[1], order[0], {}}
+	sorted := Sort(shuffled, local)
+	if len(sorted) != 5 || sorted[0] != order[0] || sorted[4] != order[4] {
+		t.Fatalf("Sort: %v", sorted)
+	}
+}
+
+func TestHostCandidates(t *testing.T) {
+	ifs := []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.1/8"),
+		netip.MustParsePrefix("fe80::1/64"),
+		netip.MustParsePrefix("2001:db8::2/64"),
+		netip.MustParsePrefix("192.168.1.10/24"),
+	}
+	got := HostCandidates(ifs, 4000, 4)
+	if len(got) != 2 || got[0] != netip.MustParseAddrPort("192.168.1.10:4000") || got[1].Addr() != netip.MustParseAddr("2001:db8::2") {
+		t.Fatalf("%v", got)
+	}
+	if got := HostCandidates(ifs[:1], 4000, 4); len(got) != 1 || !got[0].Addr().IsLoopback() {
+		t.Fatalf("loopback only: %v", got)
+	}
+}
+
+func TestSprayPort(t *testing.T) {
+	seen := map[uint16]int{}
+	for n := 1; n <= 2*predictWindow; n++ {
+		p := sprayPort(40000, n)
+		if n%2 == 1 && p != 40000+uint16((n+1)/2) {
+			t.Fatalf("probe %d: port %d, want the next predicted one", n, p)
+		}
+		if p < 1024 {
+			t.Fatalf("port %d below 1024", p)
+		}
+		seen[p]++
+	}
+	// Near the top of the range prediction stops at 65535.
+	if p := sprayPort(65535, 1); p < 1024 {
+		t.Fatalf("%d", p)
+	}
+	for range 10000 {
+		if p := randomPort(); p < 1024 {
+			t.Fatalf("random port %d", p)
+		}
+	}
+}
+
+// udpSock is a Socket on a real UDP socket.
+type udpSock struct{ c *net.UDPConn }
+
+func (s udpSock) WriteTo(b []byte, to netip.AddrPort) error {
+	_, err := s.c.WriteToUDPAddrPort(b, to)
+	return err
+}
+func (s udpSock) Close() error { return s.c.Close() }
+
+// TestPunchLoopback: two punches on loopback sockets find each other,
+// including through an address learnt from the peer's probes.
+func TestPunchLoopback(t *testing.T) {
+	leakcheck.Check(t)
+	ca, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	cb, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	defer ca.Close()
+	defer cb.Close()
+	ida, idb := key32(), key32()
+	key := NewProbeKey([]byte("dh"), ida, idb)
+	var mu sync.Mutex
+	var paths [2][]Path
+	mk := func(i int, c *net.UDPConn, self, peer [32]byte, cands []Candidate) *Punch {
+		return StartPunch(PunchConfig{Local: self, Peer: peer, Key: key, Main: udpSock{c}, Candidates: cands,
+			OnPath: func(p Path) { mu.Lock(); paths[i] = append(paths[i], p); mu.Unlock() }})
+	}
+	addrB := cb.LocalAddr().(*net.UDPAddr).AddrPort()
+	// A knows B's address; B knows nothing and learns A from its probes.
+	pa := mk(0, ca, ida, idb, []Candidate{{Addr: addrB, Kind: KindServerRefl}, {Addr: netip.MustParseAddrPort("127.0.0.1:9"), Kind: KindHost}})
+	pb := mk(1, cb, idb, ida, nil)
+	defer pa.Stop()
+	defer pb.Stop()
+	read := func(c *net.UDPConn, p *Punch, main Socket, done *sync.WaitGroup) {
+		defer done.Done()
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			p.HandleProbe(buf[:n], from, main)
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go read(ca, pa, udpSock{ca}, &wg)
+	go read(cb, pb, udpSock{cb}, &wg)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		done := len(paths[0]) > 0 && len(paths[1]) > 0
+		mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no path found")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ca.Close()
+	cb.Close()
+	wg.Wait()
+	if paths[0][0].Remote != addrB {
+		t.Errorf("A's path %v, B at %v", paths[0][0].Remote, addrB)
+	}
+	if paths[1][0].Kind != KindPeerRefl || paths[1][0].Remote != ca.LocalAddr().(*net.UDPAddr).AddrPort() {
+		t.Errorf("B's path %+v", paths[1][0])
+	}
+}
+
+// TestPunchIgnoresStrangers: probes from another peer or with a bad MAC are
+// refused and not answered.
+func TestPunchIgnoresStrangers(t *testing.T) {
+	c, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	defer c.Close()
+	self, peer := key32(), key32()
+	key := NewProbeKey([]byte("dh"), self, peer)
+	p := StartPunch(PunchConfig{Local: self, Peer: peer, Key: key, Main: udpSock{c}})
+	defer p.Stop()
+	from := netip.MustParseAddrPort("127.0.0.1:9")
+	stranger := (&Probe{Sender: key32()}).Append(nil, &key)
+	if p.HandleProbe(stranger, from, nil) {
+		t.Error("probe from another sender accepted")
+	}
+	wrongKey := ProbeKey{1}
+	forged := (&Probe{Sender: peer}).Append(nil, &wrongKey)
+	if p.HandleProbe(forged, from, nil) {
+		t.Error("probe with a bad MAC accepted")
+	}
+	good := (&Probe{Sender: peer}).Append(nil, &key)
+	if !p.HandleProbe(good, from, nil) {
+		t.Error("good probe refused")
+	}
+}
+
+// TestDiscover runs mapping and filtering discovery against a local
+// RFC 5780 server (127.0.0.1 and 127.0.0.2): no NAT, so
+// endpoint-independent everything.
+func TestDiscover(t *testing.T) {
+	leakcheck.Check(t)
+	var p1 uint16
+	var srv *rendezvous.Server
+	for range 20 {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+		if err != nil {
+			t.Skipf("no 127.0.0.2: %v", err)
+		}
+		p1 = uint16(c.LocalAddr().(*net.UDPAddr).Port)
+		c.Close()
+		s, err := rendezvous.Listen(rendezvous.ServerConfig{}, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p1).String(),
+			netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), p1+1).String())
+		if err == nil {
+			srv = s
+			break
+		}
+	}
+	if srv == nil {
+		t.Skip("no free ports")
+	}
+	defer srv.Close()
+	c, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	defer c.Close()
+	st := NewSTUN(func(b []byte, to netip.AddrPort) error { _, err := c.WriteToUDPAddrPort(b, to); return err })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if IsSTUN(buf[:n]) {
+				st.Handle(buf[:n], from)
+			}
+		}
+	}()
+	b, err := Discover(context.Background(), st, srv.Addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Mapped != c.LocalAddr().(*net.UDPAddr).AddrPort() || b.Mapping != MappingEndpointIndependent || b.Filtering != FilteringEndpointIndependent {
+		t.Fatalf("%+v", b)
+	}
+	c.Close()
+	<-done
+}
