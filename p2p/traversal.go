@@ -302,6 +302,33 @@ func (t *traversal) onPeer(p *rendezvous.Peer) {
 	}
 	t.punches[peer] = &punchState{p: punch, started: time.Now()}
 	t.mu.Unlock()
+	t.speculate(peer, cands)
+}
+
+// speculate sends the handshake of a session waiting for this peer to its
+// candidates at once, beside the first probes, instead of after a probe
+// round trip: once the peer's own probes have opened its NAT the initiation
+// gets through (the peer answers each identical copy from its cache), and if
+// it does not, the first validated path sends it again.
+func (t *traversal) speculate(peer PeerID, cands []nat.Candidate) {
+	s := t.n.lookupSession(peer)
+	if s == nil {
+		return
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != stConnecting || s.hs != nil || len(cands) == 0 {
+		return
+	}
+	s.startHandshakeOnLocked(cands[0].Addr, nil, now)
+	if s.hs == nil {
+		return
+	}
+	msg := s.hs.Message()
+	for _, c := range cands[1:] {
+		t.n.main.WriteTo(msg, c.Addr)
+	}
 }
 
 func (t *traversal) openSocket() (nat.Socket, error) {
@@ -334,6 +361,11 @@ func (t *traversal) onPath(peer PeerID, path nat.Path) {
 	switch {
 	case s.state == stConnecting && s.hs == nil:
 		s.startHandshakeOnLocked(path.Remote, sock, now)
+	case s.state == stConnecting:
+		// The speculative initiation may not have got through: send it
+		// on the path that now works, and keep retrying there.
+		s.setPath(path.Remote, sock)
+		s.socket().WriteTo(s.hs.Message(), path.Remote)
 	case s.state == stEstablished:
 		s.setPath(path.Remote, sock)
 	}
