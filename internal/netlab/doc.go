@@ -1,0 +1,145 @@
+// Package netlab builds real NAT topologies out of Linux network
+// namespaces, veth pairs, bridges and nftables, for tests and for the
+// demo's `lab` command. It needs root (Available says whether it can run).
+// The kernel does all forwarding and NAT; Go code only opens sockets inside
+// the namespaces (Host.Do, ListenUDP, Dial, ...).
+//
+// # Topology
+//
+//	                public namespace "<p>pub": bridge <p>br = 203.0.113.1/24
+//	                (the "internet": forwards nothing else, so traffic to
+//	                 addresses outside the lab is dropped silently)
+//	  ┌──────────────────┬─────────────┴──────────┬───────────────────────────┐
+//	<p>srv             <p>u1                    <p>u2                   <p>u3h1, <p>u3h2
+//	  │                  │                        │                           │
+//	server "<p>srv"    site 1: NAT "<p>a-nat"   site 2: carrier "<p>b-cgn"  site 3 (NATNone):
+//	203.0.113.10/24    wan 203.0.113.20         wan 203.0.113.21            hosts "<p>c-h1",
+//	203.0.113.11/24    lan bridge 10.1.0.1/24   cgl 100.64.2.1/24           "<p>c-h2" with
+//	                     │         │              │                         203.0.113.22, .23
+//	                   h1 10.1.0.2 h2 10.1.0.3  home NAT "<p>b-nat"
+//	                   ("<p>a-h1") ("<p>a-h2")  wan 100.64.2.2/24
+//	                                            lan bridge 192.168.2.1/24
+//	                                              │
+//	                                            h1 192.168.2.2
+//
+// <p> is the lab's prefix ("gw" + 4 random hex digits + "-") followed, in
+// namespace names, by the Options.Name tag and a dash. Every namespace and
+// every interface the lab makes starts with the prefix (interface names
+// are prefix + at most 8 bytes, within the kernel's 15). Site i (from 1)
+// uses LAN 10.i.0.0/24 (one NAT) or 192.168.i.0/24 behind 100.64.i.0/24
+// (double NAT, RFC 6598 carrier space); LAN hosts are .2, .3, ... with the
+// router at .1 as default gateway. Public addresses: router 203.0.113.1,
+// server 203.0.113.10 (ServerAddrs()[0], primary) and 203.0.113.11
+// ([1], the RFC 5780 alternate), sites from 203.0.113.20 up, one per NAT
+// site (its outermost router's WAN) and one per NATNone host.
+// 198.51.100.0/24 is not used. The lab is IPv4 only: IPv6 is off in every
+// namespace.
+//
+// # NAT kinds (nftables, inside each router's namespace, table ip gwnat)
+//
+// Every NAT router forwards (ip_forward=1), sends no ICMP redirects, has
+// no reverse-path filter, and filters like a home router:
+//
+//	forward: policy drop; ct state established,related accept;
+//	         iifname LAN accept; iifname WAN ct status dnat accept
+//	input:   policy drop; established,related, lo and ICMP accepted
+//	         (unmapped inbound datagrams vanish, no ICMP errors)
+//	postrouting srcnat: oifname WAN ip saddr LAN-net snat ip to PUBLIC
+//
+// Filtering of everything else is conntrack's: only replies to a flow's
+// exact 5-tuple pass. A filter chain at postrouting priority 200, after
+// srcnat, sees each outgoing UDP datagram with its mapped port and records
+// the mapping in a dynamic map, fc (mapped port -> LAN address . LAN port,
+// taken from the conntrack tuples: "ct original ip saddr . ct original
+// proto-src" for flows the LAN started, the reply tuple for flows let in
+// by dnat), and, for address-restricted, a dynamic set seen (remote
+// address . mapped port). Entries live as long as a UDP conntrack entry:
+// UDPTimeout, or 120 s by default, refreshed by outgoing datagrams.
+//
+//   - port-restricted (EIM + APDF): plain "snat ip to PUBLIC". Linux keeps
+//     the source port when it can (port preservation) and, for a new
+//     destination, reuses the socket's existing mapping: EIM.
+//   - symmetric (APDM + APDF): "snat ip to PUBLIC fully-random": a random
+//     port per conntrack entry, i.e. per destination address and port.
+//   - full-cone (EIM + EIF): port-restricted plus, in prerouting (dstnat),
+//     "iifname WAN meta l4proto udp dnat ip to udp dport map @fc": any
+//     datagram to a live mapping reaches the LAN socket behind it.
+//   - address-restricted (EIM + ADF): as full-cone, but only for sources
+//     that socket has sent to: "iifname WAN meta l4proto udp ip saddr .
+//     udp dport @seen dnat ip to udp dport map @fc".
+//   - Hairpin: "iifname LAN ip daddr PUBLIC meta l4proto udp dnat ip to udp
+//     dport map @fc" plus "oifname LAN ip saddr LAN-net ct status dnat snat
+//     ip to PUBLIC" (same port range and randomness as the main snat), so
+//     the receiver sees the sender's public mapping (RFC 4787 REQ-9).
+//     Hairpinned datagrams are not filtered by the NAT kind. Without
+//     Hairpin, LAN datagrams to the public address hit the input policy and
+//     are dropped (the Linux default). With two layers both hairpin; the
+//     home NAT's filter then applies to what the carrier reflects, so
+//     punching through both layers takes a round of datagrams each way.
+//   - Double NAT: the home router's WAN is on the carrier's LAN; each layer
+//     runs the rules of its own kind. Behaviour composes: every layer EIM
+//     gives EIM, any symmetric layer gives APDM; the strictest filter wins.
+//
+// Full-cone, address-restricted and hairpin behaviour applies to UDP; TCP
+// gets port-restricted NAT in every kind. Limits: Linux SNAT may give two
+// LAN hosts the same external port towards different destinations ("port
+// overloading", only when both use the same local port); fc then holds the
+// first and inbound datagrams go to that host.
+//
+// Site.ChangeMappings replaces each layer's table (one atomic nft
+// transaction) with the SNAT restricted to the next port range, 20000-29999
+// then 10000-19999 alternately (outside the ephemeral range 32768-60999,
+// so every socket gets a new external port; symmetric layers stay fully
+// random), and flushes conntrack. Site.FlushConntrack empties fc and seen
+// and deletes every conntrack entry (a ctnetlink flush sent from a thread
+// inside the router's namespace).
+//
+// UDPTimeout sets nf_conntrack_udp_timeout and _stream inside the NAT
+// namespaces (these sysctls are per namespace; the tests check the root's
+// are unchanged).
+//
+// # Impairments (bridge family, in the public namespace)
+//
+// Each site has a table bridge site<i> whose forward chain matches the
+// site's bridge ports both ways (iifname and oifname): "ether type ip
+// numgen random mod 1000 < N drop" for LossPermille/SetLoss (ARP is not
+// dropped), "meta l4proto udp drop" for BlockUDP, "ip daddr X drop" and
+// "ip saddr X drop" for BlockAddr. Loss is thus on the wire: a datagram
+// lost on the uplink has still created its NAT mapping. There is no delay
+// (tc netem is unavailable here; a test needing delay runs a userspace
+// proxy).
+//
+// # Use
+//
+//	l := netlab.NewForTest(t, netlab.Options{Name: "p2p"}) // or New, then Close
+//	home, err := l.AddSite("home", netlab.SiteConfig{NAT: netlab.NATPortRestricted})
+//	c, err := home.Hosts[0].ListenUDP(":0") // a socket behind the NAT
+//	b, err := l.Probe(home.Hosts[0])        // measured mapping, filtering, hairpin
+//
+// Tests call Require (or NewForTest): it skips with "netlab unavailable:
+// <reason>" where labs cannot run, and fails instead when
+// GAMEWIRE_REQUIRE_LAB=1, as CI sets it.
+//
+// # Safety rules
+//
+//   - Nothing is created or changed in the root namespace: every veth pair
+//     is created by `ip -n A link add X type veth peer name Y netns B`, so
+//     both ends are born inside lab namespaces; bridges, addresses, routes
+//     and nftables tables are made inside lab namespaces; sysctls are
+//     written by a thread that has switched into the lab namespace and
+//     checked (nsfs inode) that it is there. The only root-namespace
+//     action is creating and deleting the named namespaces.
+//   - No lab namespace is linked to a real interface; traffic stays on
+//     203.0.113.0/24 and the private LANs inside the lab.
+//   - br_netfilter, if loaded, would run the IP hooks on bridged frames;
+//     its bridge-nf-call-* sysctls are turned off in every lab namespace.
+//   - Close removes every namespace the lab made (which removes its links,
+//     bridges, rules and conntrack state) and any other namespace with the
+//     prefix; New and AddSite undo what they made when they fail; Sweep
+//     removes leftovers of a crashed process by prefix.
+//   - Host.Do runs its function on a separate goroutine locked to an OS
+//     thread that is switched into the namespace and back; a thread that
+//     cannot switch back is never reused (its goroutine ends locked).
+//   - Sockets opened in a lab stay in their namespace; close them, and end
+//     processes started with Host.Command, before Close.
+package netlab
