@@ -190,6 +190,47 @@ func (c *Conn) Err() error {
 	return c.closeErr
 }
 
+// AckOverdue is how long the oldest unacknowledged ack-eliciting packet
+// (data or a keepalive) has waited beyond its probe timeout, the time by
+// which its acknowledgement was due; 0 when nothing is overdue. A path
+// watcher can take a growing figure as a sign the path broke, long before
+// IdleTimeout ends the Conn: a continuous stream postpones probe timeouts
+// and keeps packets in flight, so their count alone shows nothing.
+func (c *Conn) AckOverdue() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := &c.history
+	for i := range h.n {
+		p := h.slot(i)
+		if p.state == pktOutstanding && p.eliciting {
+			return max(0, time.Since(p.sentAt)-c.rtt.pto(c.cfg.MaxAckDelay))
+		}
+	}
+	return 0
+}
+
+// ProbeNow is for a caller that has just moved the Conn to a new path: it
+// sends a probe at once (the oldest unacknowledged reliable data, or a
+// ping) and restarts the probe backoff, instead of waiting out a timeout
+// that grew while the old path was dead.
+func (c *Conn) ProbeNow() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if c.inFlight > 0 {
+		c.onPTOLocked()
+	} else {
+		c.pendingPing = true
+	}
+	c.ptoCount = 0
+	b := c.buildLocked(now)
+	c.armLocked(now)
+	c.writeUnlock(b)
+}
+
 // Close tells the peer (best effort, one datagram) and ends the Conn: queued
 // data is dropped and the timer goroutine stops before Close returns. It is
 // idempotent.

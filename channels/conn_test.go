@@ -685,3 +685,40 @@ func TestSetReceiveWindow(t *testing.T) {
 		}
 	})
 }
+
+// TestAckOverdue: the figure grows while the path is dead, a stream
+// running or not, and is zero once the peer acknowledges again.
+func TestAckOverdue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		net0 := simConfig{delay: 10 * time.Millisecond}
+		p := newPair(t, net0, net0, Config{}, Config{})
+		send := func(i int) {
+			if err := p.a.Send(0, []byte{byte(i)}, Reliable|FlushHint); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 20 {
+			send(i)
+			time.Sleep(10 * time.Millisecond)
+			if d := p.a.AckOverdue(); d != 0 {
+				t.Fatalf("healthy path: ack overdue by %v", d)
+			}
+		}
+		p.net.setDrop(0, func([]byte) bool { return true })
+		for i := range 100 { // a message every 10 ms: probe timeouts keep moving
+			send(20 + i)
+			time.Sleep(10 * time.Millisecond)
+		}
+		if d := p.a.AckOverdue(); d < 800*time.Millisecond {
+			t.Fatalf("a second of silence: ack overdue by %v, want most of it", d)
+		}
+		p.net.setDrop(0, nil)
+		if !p.rb.waitFor(5*time.Second, func() bool { return len(p.rb.msgs) == 120 }) {
+			t.Fatalf("%d of 120 messages arrived after the path came back", len(p.rb.msgs))
+		}
+		time.Sleep(200 * time.Millisecond)
+		if d := p.a.AckOverdue(); d != 0 {
+			t.Errorf("path back: ack overdue by %v", d)
+		}
+	})
+}

@@ -2,7 +2,9 @@ package nat
 
 import (
 	"context"
+	"net"
 	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -55,20 +57,26 @@ type Behaviour struct {
 	Mapped    netip.AddrPort // the public address toward the primary server
 	Mapping   Mapping
 	Filtering Filtering
+	// Alternate is the primary server's OTHER-ADDRESS (RFC 5780), if it
+	// has one: DiscoverFiltering can then run.
+	Alternate netip.AddrPort
 }
 
-// Discover runs the tests of RFC 5780 §4 that the servers allow: mapping
-// by comparing the public address seen by two server addresses (the
-// primary's OTHER-ADDRESS, else the first of extra that answers), filtering
-// by asking an RFC 5780 server to answer from another IP and port, then
-// another port. With a single plain server only Mapped is known.
+// Discover learns the socket's public address and its NAT's mapping
+// behaviour (RFC 5780 §4.3): it compares the public address seen by two
+// server addresses, the primary's OTHER-ADDRESS, else the first of extra
+// that answers. With a single plain server only Mapped is known.
+//
+// Filtering is left to DiscoverFiltering, on another socket: once this
+// socket has sent to the server's other address, the NAT lets that address
+// in, and the filtering tests would pass whatever the NAT does.
 func Discover(ctx context.Context, s *STUN, primary netip.AddrPort, extra []netip.AddrPort) (Behaviour, error) {
 	var b Behaviour
 	first, err := s.Query(ctx, primary, ChangeNone)
 	if err != nil {
 		return b, err
 	}
-	b.Mapped = first.Mapped
+	b.Mapped, b.Alternate = first.Mapped, first.Other
 	second := first.Other
 	if !second.IsValid() {
 		for _, x := range extra {
@@ -86,31 +94,72 @@ func Discover(ctx context.Context, s *STUN, primary netip.AddrPort, extra []neti
 			}
 		}
 	}
-	if first.Other.IsValid() {
-		b.Filtering = filtering(ctx, s, primary)
-	}
 	return b, nil
 }
 
-// filtering asks for answers from elsewhere: one that arrives shows the
-// NAT lets that source in. An answer that does not arrive within the
-// (short) wait counts as filtered.
-func filtering(ctx context.Context, s *STUN, primary netip.AddrPort) Filtering {
-	try := func(c Change) bool {
+// DiscoverFiltering runs RFC 5780's filtering tests (§4.4) against an
+// RFC 5780 server over pc: it asks the primary address to answer from the
+// other IP and port, and from the other port, both at once, and waits
+// filterWait for each answer. pc must be a socket of its own that has never
+// sent to the server's other addresses (the NAT in front of it is assumed
+// to filter as it does for every socket); DiscoverFiltering reads it until
+// it returns, and the caller closes it.
+func DiscoverFiltering(ctx context.Context, pc net.PacketConn, primary netip.AddrPort) Filtering {
+	s := NewSTUN(func(b []byte, to netip.AddrPort) error {
+		_, err := pc.WriteTo(b, net.UDPAddrFromAddrPort(to))
+		return err
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		readSTUN(pc, s)
+	}()
+	defer func() {
+		pc.SetReadDeadline(time.Now()) // ends readSTUN
+		<-done
+	}()
+
+	if _, err := s.Query(ctx, primary, ChangeNone); err != nil {
+		return FilteringUnknown // no answer even from the address we sent to
+	}
+	var anyIP, anyPort bool
+	var wg sync.WaitGroup
+	try := func(c Change, ok *bool) {
+		defer wg.Done()
 		cctx, cancel := context.WithTimeout(ctx, filterWait)
 		defer cancel()
 		_, err := s.Query(cctx, primary, c)
-		return err == nil
+		*ok = err == nil
 	}
+	wg.Add(2)
+	go try(ChangeIP|ChangePort, &anyIP)
+	go try(ChangePort, &anyPort)
+	wg.Wait()
 	switch {
-	case try(ChangeIP | ChangePort):
+	case anyIP:
 		return FilteringEndpointIndependent
-	case try(ChangePort):
+	case anyPort:
 		return FilteringAddressDependent
 	case ctx.Err() != nil:
 		return FilteringUnknown
 	}
 	return FilteringAddressPortDependent
+}
+
+// readSTUN passes pc's STUN datagrams to s until reading fails.
+func readSTUN(pc net.PacketConn, s *STUN) {
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		ap, err := netip.ParseAddrPort(from.String())
+		if err != nil || !IsSTUN(buf[:n]) {
+			continue
+		}
+		s.Handle(buf[:n], netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
 }
 
 // filterWait bounds each filtering test: a filtered answer never comes.

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gamewire/gamewire/internal/leakcheck"
@@ -266,9 +268,143 @@ func TestDiscover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Mapped != c.LocalAddr().(*net.UDPAddr).AddrPort() || b.Mapping != MappingEndpointIndependent || b.Filtering != FilteringEndpointIndependent {
+	if b.Mapped != c.LocalAddr().(*net.UDPAddr).AddrPort() || b.Mapping != MappingEndpointIndependent || b.Alternate.Addr() != netip.MustParseAddr("127.0.0.2") {
 		t.Fatalf("%+v", b)
 	}
 	c.Close()
 	<-done
+
+	fc, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	defer fc.Close()
+	if f := DiscoverFiltering(context.Background(), fc, srv.Addr()); f != FilteringEndpointIndependent {
+		t.Fatalf("filtering %v, want %v", f, FilteringEndpointIndependent)
+	}
+	// The socket is still usable: DiscoverFiltering stopped reading it.
+	fc.SetReadDeadline(time.Time{})
+	if _, err := fc.WriteToUDPAddrPort([]byte("x"), fc.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	fc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _, err := fc.ReadFromUDPAddrPort(buf); err != nil || string(buf[:n]) != "x" {
+		t.Fatalf("read after DiscoverFiltering: %q, %v", buf[:n], err)
+	}
+}
+
+// recordSock records where probes go.
+type recordSock struct {
+	mu   sync.Mutex
+	to   []netip.AddrPort
+	last []byte
+}
+
+func (s *recordSock) WriteTo(b []byte, to netip.AddrPort) error {
+	s.mu.Lock()
+	s.to = append(s.to, to)
+	s.last = slices.Clone(b)
+	s.mu.Unlock()
+	return nil
+}
+func (s *recordSock) Close() error { return nil }
+
+func (s *recordSock) sent() []netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.to)
+}
+
+// TestPunchFirstRound: every candidate is checked the moment it arrives,
+// at start and when a new introduction adds one; retries are paced.
+func TestPunchFirstRound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sock := &recordSock{}
+		self, peer := key32(), key32()
+		cands := []Candidate{
+			{Addr: netip.MustParseAddrPort("192.168.1.5:4000"), Kind: KindHost},
+			{Addr: netip.MustParseAddrPort("10.0.0.5:4000"), Kind: KindHost},
+			{Addr: netip.MustParseAddrPort("198.51.100.7:5000"), Kind: KindServerRefl},
+		}
+		p := StartPunch(PunchConfig{Local: self, Peer: peer, Key: NewProbeKey([]byte("dh"), self, peer), Main: sock, Candidates: cands})
+		defer p.Stop()
+		got := sock.sent()
+		if len(got) != len(cands) {
+			t.Fatalf("at start: probes to %v, want one to each of the %d candidates", got, len(cands))
+		}
+		for _, c := range cands {
+			if !slices.Contains(got, c.Addr) {
+				t.Errorf("no first probe to %v", c.Addr)
+			}
+		}
+		moved := netip.MustParseAddrPort("198.51.100.7:6000")
+		p.AddCandidates(append(cands, Candidate{Addr: moved, Kind: KindServerRefl}))
+		if got := sock.sent(); len(got) != len(cands)+1 || got[len(got)-1] != moved {
+			t.Errorf("after a new introduction: probes %v, want one more, to %v only", got, moved)
+		}
+		time.Sleep(firstRetry - time.Millisecond)
+		if got := sock.sent(); len(got) != len(cands)+1 {
+			t.Errorf("%d probes before the first retry was due, want %d", len(got), len(cands)+1)
+		}
+		// Retries 25, 50 and 100 ms apart, paced at one per punchPace over
+		// the four candidates, then every retryFast: within 400 ms each
+		// candidate has had its quick retries (retryFast alone would give
+		// it two).
+		time.Sleep(400 * time.Millisecond)
+		perCand := map[netip.AddrPort]int{}
+		for _, to := range sock.sent() {
+			perCand[to]++
+		}
+		for addr, n := range perCand {
+			if n < 1+quickRetries {
+				t.Errorf("%v: %d checks in 400 ms, want at least %d", addr, n, 1+quickRetries)
+			}
+		}
+	})
+}
+
+// TestPunchSprayedPeerReflexive: when the spray opens our NAT toward one
+// of the peer's mappings and the peer's probe comes through it first, the
+// path found by the triggered check counts as the birthday approach's.
+func TestPunchSprayedPeerReflexive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sock := &recordSock{}
+		self, peer := key32(), key32()
+		key := NewProbeKey([]byte("dh"), self, peer)
+		public := netip.MustParseAddrPort("198.51.100.7:5000")
+		paths := make(chan Path, 4)
+		p := StartPunch(PunchConfig{Local: self, Peer: peer, Key: key, Main: sock,
+			LocalMapping: MappingEndpointIndependent, PeerMapping: MappingEndpointDependent,
+			Candidates: []Candidate{{Addr: public, Kind: KindServerRefl}},
+			OnPath:     func(path Path) { paths <- path }})
+		defer p.Stop()
+		time.Sleep(birthdayDelay + 100*time.Millisecond)
+		var sprayed netip.AddrPort
+		for _, to := range sock.sent() {
+			if to != public {
+				sprayed = to
+			}
+		}
+		if !sprayed.IsValid() {
+			t.Fatal("no spray after birthdayDelay")
+		}
+		probe := (&Probe{Sender: peer}).Append(nil, &key)
+		if !p.HandleProbe(probe, sprayed, nil) {
+			t.Fatal("probe refused")
+		}
+		sock.mu.Lock()
+		check, ok := ParseProbe(sock.last)
+		sock.mu.Unlock()
+		if !ok || check.Ack {
+			t.Fatal("no triggered check after the peer's probe")
+		}
+		ack := (&Probe{Ack: true, Sender: peer, TxID: check.TxID}).Append(nil, &key)
+		p.HandleProbe(ack, sprayed, nil)
+		select {
+		case path := <-paths:
+			if path.Remote != sprayed || !path.Birthday {
+				t.Errorf("path %+v, want %v found by the birthday approach", path, sprayed)
+			}
+		default:
+			t.Fatal("the triggered check's ack validated no path")
+		}
+	})
 }

@@ -20,6 +20,9 @@ type Socket interface {
 const (
 	punchPace      = 20 * time.Millisecond // one probe per pace, RFC 8445's Ta is 50 ms
 	retryFast      = 200 * time.Millisecond
+	firstRound     = 8                     // candidates checked at once when they arrive
+	firstRetry     = 25 * time.Millisecond // then 50 and 100 ms, then retryFast
+	quickRetries   = 3
 	retrySlow      = time.Second
 	fastFor        = 3 * time.Second
 	maxRemote      = 24 // candidates and learnt addresses per punch
@@ -63,6 +66,16 @@ type Path struct {
 	Kind     Kind
 	Priority int
 	RTT      time.Duration
+	// Birthday: the birthday approach or port prediction found the path
+	// (a spray probe or one of the hard side's extra sockets).
+	Birthday bool
+}
+
+// PunchStats counts what a punch has sent.
+type PunchStats struct {
+	Checks  int // connectivity checks sent, spray and birthday sockets included
+	Sprayed int // the easy side's probes to predicted and random ports
+	Sockets int // extra sockets the hard side opened
 }
 
 // Punch runs the connectivity checks toward one peer: paced, best
@@ -74,16 +87,21 @@ type Punch struct {
 	done chan struct{}
 	wg   sync.WaitGroup
 
-	mu       sync.Mutex // guards the fields below
-	start    time.Time
-	remotes  []*remote
-	txs      map[[12]byte]*tx
-	best     *Path
-	extra    []Socket // birthday sockets
-	kept     map[Socket]bool
-	sprayed  int
-	lastSock time.Time
-	stopped  bool
+	mu      sync.Mutex // guards the fields below
+	start   time.Time
+	remotes []*remote
+	txs     map[[12]byte]*tx
+	best    *Path
+	extra   []Socket // birthday sockets
+	kept    map[Socket]bool
+	sprayed int
+	// sprayedTo marks the ports sprayed at the peer's public address (a
+	// bitmap, made on the first spray): a probe from one of them came
+	// through a hole the spray opened.
+	sprayedTo *[65536 / 64]uint64
+	checks    int
+	lastSock  time.Time
+	stopped   bool
 }
 
 type remote struct {
@@ -91,6 +109,8 @@ type remote struct {
 	sock     Socket // nil: the main socket
 	priority int
 	next     time.Time
+	tries    int  // checks sent to it
+	spray    bool // a guessed port of the birthday approach
 }
 
 type tx struct {
@@ -110,12 +130,28 @@ func StartPunch(cfg PunchConfig) *Punch {
 	return p
 }
 
-// AddCandidates adds addresses to check, e.g. from a new introduction.
+// AddCandidates adds addresses to check, e.g. from a new introduction,
+// and checks the new ones at once: the peer, introduced at the same
+// moment, is checking ours, and a NAT lets its checks in only once ours
+// have gone out. Pacing applies to retries; a first round of at most
+// firstRound small datagrams is no load on any link.
 func (p *Punch) AddCandidates(cs []Candidate) {
+	now := time.Now()
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	var out []send
 	for _, c := range cs {
-		p.addRemoteLocked(c, nil)
+		known := len(p.remotes)
+		r := p.addRemoteLocked(c, nil)
+		if r == nil || len(p.remotes) == known || len(out) >= firstRound {
+			continue // not new, or the first round is full
+		}
+		r.next = now.Add(p.retryLocked(r, now))
+		out = append(out, p.probeLocked(r, r.cand.Addr, now))
+	}
+	stopped := p.stopped
+	p.mu.Unlock()
+	if !stopped {
+		p.flush(out)
 	}
 }
 
@@ -145,6 +181,27 @@ func (p *Punch) Best() (Path, bool) {
 		return Path{}, false
 	}
 	return *p.best, true
+}
+
+// KindOf reports what kind of candidate of the peer addr is: one the punch
+// was given, or peer-reflexive.
+func (p *Punch) KindOf(addr netip.AddrPort) Kind {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.remotes {
+		if r.cand.Addr == addr && !r.spray {
+			return r.cand.Kind
+		}
+	}
+	return KindPeerRefl
+}
+
+// Stats reports what the punch has sent so far.
+func (p *Punch) Stats() PunchStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return PunchStats{Checks: p.checks, Sprayed: p.sprayed, Sockets: len(p.extra)}
 }
 
 // Keep marks a birthday socket as adopted by the owner: Stop leaves it
@@ -230,19 +287,30 @@ func (p *Punch) dueLocked(now time.Time) *remote {
 		}
 	}
 	if due != nil {
-		retry := retryFast
-		if now.Sub(p.start) > fastFor {
-			retry = retrySlow
-		}
-		due.next = now.Add(retry)
+		due.next = now.Add(p.retryLocked(due, now))
 	}
 	return due
+}
+
+// retryLocked counts a check to r and says when to check it again. The
+// first retries come quickly: the first check to a filtering NAT is
+// dropped whenever it arrives before that NAT's side has sent its own.
+func (p *Punch) retryLocked(r *remote, now time.Time) time.Duration {
+	r.tries++
+	switch {
+	case r.tries <= quickRetries:
+		return firstRetry << (r.tries - 1)
+	case now.Sub(p.start) > fastFor:
+		return retrySlow
+	}
+	return retryFast
 }
 
 func (p *Punch) probeLocked(r *remote, to netip.AddrPort, now time.Time) send {
 	var id [12]byte
 	rand.Read(id[:])
 	p.txs[id] = &tx{r: r, sentAt: now}
+	p.checks++
 	pr := Probe{Sender: p.cfg.Local, TxID: id}
 	return send{sock: r.sock, to: to, b: pr.Append(nil, &p.cfg.Key)}
 }
@@ -331,10 +399,22 @@ func (p *Punch) easySideLocked(target netip.AddrPort, now time.Time) []send {
 		p.sprayed++
 		port := sprayPort(target.Port(), p.sprayed)
 		ip := target.Addr()
-		r := &remote{cand: Candidate{Addr: netip.AddrPortFrom(ip, port), Kind: KindPeerRefl}, next: now.Add(time.Hour)}
+		if p.sprayedTo == nil {
+			p.sprayedTo = new([65536 / 64]uint64)
+		}
+		p.sprayedTo[port/64] |= 1 << (port % 64)
+		r := &remote{cand: Candidate{Addr: netip.AddrPortFrom(ip, port), Kind: KindPeerRefl}, next: now.Add(time.Hour), spray: true}
 		out = append(out, p.probeLocked(r, r.cand.Addr, now))
 	}
 	return out
+}
+
+// sprayedLocked reports whether the spray went to addr: its probes
+// reached us because the spray opened our NAT toward it.
+func (p *Punch) sprayedLocked(addr netip.AddrPort) bool {
+	target, ok := p.peerPublicLocked()
+	port := addr.Port()
+	return ok && p.sprayedTo != nil && addr.Addr() == target.Addr() && p.sprayedTo[port/64]&(1<<(port%64)) != 0
 }
 
 // sprayPort is the port of the easy side's nth probe: odd ones count up
@@ -380,6 +460,7 @@ func (p *Punch) HandleProbe(b []byte, from netip.AddrPort, sock Socket) bool {
 		// A triggered check: the peer reaches us from there, so probe it
 		// back that way (it may be a new, peer-reflexive address).
 		if r := p.addRemoteLocked(Candidate{Addr: from, Kind: KindPeerRefl}, sock); r != nil && !p.validatedLocked(r) {
+			r.spray = r.spray || p.sprayedLocked(from)
 			out = append(out, p.probeLocked(r, from, now))
 		}
 	}
@@ -415,8 +496,14 @@ func (p *Punch) ackLocked(pr Probe, from netip.AddrPort, now time.Time) *Path {
 	if from != r.cand.Addr {
 		kind = KindPeerRefl // the peer answers from elsewhere: that is where to send
 	}
-	path := &Path{Remote: from, Socket: p.sockOf(r), Kind: kind, RTT: now.Sub(t.sentAt)}
+	path := &Path{Remote: from, Socket: p.sockOf(r), Kind: kind, RTT: now.Sub(t.sentAt), Birthday: r.spray || r.sock != nil}
 	path.Priority = Priority(Candidate{Addr: from, Kind: kind}, p.cfg.LocalPrefixes)
+	if p.best != nil && p.best.Remote == path.Remote && p.best.Socket == path.Socket {
+		// The path we have, confirmed again (say by a triggered check
+		// after the spray found it): nothing new to report.
+		p.best.RTT = min(p.best.RTT, path.RTT)
+		return nil
+	}
 	if p.best != nil && (path.Priority < p.best.Priority ||
 		(path.Priority == p.best.Priority && path.RTT >= p.best.RTT)) {
 		return nil

@@ -35,6 +35,10 @@ var (
 	// ErrClosed: the Node is closed. It matches net.ErrClosed.
 	ErrClosed = &closedError{}
 
+	// errTooManySockets: the birthday approach hit the node's bound on
+	// extra sockets.
+	errTooManySockets = errors.New("p2p: too many extra sockets open")
+
 	// ErrBadPeerID: the text is not a PeerID.
 	ErrBadPeerID = errors.New("p2p: malformed peer ID")
 

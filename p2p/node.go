@@ -43,6 +43,8 @@ type Node struct {
 	done    chan struct{}
 	wg      sync.WaitGroup
 
+	prefixes []netip.Prefix // the interfaces' subnets when the node started
+
 	// mu guards sessions and closed. Taken before any session's mu.
 	mu       sync.Mutex
 	closed   bool
@@ -66,6 +68,21 @@ type Node struct {
 	stats        nodeCounters
 }
 
+// addrRank orders peer addresses for following a peer that sends from a
+// new one: on one of our subnets, then private or loopback, then public.
+func (n *Node) addrRank(a netip.Addr) int {
+	a = a.Unmap()
+	for _, p := range n.prefixes {
+		if p.Contains(a) {
+			return 2
+		}
+	}
+	if a.IsPrivate() || a.IsLoopback() {
+		return 1
+	}
+	return 0
+}
+
 type inboundInit struct {
 	pkt  []byte
 	src  netip.AddrPort
@@ -79,6 +96,9 @@ const (
 	underLoadLen      = handshakeQueueLen / 8
 	maintenancePeriod = 50 * time.Millisecond
 	readBatch         = 32
+	extraReadBatch    = 4
+	socketBuffer      = 4 << 20
+	maxExtraSockets   = 512 // two birthday punches at once (nat opens 256 per punch)
 	readBufSize       = 2048
 )
 
@@ -119,6 +139,7 @@ func New(cfg Config) (*Node, error) {
 		n.ownPC = true
 	}
 	n.main = n.newSocket(n.pc, true)
+	n.prefixes, _ = cfg.Interfaces()
 	if cfg.Rendezvous != "" {
 		if n.trav, err = newTraversal(n); err != nil {
 			if n.ownPC {
@@ -557,10 +578,14 @@ func (n *Node) maintain(now time.Time) {
 	for s := range seen {
 		if s.tick(now) {
 			n.mu.Lock()
-			if n.sessions[s.peer] == s && s.expired(now) { // not restarted meanwhile
+			gone := n.sessions[s.peer] == s && s.expired(now) // not restarted meanwhile
+			if gone {
 				delete(n.sessions, s.peer)
 			}
 			n.mu.Unlock()
+			if gone && n.trav != nil {
+				n.trav.forget(s.peer)
+			}
 		}
 	}
 }

@@ -70,6 +70,7 @@ type session struct {
 	keys     atomic.Pointer[secure.Keypair]
 	txFlags  atomic.Uint32
 	lastRecv atomic.Int64 // unix ns of the last authenticated packet
+	lastPath atomic.Int64 // unix ns of the last one from remote (or of the switch to it)
 
 	mu           sync.Mutex
 	state        sessionState
@@ -136,6 +137,26 @@ func (s *session) setPath(remote netip.AddrPort, sock *nodeSocket) {
 	}
 	s.remote.Store(&remote)
 	s.sock.Store(sock)
+	s.lastPath.Store(time.Now().UnixNano())
+}
+
+// pathQuiet is how long the current path must stay silent before the
+// session follows the peer to a worse-looking address.
+const pathQuiet = time.Second
+
+// follow reports whether packets from src (which is not the current path)
+// should move the session there. A peer that moved (NAT rebinding, a new
+// network) sends from an address as good as the old one, or the old one
+// goes quiet; stragglers from a path both sides left (say the public one,
+// after the LAN won) do not pull the session back. Without this rule two
+// peers that switched at different moments could chase each other's
+// source addresses forever.
+func (s *session) follow(src netip.AddrPort, now int64) bool {
+	cur := s.remote.Load()
+	if cur == nil || time.Duration(now-s.lastPath.Load()) > pathQuiet {
+		return true
+	}
+	return s.node.addrRank(src.Addr()) >= s.node.addrRank(cur.Addr())
 }
 
 type preMsg struct {
@@ -312,6 +333,11 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock *
 	if err != nil {
 		return err
 	}
+	if n.trav != nil {
+		// Checks may have validated a better path (the LAN) while the
+		// handshake went over another.
+		src, sock = n.trav.better(s.peer, src, sock)
+	}
 	s.setPath(src, sock)
 	s.keys.Store(kp)
 	s.lastRecv.Store(time.Now().UnixNano())
@@ -326,6 +352,10 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock *
 		conn.Send(uint16(m.channel), m.data, m.flags)
 	}
 	s.pre, s.preBytes = nil, 0
+	if n.trav != nil {
+		n.trav.established(s.peer, src)
+	}
+	n.log.Debug("p2p: session established", "peer", s.peer, "remote", src, "initiator", s.initiator)
 	return nil
 }
 
@@ -362,9 +392,15 @@ func (s *session) deliver(m channels.Message) {
 
 // onPacket handles an authenticated data packet that came in on sock.
 func (s *session) onPacket(src netip.AddrPort, sock *nodeSocket, flags byte, plain []byte) {
-	s.lastRecv.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	s.lastRecv.Store(now)
+	moved := false
 	if r := s.remote.Load(); r == nil || *r != src || s.socket() != sock {
-		s.setPath(src, sock) // the peer moved (NAT rebinding): follow it, it proved its keys
+		if moved = s.follow(src, now); moved {
+			s.setPath(src, sock) // the peer moved (NAT rebinding): follow it, it proved its keys
+		}
+	} else {
+		s.lastPath.Store(now)
 	}
 	s.mu.Lock()
 	switch s.state {
@@ -394,6 +430,9 @@ func (s *session) onPacket(src netip.AddrPort, sock *nodeSocket, flags byte, pla
 	s.mu.Unlock()
 	if len(plain) > 0 {
 		conn.HandleDatagram(plain)
+	}
+	if moved {
+		conn.ProbeNow() // what the old path swallowed goes again at once
 	}
 }
 
@@ -569,8 +608,7 @@ func (s *session) tickEstablishedLocked(now time.Time, timeout time.Duration) {
 		s.failLocked(SessionErrorTimeout, true) // never accepted: give up and say so
 		return
 	}
-	if t := s.node.trav; t != nil && now.Sub(time.Unix(0, s.lastRecv.Load())) >= pathDeadAfter &&
-		now.Sub(s.lastRepunch) >= repunchEvery {
+	if t := s.node.trav; t != nil && s.pathLostLocked(now) && now.Sub(s.lastRepunch) >= repunchEvery {
 		s.lastRepunch = now
 		t.repunch(s.peer, now) // the path went quiet: look for a new one
 	}
@@ -585,6 +623,15 @@ func (s *session) tickEstablishedLocked(now time.Time, timeout time.Duration) {
 		s.requestedAt, s.inboundRecent = now, false
 		s.node.events.push(SessionRequest{Peer: s.peer})
 	}
+}
+
+// pathLostLocked reports a path that stopped carrying the peer's packets:
+// silent for pathDeadAfter, or for pathSuspectAfter with what we sent
+// unacknowledged past its due time (a NAT that dropped or moved its
+// mapping mid-stream).
+func (s *session) pathLostLocked(now time.Time) bool {
+	quiet := now.Sub(time.Unix(0, s.lastRecv.Load()))
+	return quiet >= pathDeadAfter || (quiet >= pathSuspectAfter && s.conn.AckOverdue() >= ackOverdue)
 }
 
 // expired reports whether an ended session's record has served its time.

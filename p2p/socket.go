@@ -25,11 +25,21 @@ type nodeSocket struct {
 }
 
 func (n *Node) newSocket(pc net.PacketConn, main bool) *nodeSocket {
-	if u, ok := pc.(*net.UDPConn); ok {
-		u.SetReadBuffer(4 << 20)
-		u.SetWriteBuffer(4 << 20)
+	s := &nodeSocket{node: n, pc: pc, conn: udpbatch.New(pc), main: main}
+	if main {
+		s.grow()
 	}
-	return &nodeSocket{node: n, pc: pc, conn: udpbatch.New(pc), main: main}
+	return s
+}
+
+// grow gives a socket that carries sessions large kernel buffers. Extra
+// sockets get them only once a session uses them: the birthday approach
+// opens hundreds.
+func (s *nodeSocket) grow() {
+	if u, ok := s.pc.(*net.UDPConn); ok {
+		u.SetReadBuffer(socketBuffer)
+		u.SetWriteBuffer(socketBuffer)
+	}
 }
 
 // WriteTo sends one datagram (nat.Socket).
@@ -62,9 +72,12 @@ func (n *Node) openExtra() (*nodeSocket, error) {
 	if n.isClosed() {
 		return nil, ErrClosed
 	}
-	ip := "0.0.0.0"
-	if a := addrOfConn(n.main.pc); a.IsValid() && !a.Addr().IsUnspecified() {
-		ip = a.Addr().String()
+	ip := n.bindIP()
+	n.extraMu.Lock()
+	full := len(n.extras) >= maxExtraSockets
+	n.extraMu.Unlock()
+	if full {
+		return nil, errTooManySockets
 	}
 	pc, err := n.cfg.ListenPacket("udp4", net.JoinHostPort(ip, "0"))
 	if err != nil {
@@ -72,16 +85,28 @@ func (n *Node) openExtra() (*nodeSocket, error) {
 	}
 	s := n.newSocket(pc, false)
 	n.extraMu.Lock()
-	if n.isClosed() {
+	if n.isClosed() || len(n.extras) >= maxExtraSockets {
 		n.extraMu.Unlock()
 		pc.Close()
-		return nil, ErrClosed
+		if n.isClosed() {
+			return nil, ErrClosed
+		}
+		return nil, errTooManySockets
 	}
 	n.extras[s] = struct{}{}
 	n.wg.Add(1)
 	n.extraMu.Unlock()
 	go n.readLoop(s)
 	return s, nil
+}
+
+// bindIP is the address extra sockets bind to: the main socket's, if it is
+// bound to one.
+func (n *Node) bindIP() string {
+	if a := addrOfConn(n.main.pc); a.IsValid() && !a.Addr().IsUnspecified() {
+		return a.Addr().String()
+	}
+	return "0.0.0.0"
 }
 
 func addrOfConn(pc net.PacketConn) netip.AddrPort {
@@ -96,7 +121,11 @@ func addrOfConn(pc net.PacketConn) netip.AddrPort {
 // byte (DESIGN.md §5).
 func (n *Node) readLoop(s *nodeSocket) {
 	defer n.wg.Done()
-	msgs := make([]udpbatch.Message, readBatch)
+	batch := readBatch
+	if !s.main {
+		batch = extraReadBatch // mostly probes; hundreds of these may be open
+	}
+	msgs := make([]udpbatch.Message, batch)
 	for i := range msgs {
 		msgs[i].Buf = make([]byte, readBufSize)
 	}

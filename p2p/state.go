@@ -3,6 +3,8 @@ package p2p
 import (
 	"net/netip"
 	"time"
+
+	"github.com/gamewire/gamewire/nat"
 )
 
 // PathKind says how a session's packets travel.
@@ -54,6 +56,20 @@ type SessionState struct {
 	BytesReceived          uint64
 	PacketsSent            uint64
 	PacketsReceived        uint64
+	// Traversal says how NAT traversal found the path, if it did.
+	Traversal Traversal
+}
+
+// Traversal describes the path NAT traversal chose last for a session.
+// The zero value means none did: the address came from AddPeerAddr or from
+// the peer's own packets.
+type Traversal struct {
+	Punched   bool          // traversal found the path: checks validated it, or a handshake sent to the peer's candidates got through
+	Candidate nat.Kind      // what the peer's answering address was: host (same LAN), server- or peer-reflexive
+	Birthday  bool          // port prediction or the birthday approach found it
+	Checks    int           // checks this node had sent toward the peer by then
+	Sockets   int           // extra sockets this node opened for the birthday approach
+	After     time.Duration // from the introduction to the validated path
 }
 
 // GetP2PSessionState reports the session with a peer; false when there is
@@ -89,6 +105,9 @@ func (n *Node) GetP2PSessionState(p PeerID) (SessionState, bool) {
 		st.SendRate, st.ReceiveRate = c.BytesSentPerSecond, c.BytesReceivedPerSecond
 		st.BytesSent, st.BytesReceived = c.BytesSent, c.BytesReceived
 		st.PacketsSent, st.PacketsReceived = c.PacketsSent, c.PacketsReceived
+	}
+	if n.trav != nil {
+		st.Traversal = n.trav.route(p)
 	}
 	return st, true
 }

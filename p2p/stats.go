@@ -21,13 +21,14 @@ type NodeStats struct {
 	UnreliableDropped uint64 // unreliable packets dropped: receive queues full
 	EventsDropped     uint64 // events dropped: queue full
 	WriteErrors       uint64 // socket writes that failed
+	PunchesRefused    uint64 // introductions from peers without a session ignored: too many punches running
 }
 
 type nodeCounters struct {
 	packetsIn, dropped, unknownIndex, authFailed, replayed  atomic.Uint64
 	badMAC, cookiesSent, rateLimited, handshakeDropped      atomic.Uint64
 	handshakeFailed, replayedInit, heldDropped, writeErrors atomic.Uint64
-	handshakes                                              atomic.Uint64
+	handshakes, punchesRefused                              atomic.Uint64
 }
 
 // Stats returns the node's counters.
@@ -50,5 +51,6 @@ func (n *Node) Stats() NodeStats {
 		UnreliableDropped: n.recvq.droppedCount(),
 		EventsDropped:     n.events.dropped.Load(),
 		WriteErrors:       c.writeErrors.Load(),
+		PunchesRefused:    c.punchesRefused.Load(),
 	}
 }

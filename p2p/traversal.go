@@ -18,11 +18,21 @@ import (
 
 // NAT traversal timing.
 const (
-	discoverTimeout = 2 * time.Second // the mapping test before the first registration
-	improveWindow   = time.Second     // after a path is found, a better one may still turn up
-	pathDeadAfter   = 2500 * time.Millisecond
-	repunchEvery    = 3 * time.Second
-	hostCandidates  = 4
+	discoverTimeout  = 2 * time.Second // the mapping test before the first registration
+	filteringTimeout = 5 * time.Second
+	improveWindow    = time.Second // after a path is found, a better one may still turn up
+	pathDeadAfter    = 2500 * time.Millisecond
+	// pathSuspectAfter: a path quiet this long whose acknowledgements are
+	// overdue by ackOverdue (data or keepalive unanswered well past the
+	// probe timeout) is re-punched sooner than pathDeadAfter.
+	pathSuspectAfter = 600 * time.Millisecond
+	ackOverdue       = 200 * time.Millisecond
+	repunchEvery     = 3 * time.Second
+	hostCandidates   = 4
+	// maxPunches bounds punches toward peers that introduced themselves
+	// (the server sends us a PEER whenever anyone asks for us); punches
+	// toward peers we have a session with are always started.
+	maxPunches = 64
 )
 
 // traversal is a node's NAT traversal: its rendezvous client, STUN client
@@ -45,6 +55,7 @@ type traversal struct {
 	ready     bool // the mapping test is done: registration may start
 	punches   map[PeerID]*punchState
 	keys      map[PeerID]nat.ProbeKey
+	routes    map[PeerID]Traversal // the last path found per peer, while it has a session or a punch
 }
 
 type punchState struct {
@@ -88,7 +99,7 @@ func newTraversal(n *Node) (*traversal, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &traversal{n: n, server: server, punches: map[PeerID]*punchState{}, keys: map[PeerID]nat.ProbeKey{}}
+	t := &traversal{n: n, server: server, punches: map[PeerID]*punchState{}, keys: map[PeerID]nat.ProbeKey{}, routes: map[PeerID]Traversal{}}
 	for _, s := range n.cfg.STUNServers {
 		a, err := resolveUDP(s)
 		if err != nil {
@@ -128,8 +139,30 @@ func (t *traversal) start() {
 		t.mu.Lock()
 		t.behaviour, t.ready = b, true
 		t.mu.Unlock()
+		if b.Alternate.IsValid() {
+			t.discoverFiltering()
+		}
+		b = t.Behaviour()
 		t.n.log.Debug("p2p: NAT behaviour", "mapped", b.Mapped, "mapping", b.Mapping, "filtering", b.Filtering)
 	}()
+}
+
+// discoverFiltering tests the NAT's filtering from a socket of its own
+// (nat.DiscoverFiltering says why), while registration goes ahead: nothing
+// waits for the answer, it only informs.
+func (t *traversal) discoverFiltering() {
+	pc, err := t.n.cfg.ListenPacket("udp4", net.JoinHostPort(t.n.bindIP(), "0"))
+	if err != nil {
+		t.n.log.Debug("p2p: filtering test socket", "err", err)
+		return
+	}
+	defer pc.Close()
+	ctx, cancel := context.WithTimeout(t.ctx, filteringTimeout)
+	defer cancel()
+	f := nat.DiscoverFiltering(ctx, pc, t.server)
+	t.mu.Lock()
+	t.behaviour.Filtering = f
+	t.mu.Unlock()
 }
 
 func (t *traversal) stop() {
@@ -171,10 +204,7 @@ func (t *traversal) hostCandidates() []netip.AddrPort {
 	return nat.HostCandidates(ifs, local.Port(), hostCandidates)
 }
 
-func (t *traversal) prefixes() []netip.Prefix {
-	ifs, _ := t.n.cfg.Interfaces()
-	return ifs
-}
+func (t *traversal) prefixes() []netip.Prefix { return t.n.prefixes }
 
 // tick drives registration and retires finished punches (maintenance
 // goroutine).
@@ -182,10 +212,12 @@ func (t *traversal) tick(now time.Time) {
 	t.mu.Lock()
 	ready := t.ready
 	var done []*nat.Punch
+	var retired []PeerID
 	for peer, ps := range t.punches {
 		finished := !ps.found.IsZero() && now.Sub(ps.found) >= improveWindow
 		if finished || now.Sub(ps.started) >= t.n.cfg.ConnectTimeout {
 			done = append(done, ps.p)
+			retired = append(retired, peer)
 			delete(t.punches, peer)
 		}
 	}
@@ -195,6 +227,58 @@ func (t *traversal) tick(now time.Time) {
 	}
 	for _, p := range done {
 		p.Stop()
+	}
+	for _, peer := range retired {
+		if t.n.lookupSession(peer) == nil {
+			t.forget(peer)
+		}
+	}
+}
+
+// established records the path a session came up on, if no check has
+// validated one yet: the speculative handshake can win the race.
+func (t *traversal) established(peer PeerID, remote netip.AddrPort) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ps := t.punches[peer]
+	if ps == nil || t.routes[peer].Punched {
+		return
+	}
+	st := ps.p.Stats()
+	t.routes[peer] = Traversal{Punched: true, Candidate: ps.p.KindOf(remote), Checks: st.Checks,
+		Sockets: st.Sockets, After: time.Since(ps.started)}
+}
+
+// better returns the punch's best validated path to peer if it ranks above
+// remote (over sock), else remote and sock.
+func (t *traversal) better(peer PeerID, remote netip.AddrPort, sock *nodeSocket) (netip.AddrPort, *nodeSocket) {
+	t.mu.Lock()
+	ps := t.punches[peer]
+	t.mu.Unlock()
+	if ps == nil {
+		return remote, sock
+	}
+	best, ok := ps.p.Best()
+	if !ok || best.Priority <= nat.Priority(nat.Candidate{Addr: remote, Kind: ps.p.KindOf(remote)}, t.prefixes()) {
+		return remote, sock
+	}
+	bs, _ := best.Socket.(*nodeSocket)
+	return best.Remote, bs
+}
+
+// route is what traversal found for peer (zero if nothing).
+func (t *traversal) route(peer PeerID) Traversal {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.routes[peer]
+}
+
+// forget drops what traversal keeps for a peer that has no session (left).
+func (t *traversal) forget(peer PeerID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.punches[peer] == nil {
+		delete(t.routes, peer)
 	}
 }
 
@@ -208,6 +292,7 @@ func (t *traversal) introduce(peer PeerID, now time.Time) {
 // register again, so the server sees our address now, and ask for a new
 // introduction, which starts punches on both sides.
 func (t *traversal) repunch(peer PeerID, now time.Time) {
+	t.n.log.Debug("p2p: path lost, punching again", "peer", peer)
 	t.rv.Reregister(now)
 	t.rv.Introduce(rendezvous.Key(peer), now)
 }
@@ -234,10 +319,32 @@ func (t *traversal) handleProbe(b []byte, src netip.AddrPort, sock *nodeSocket) 
 	t.mu.Lock()
 	ps := t.punches[PeerID(pr.Sender)]
 	t.mu.Unlock()
-	if ps == nil {
+	if ps == nil || !ps.p.HandleProbe(b, src, sock) {
 		return false
 	}
-	return ps.p.HandleProbe(b, src, sock)
+	if !pr.Ack {
+		t.probedBy(PeerID(pr.Sender), src, sock)
+	}
+	return true
+}
+
+// probedBy sends our pending handshake initiation straight back to where
+// the peer's authenticated probe came from: its NAT is open toward us
+// there now, and the speculative copy may have arrived before it was.
+// Waiting for our own check to validate the path would cost a round trip.
+func (t *traversal) probedBy(peer PeerID, src netip.AddrPort, sock *nodeSocket) {
+	s := t.n.lookupSession(peer)
+	if s == nil {
+		return
+	}
+	if sock == nil {
+		sock = t.n.main
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == stConnecting && s.hs != nil {
+		sock.WriteTo(s.hs.Message(), src)
+	}
 }
 
 // probeKey derives (and caches) the key probes with peer are sealed with.
@@ -265,10 +372,17 @@ func (t *traversal) onPeer(p *rendezvous.Peer) {
 	for _, c := range p.Candidates {
 		cands = append(cands, nat.Candidate{Addr: c, Kind: nat.KindHost})
 	}
+	t.n.log.Debug("p2p: introduced", "peer", peer, "public", p.Observed, "host", p.Candidates)
+	wanted := t.n.lookupSession(peer) != nil
 	t.mu.Lock()
 	if ps := t.punches[peer]; ps != nil {
 		t.mu.Unlock()
 		ps.p.AddCandidates(cands)
+		return
+	}
+	if len(t.punches) >= maxPunches && !wanted {
+		t.mu.Unlock()
+		t.n.stats.punchesRefused.Add(1)
 		return
 	}
 	key, err := t.probeKeyLocked(peer)
@@ -316,6 +430,7 @@ func (t *traversal) speculate(peer PeerID, cands []nat.Candidate) {
 		return
 	}
 	now := time.Now()
+	cands = nat.Sort(cands, t.prefixes()) // the best first: the session starts out on it
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.state != stConnecting || s.hs != nil || len(cands) == 0 {
@@ -345,9 +460,17 @@ func (t *traversal) openSocket() (nat.Socket, error) {
 // handshake will arrive on the path.
 func (t *traversal) onPath(peer PeerID, path nat.Path) {
 	sock, _ := path.Socket.(*nodeSocket)
+	if sock != nil && !sock.main {
+		sock.grow()
+	}
 	t.mu.Lock()
-	if ps := t.punches[peer]; ps != nil && ps.found.IsZero() {
-		ps.found = time.Now()
+	if ps := t.punches[peer]; ps != nil {
+		if ps.found.IsZero() {
+			ps.found = time.Now()
+		}
+		st := ps.p.Stats()
+		t.routes[peer] = Traversal{Punched: true, Candidate: path.Kind, Birthday: path.Birthday,
+			Checks: st.Checks, Sockets: st.Sockets, After: ps.found.Sub(ps.started)}
 	}
 	t.mu.Unlock()
 	t.n.log.Debug("p2p: path", "peer", peer, "remote", path.Remote, "kind", path.Kind, "rtt", path.RTT, "extra socket", sock != nil && !sock.main)
@@ -367,7 +490,15 @@ func (t *traversal) onPath(peer PeerID, path nat.Path) {
 		s.setPath(path.Remote, sock)
 		s.socket().WriteTo(s.hs.Message(), path.Remote)
 	case s.state == stEstablished:
+		want := sock
+		if want == nil {
+			want = t.n.main
+		}
+		if r := s.remote.Load(); r != nil && *r == path.Remote && s.socket() == want {
+			return // a re-confirmation of the path in use
+		}
 		s.setPath(path.Remote, sock)
+		s.conn.ProbeNow() // what the old path swallowed goes again at once
 	}
 }
 

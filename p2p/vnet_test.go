@@ -206,6 +206,12 @@ func TestVNetMatrix(t *testing.T) {
 							t.Errorf("%s discovered mapping %v, want %v", s.ip, b.Mapping, wantMap)
 						}
 					}
+					time.Sleep(filteringTimeout) // fake time: the filtering tests are done
+					for i, k := range []vnatKind{ka, kb} {
+						if got, want := l.sites[i].node.trav.Behaviour().Filtering, FilteringOf(k); got != want {
+							t.Errorf("%s: discovered filtering %v, want %v", k, got, want)
+						}
+					}
 					d, ok := l.connect(t, 15*time.Second)
 					both := ka == vSymmetric && kb == vSymmetric
 					if both {
@@ -222,7 +228,15 @@ func TestVNetMatrix(t *testing.T) {
 						t.Fatal("no direct connection")
 					}
 					st, _ := l.sites[0].node.GetP2PSessionState(l.sites[1].node.PeerID())
-					t.Logf("connected in %v via %v", d, st.RemoteAddr)
+					tr := st.Traversal
+					t.Logf("connected in %v via %v (%+v)", d, st.RemoteAddr, tr)
+					if !tr.Punched {
+						t.Errorf("traversal not recorded: %+v", tr)
+					}
+					hard := (ka == vSymmetric) != (kb == vSymmetric) && (ka == vPortRestr || kb == vPortRestr)
+					if tr.Birthday != hard {
+						t.Errorf("birthday %v, want %v", tr.Birthday, hard)
+					}
 				})
 			})
 		}
@@ -235,4 +249,15 @@ func MappingOf(k vnatKind) nat.Mapping {
 		return nat.MappingEndpointDependent
 	}
 	return nat.MappingEndpointIndependent
+}
+
+// FilteringOf is the filtering behaviour each class has.
+func FilteringOf(k vnatKind) nat.Filtering {
+	switch k {
+	case vFullCone:
+		return nat.FilteringEndpointIndependent
+	case vAddrRestr:
+		return nat.FilteringAddressDependent
+	}
+	return nat.FilteringAddressPortDependent
 }
