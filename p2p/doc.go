@@ -72,3 +72,7 @@
 //
 // A data packet with an empty payload carries only these flags.
 package p2p
+
+// The NAT matrix in docs/NAT-MATRIX.md comes from TestLabNATMatrix, which
+// needs root and network namespaces.
+//go:generate sh -c "GAMEWIRE_NAT_MATRIX=../docs/NAT-MATRIX.md go test -count=1 -timeout 30m -run TestLabNATMatrix ."
