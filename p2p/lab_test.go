@@ -794,3 +794,50 @@ func (e *labEnv) connectOnce(b *testing.B, ha, hb *netlab.Host) time.Duration {
 	}
 	return d
 }
+
+// TestLabKeepalive: behind NATs that forget an idle UDP mapping after 3 s,
+// an idle session's keepalives hold the path: after 10 s of silence from
+// the application a message goes straight through, with no re-punch.
+func TestLabKeepalive(t *testing.T) {
+	netlab.Require(t)
+	leakcheck.Check(t)
+	e := newLabEnv(t, "keepalive", 0)
+	cfg := netlab.SiteConfig{NAT: netlab.NATPortRestricted, UDPTimeout: 3 * time.Second}
+	sa, err := e.lab.AddSite("keep-a", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := e.lab.AddSite("keep-b", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, closeA := e.node(t, sa.Hosts[0], Config{}, false)
+	defer closeA()
+	b, closeB := e.node(t, sb.Hosts[0], Config{}, false)
+	defer closeB()
+	e.waitRegistered(t, a, b)
+	a.SendP2PPacket(b.PeerID(), []byte("hello"), SendReliable, 0)
+	b.SendP2PPacket(a.PeerID(), []byte("hello"), SendReliable, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, n := range []*Node{a, b} {
+		if _, err := n.Receive(ctx, 0); err != nil {
+			t.Fatalf("connecting: %v", err)
+		}
+	}
+	before, _ := b.GetP2PSessionState(a.PeerID())
+	time.Sleep(10 * time.Second)
+	start := time.Now()
+	a.SendP2PPacket(b.PeerID(), []byte("still there?"), SendReliable, 0)
+	if _, err := b.Receive(ctx, 0); err != nil {
+		t.Fatalf("after the idle time: %v", err)
+	}
+	took := time.Since(start)
+	after, _ := b.GetP2PSessionState(a.PeerID())
+	if r := a.Stats().Repunches + b.Stats().Repunches; r != 0 {
+		t.Errorf("%d re-punches: keepalives did not hold the NAT mappings", r)
+	}
+	if after.RemoteAddr != before.RemoteAddr || took > 500*time.Millisecond {
+		t.Errorf("after 10 s idle: delivered in %v via %v (was %v)", took, after.RemoteAddr, before.RemoteAddr)
+	}
+}

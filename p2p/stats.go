@@ -22,13 +22,14 @@ type NodeStats struct {
 	EventsDropped     uint64 // events dropped: queue full
 	WriteErrors       uint64 // socket writes that failed
 	PunchesRefused    uint64 // introductions from peers without a session ignored: too many punches running
+	Repunches         uint64 // sessions whose path broke and that punched again through the server
 }
 
 type nodeCounters struct {
 	packetsIn, dropped, unknownIndex, authFailed, replayed  atomic.Uint64
 	badMAC, cookiesSent, rateLimited, handshakeDropped      atomic.Uint64
 	handshakeFailed, replayedInit, heldDropped, writeErrors atomic.Uint64
-	handshakes, punchesRefused                              atomic.Uint64
+	handshakes, punchesRefused, repunches                   atomic.Uint64
 }
 
 // Stats returns the node's counters.
@@ -52,5 +53,6 @@ func (n *Node) Stats() NodeStats {
 		EventsDropped:     n.events.dropped.Load(),
 		WriteErrors:       c.writeErrors.Load(),
 		PunchesRefused:    c.punchesRefused.Load(),
+		Repunches:         c.repunches.Load(),
 	}
 }

@@ -293,6 +293,7 @@ func (t *traversal) introduce(peer PeerID, now time.Time) {
 // introduction, which starts punches on both sides.
 func (t *traversal) repunch(peer PeerID, now time.Time) {
 	t.n.log.Debug("p2p: path lost, punching again", "peer", peer)
+	t.n.stats.repunches.Add(1)
 	t.rv.Reregister(now)
 	t.rv.Introduce(rendezvous.Key(peer), now)
 }
