@@ -201,6 +201,11 @@ func exchange(t *testing.T, from, to *Node, lossy bool) {
 	}
 	for i := range unreliable {
 		from.SendP2PPacket(to.PeerID(), binary.BigEndian.AppendUint32(nil, uint32(i)), SendUnreliable, 2)
+		if lossy {
+			// A datagram each: coalesced into one, they would be lost
+			// together one time in five.
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
