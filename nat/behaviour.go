@@ -6,29 +6,23 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/gamewire/gamewire/rendezvous"
 )
 
-// Mapping is a NAT's mapping behaviour (RFC 4787 §4.1).
-type Mapping uint8
+// Mapping is a NAT's mapping behaviour (RFC 4787 §4.1): unknown,
+// endpoint-independent (one public address for every destination: full,
+// restricted and port-restricted cone NATs, or no NAT) or
+// endpoint-dependent (a public port per destination: "symmetric"). It is
+// the rendezvous wire's type, so what discovery learns is what peers are
+// told, without conversion.
+type Mapping = rendezvous.Mapping
 
 const (
-	MappingUnknown Mapping = iota
-	// MappingEndpointIndependent: one public address for every destination
-	// (full, restricted and port-restricted cone NATs, or no NAT).
-	MappingEndpointIndependent
-	// MappingEndpointDependent: a public port per destination ("symmetric").
-	MappingEndpointDependent
+	MappingUnknown             = rendezvous.MappingUnknown
+	MappingEndpointIndependent = rendezvous.MappingEndpointIndependent
+	MappingEndpointDependent   = rendezvous.MappingEndpointDependent
 )
-
-func (m Mapping) String() string {
-	switch m {
-	case MappingEndpointIndependent:
-		return "endpoint-independent"
-	case MappingEndpointDependent:
-		return "endpoint-dependent"
-	}
-	return "unknown"
-}
 
 // Filtering is a NAT's filtering behaviour (RFC 4787 §5).
 type Filtering uint8

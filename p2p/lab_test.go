@@ -657,7 +657,10 @@ func (e *labEnv) streamAcross(t *testing.T, ha, hb *netlab.Host, disrupt func() 
 				select {
 				case ev := <-n.Events():
 					if f, ok := ev.(SessionConnectFail); ok {
-						fails <- f
+						select {
+						case fails <- f:
+						default: // one is enough to fail the test
+						}
 					}
 				case <-stop:
 					return

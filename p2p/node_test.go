@@ -248,11 +248,7 @@ func TestConnectTimeoutNoPath(t *testing.T) {
 func TestPeerGoesSilent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := newMemNet(5 * time.Millisecond)
-		a, b := newMemNode(t, m, 1, Config{}), newMemNode(t, m, 2, Config{})
-		introduce(a, b)
-		a.SendP2PPacket(b.PeerID(), []byte("x"), SendReliable, 0)
-		b.SendP2PPacket(a.PeerID(), []byte("y"), SendReliable, 0)
-		recvData(t, a, 0, time.Second)
+		a, b := connectedPair(t, m)
 		m.setFilter(func(from, to netip.AddrPort, b []byte) []byte { return nil })
 		start := time.Now()
 		nextEvent(t, a, time.Minute, isFail(b.PeerID(), SessionErrorTimeout))
@@ -265,12 +261,7 @@ func TestPeerGoesSilent(t *testing.T) {
 func TestCloseSessionTellsPeer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := newMemNet(5 * time.Millisecond)
-		a, b := newMemNode(t, m, 1, Config{}), newMemNode(t, m, 2, Config{})
-		introduce(a, b)
-		a.SendP2PPacket(b.PeerID(), []byte("x"), SendReliable, 0)
-		b.SendP2PPacket(a.PeerID(), []byte("y"), SendReliable, 0)
-		recvData(t, a, 0, time.Second)
-		recvData(t, b, 0, time.Second)
+		a, b := connectedPair(t, m)
 		if !a.CloseP2PSessionWithUser(b.PeerID()) {
 			t.Fatal("close reported no session")
 		}
@@ -470,11 +461,7 @@ func TestSendErrors(t *testing.T) {
 func TestCloseNode(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := newMemNet(5 * time.Millisecond)
-		a, b := newMemNode(t, m, 1, Config{}), newMemNode(t, m, 2, Config{})
-		introduce(a, b)
-		a.SendP2PPacket(b.PeerID(), []byte("x"), SendReliable, 0)
-		b.SendP2PPacket(a.PeerID(), []byte("y"), SendReliable, 0)
-		recvData(t, a, 0, time.Second)
+		a, b := connectedPair(t, m)
 		ctx := context.Background()
 		done := make(chan error)
 		go func() { _, err := a.Receive(ctx, 5); done <- err }()
@@ -532,4 +519,18 @@ func TestShutdownIsNotRefusal(t *testing.T) {
 			t.Fatalf("peer's shutdown reported as %v", f.Error)
 		}
 	})
+}
+
+// connectedPair starts two nodes on m that know each other's address and
+// have each accepted the other: both sent a reliable message on channel 0,
+// and both were received.
+func connectedPair(t *testing.T, m *memNet) (a, b *Node) {
+	t.Helper()
+	a, b = newMemNode(t, m, 1, Config{}), newMemNode(t, m, 2, Config{})
+	introduce(a, b)
+	a.SendP2PPacket(b.PeerID(), []byte("x"), SendReliable, 0)
+	b.SendP2PPacket(a.PeerID(), []byte("y"), SendReliable, 0)
+	recvData(t, a, 0, time.Second)
+	recvData(t, b, 0, time.Second)
+	return a, b
 }

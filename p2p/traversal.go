@@ -188,7 +188,7 @@ func (t *traversal) Behaviour() nat.Behaviour {
 func (t *traversal) mapping() rendezvous.Mapping {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return rendezvous.Mapping(t.behaviour.Mapping)
+	return t.behaviour.Mapping
 }
 
 // hostCandidates are the addresses peers on our LAN can use.
@@ -401,7 +401,7 @@ func (t *traversal) onPeer(p *rendezvous.Peer) {
 		OpenSocket:    t.openSocket,
 		LocalPrefixes: t.prefixes(),
 		LocalMapping:  local,
-		PeerMapping:   nat.Mapping(p.Mapping),
+		PeerMapping:   p.Mapping,
 		Candidates:    cands,
 		OnPath:        func(path nat.Path) { t.onPath(peer, path) },
 		Logger:        t.n.log,
