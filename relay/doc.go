@@ -1,0 +1,39 @@
+// Package relay is gamewire's TURN layer (RFC 8656) over
+// github.com/pion/turn/v4: a client that holds one allocation on a TURN
+// server and carries a node's datagrams through it, an embedded TURN server,
+// and the time-limited credentials both share with coturn.
+//
+// # Credentials
+//
+// Credentials follow coturn's use-auth-secret scheme (the TURN REST API
+// draft): the username is "expiry:user", expiry in unix seconds, and the
+// password is base64(HMAC-SHA1(secret, username)). A deployment hands the
+// same secret to the rendezvous server, which issues credentials to
+// registered peers, and to its TURN server, the embedded one (Server) or a
+// coturn started with use-auth-secret and static-auth-secret.
+//
+// # Client
+//
+// A Client runs on a socket of its own: a UDP socket, or a TCP or TLS
+// connection to the server (RFC 6062 framing through turn.NewSTUNConn). It
+// does not share the node's game socket, so TURN ChannelData and game
+// packets are never told apart by guesswork (DESIGN.md §5): everything the
+// client's socket reads is TURN, and everything the allocation delivers is
+// a peer's datagram. Writes go through a bounded queue and a writer
+// goroutine: a full queue drops the datagram (the channels layer above
+// resends what was reliable), so a stalled TCP connection never blocks the
+// node or grows memory without bound.
+//
+// Ownership: the reader goroutine owns the TURN client's inbound path, the
+// relayed reader owns delivery to ClientConfig.Receive, the writer owns
+// every write on the allocation. Close stops all three.
+//
+// # Server
+//
+// Server is pion's TURN server with gamewire's defaults: use-auth-secret
+// authentication, a per-user allocation quota, relay sockets opened through
+// a caller's ListenPacket (so they live in the right network namespace),
+// and counters (allocations made and live, bytes relayed, authentication
+// failures). It relays UDP only; TCP and TLS are transports clients reach
+// it over.
+package relay

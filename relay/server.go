@@ -1,0 +1,257 @@
+package relay
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/turn/v4"
+)
+
+// Server defaults.
+const (
+	DefaultRealm          = "gamewire"
+	DefaultMaxPerUser     = 4
+	DefaultMaxAllocations = 10000
+	portTries             = 64
+)
+
+// ServerConfig configures a Server. Zero values select the documented
+// defaults.
+type ServerConfig struct {
+	// Secret is the shared secret credentials are checked against
+	// (coturn's static-auth-secret). Required.
+	Secret string
+	// Realm is the TURN realm. Empty means "gamewire".
+	Realm string
+
+	// PacketConns are the UDP sockets the server answers on, Listeners
+	// the TCP (or TLS) listeners. At least one of either. The server
+	// closes them on Close.
+	PacketConns []net.PacketConn
+	Listeners   []net.Listener
+
+	// RelayIP is the address put in relayed addresses: the host's public
+	// IP. Required.
+	RelayIP netip.Addr
+	// RelayBind is what relay sockets bind to; empty means RelayIP.
+	RelayBind string
+	// MinPort and MaxPort bound relay ports (both zero: any port).
+	MinPort, MaxPort uint16
+	// ListenPacket opens relay sockets; nil means net.ListenPacket.
+	ListenPacket func(network, address string) (net.PacketConn, error)
+
+	// MaxPerUser bounds the live allocations of one username (one peer),
+	// MaxAllocations all of them. Zero means 4 and 10000.
+	MaxPerUser, MaxAllocations int
+
+	// Logger receives logs (pion's included). Nil means silent.
+	Logger *slog.Logger
+}
+
+// Server is an embedded TURN server (pion/turn/v4) with use-auth-secret
+// credentials. All methods are safe for concurrent use.
+type Server struct {
+	srv *turn.Server
+
+	mu      sync.Mutex // guards perUser
+	perUser map[string]int
+
+	stats serverCounters
+}
+
+// NewServer starts a TURN server.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Secret == "" {
+		return nil, ErrNoCredentials
+	}
+	if !cfg.RelayIP.IsValid() {
+		return nil, errors.New("relay: no RelayIP")
+	}
+	if cfg.Realm == "" {
+		cfg.Realm = DefaultRealm
+	}
+	if cfg.RelayBind == "" {
+		cfg.RelayBind = cfg.RelayIP.String()
+	}
+	if cfg.ListenPacket == nil {
+		cfg.ListenPacket = net.ListenPacket
+	}
+	if cfg.MaxPerUser <= 0 {
+		cfg.MaxPerUser = DefaultMaxPerUser
+	}
+	if cfg.MaxAllocations <= 0 {
+		cfg.MaxAllocations = DefaultMaxAllocations
+	}
+	if cfg.MinPort > cfg.MaxPort {
+		return nil, errors.New("relay: MinPort above MaxPort")
+	}
+	log := quiet(cfg.Logger)
+	s := &Server{perUser: map[string]int{}}
+	gen := &relayPorts{cfg: &cfg, stats: &s.stats}
+	sc := turn.ServerConfig{
+		Realm:         cfg.Realm,
+		LoggerFactory: pionLogs{log},
+		AuthHandler:   s.auth(cfg.Secret),
+		QuotaHandler: func(username, _ string, _ net.Addr) bool {
+			return s.quota(username, cfg.MaxPerUser, cfg.MaxAllocations)
+		},
+		EventHandler: turn.EventHandler{
+			OnAuth: func(_, _ net.Addr, _, _, _, _ string, verdict bool) {
+				if !verdict {
+					s.stats.authFailures.Add(1)
+				}
+			},
+			OnAllocationCreated: func(_, _ net.Addr, _, username, _ string, _ net.Addr, _ int) {
+				s.stats.allocations.Add(1)
+				s.stats.live.Add(1)
+				s.hold(username)
+			},
+			OnAllocationDeleted: func(_, _ net.Addr, _, username, _ string) {
+				s.stats.live.Add(-1)
+				s.release(username)
+			},
+		},
+	}
+	for _, pc := range cfg.PacketConns {
+		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: gen})
+	}
+	for _, l := range cfg.Listeners {
+		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: l, RelayAddressGenerator: gen})
+	}
+	srv, err := turn.NewServer(sc)
+	if err != nil {
+		return nil, err
+	}
+	s.srv = srv
+	return s, nil
+}
+
+// auth checks use-auth-secret credentials. It counts malformed and
+// expired usernames; OnAuth counts wrong passwords.
+func (s *Server) auth(secret string) turn.AuthHandler {
+	return func(username, realm string, _ net.Addr) ([]byte, bool) {
+		exp, err := Credentials{Username: username}.Expires()
+		if err != nil || !time.Now().Before(exp) {
+			s.stats.authFailures.Add(1) // pion raises no OnAuth for these
+			return nil, false
+		}
+		return turn.GenerateAuthKey(username, realm, password(secret, username)), true
+	}
+}
+
+// quota admits an allocation for username (pion asks before allocating).
+// The counts move when allocations are made and deleted, so an allocation
+// that fails after the check costs nothing; two requests racing past the
+// check can exceed the bound by one.
+func (s *Server) quota(username string, perUser, total int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perUser[username] >= perUser || int(s.stats.live.Load()) >= total {
+		s.stats.refused.Add(1)
+		return false
+	}
+	return true
+}
+
+func (s *Server) hold(username string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.perUser[username]++
+}
+
+func (s *Server) release(username string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perUser[username]--; s.perUser[username] <= 0 {
+		delete(s.perUser, username)
+	}
+}
+
+// Close stops the server and closes its sockets and listeners.
+func (s *Server) Close() error { return s.srv.Close() }
+
+// ServerStats counts what a Server did.
+type ServerStats struct {
+	Allocations  uint64 // made since start
+	Live         int64  // held now
+	Refused      uint64 // over quota
+	AuthFailures uint64 // unknown, expired or forged credentials
+	BytesRelayed uint64 // peer datagram bytes in and out of relay sockets
+}
+
+type serverCounters struct {
+	allocations, refused, authFailures, bytes atomic.Uint64
+	live                                      atomic.Int64
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() ServerStats {
+	c := &s.stats
+	return ServerStats{Allocations: c.allocations.Load(), Live: c.live.Load(), Refused: c.refused.Load(),
+		AuthFailures: c.authFailures.Load(), BytesRelayed: c.bytes.Load()}
+}
+
+// relayPorts opens relay sockets through ServerConfig.ListenPacket, in the
+// configured port range, and counts the bytes they carry.
+type relayPorts struct {
+	cfg   *ServerConfig
+	stats *serverCounters
+}
+
+func (r *relayPorts) Validate() error { return nil }
+
+func (r *relayPorts) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
+	pc, err := r.listen(network, requestedPort)
+	if err != nil {
+		return nil, nil, err
+	}
+	port := addrPortOf(pc.LocalAddr()).Port()
+	relayed := &net.UDPAddr{IP: r.cfg.RelayIP.AsSlice(), Port: int(port)}
+	return &countingConn{PacketConn: pc, bytes: &r.stats.bytes}, relayed, nil
+}
+
+func (r *relayPorts) listen(network string, requested int) (net.PacketConn, error) {
+	if requested != 0 || r.cfg.MaxPort == 0 {
+		return r.cfg.ListenPacket(network, net.JoinHostPort(r.cfg.RelayBind, strconv.Itoa(requested)))
+	}
+	span := uint32(r.cfg.MaxPort-r.cfg.MinPort) + 1
+	for range portTries {
+		var b [4]byte
+		rand.Read(b[:])
+		port := uint32(r.cfg.MinPort) + binary.LittleEndian.Uint32(b[:])%span
+		pc, err := r.cfg.ListenPacket(network, net.JoinHostPort(r.cfg.RelayBind, strconv.Itoa(int(port))))
+		if err == nil {
+			return pc, nil
+		}
+	}
+	return nil, errNoPort
+}
+
+func (r *relayPorts) AllocateConn(string, int) (net.Conn, net.Addr, error) {
+	return nil, nil, errNoTCPRelay
+}
+
+type countingConn struct {
+	net.PacketConn
+	bytes *atomic.Uint64
+}
+
+func (c *countingConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, a, err := c.PacketConn.ReadFrom(b)
+	c.bytes.Add(uint64(n))
+	return n, a, err
+}
+
+func (c *countingConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	n, err := c.PacketConn.WriteTo(b, a)
+	c.bytes.Add(uint64(n))
+	return n, err
+}
