@@ -30,6 +30,11 @@ type ClientConfig struct {
 	// client knows of its NAT's mapping. Either may be nil.
 	Candidates func() []netip.AddrPort
 	Mapping    func() Mapping
+	// RelayAllowed says whether the client allows relay (and so asks for
+	// TURN credentials); Relay returns its relayed address, if any. Either
+	// may be nil.
+	RelayAllowed func() bool
+	Relay        func() netip.AddrPort
 	// OnPeer is called for an introduction, asked for or pushed; OnUnknown
 	// when the target of an introduction is not registered; OnRegistered
 	// when a registration is confirmed. They run on the goroutine that
@@ -37,6 +42,10 @@ type ClientConfig struct {
 	OnPeer       func(*Peer)
 	OnUnknown    func(target Key)
 	OnRegistered func(observed netip.AddrPort)
+	// OnTURN is called with the TURN servers and credentials a
+	// registration brought. Unspecified server IPs are replaced by the
+	// rendezvous server's.
+	OnTURN func(*TURN)
 	// Refresh is the registration interval. Zero means 20 s.
 	Refresh time.Duration
 	Logger  *slog.Logger
@@ -190,6 +199,12 @@ func (c *Client) registerLocked(now time.Time) []byte {
 	if c.cfg.Mapping != nil {
 		r.Mapping = c.cfg.Mapping()
 	}
+	if c.cfg.RelayAllowed != nil {
+		r.RelayAllowed = c.cfg.RelayAllowed()
+	}
+	if c.cfg.Relay != nil {
+		r.Relay = c.cfg.Relay()
+	}
 	return r.encode(c.key)
 }
 
@@ -271,13 +286,21 @@ func (c *Client) handleRegistered(b []byte, now time.Time) {
 			out = append(out, c.sendIntroLocked(target, now))
 		}
 	}
-	cb := c.cfg.OnRegistered
+	cb, onTURN := c.cfg.OnRegistered, c.cfg.OnTURN
 	c.mu.Unlock()
 	for _, b := range out {
 		c.send(b)
 	}
 	if cb != nil {
 		cb(r.Observed)
+	}
+	if r.TURN != nil && onTURN != nil {
+		for i, srv := range r.TURN.Servers {
+			if srv.Addr.Addr().IsUnspecified() {
+				r.TURN.Servers[i].Addr = netip.AddrPortFrom(c.cfg.Server.Addr(), srv.Addr.Port())
+			}
+		}
+		onTURN(r.TURN)
 	}
 }
 

@@ -20,13 +20,15 @@
 //
 //	REGISTER   0xA0  client → server
 //	  0  type
-//	  1  flags: bits 0–1 the client's NAT mapping (0 unknown, 1 endpoint-independent, 2 dependent)
+//	  1  flags: bits 0–1 the client's NAT mapping (0 unknown, 1 endpoint-independent, 2 dependent),
+//	     bit 2 the client allows relay, bit 3 a relayed address follows the candidates
 //	  2  version (1)
 //	  3  n: host candidates, at most 8
 //	  4  PeerID (32)
 //	  36 timestamp (8): strictly increasing per client; older ones are refused
 //	  44 cookie (16): from the last CHALLENGE, zeros at first
 //	  60 n × address: the client's host candidates
+//	  .. its relayed address on a TURN server (18), with flag bit 3
 //	  .. MAC (16), zeros while the client does not know the server's key
 //
 //	CHALLENGE  0xA1  server → client, to a REGISTER without a valid cookie
@@ -36,11 +38,18 @@
 //	  20 the server's public key (32)
 //
 //	REGISTERED 0xA2  server → client
-//	  0  type, 3 reserved
+//	  0  type
+//	  1  flags: bit 0 a TURN section follows
+//	  2  2 reserved
 //	  4  the address the server saw the REGISTER from
 //	  22 TTL in seconds (2)
 //	  24 the REGISTER's timestamp (8)
-//	  32 MAC (16)
+//	  32 TURN section, to clients that allow relay when the server has TURN:
+//	       n (1, at most 4) TURN servers, each transport (1: 1 UDP, 2 TCP, 3 TLS)
+//	       and address (an unspecified IP means the rendezvous server's);
+//	       username length (1), username; password length (1), password
+//	       (coturn use-auth-secret credentials, see package relay)
+//	  .. MAC (16)
 //
 //	INTRODUCE  0xA3  client → server
 //	  0  type, 3 reserved
@@ -51,13 +60,16 @@
 //
 //	PEER       0xA4  server → both clients of an introduction, at the same moment
 //	  0  type
-//	  1  flags: bits 0–1 the other peer's NAT mapping, bit 2 pushed (this client did not ask)
+//	  1  flags: bits 0–1 the other peer's NAT mapping, bit 2 pushed (this client did not ask),
+//	     bit 3 the other peer allows relay, bit 4 its relayed address follows the
+//	     candidates, bit 5 it registered over TCP (its UDP is blocked)
 //	  2  reserved
 //	  3  n: host candidates of the other peer, at most 8
 //	  4  the other peer's PeerID (32)
 //	  36 the introduction's timestamp (8)
 //	  44 the other peer's registered (public) address
 //	  62 n × address
+//	  .. the other peer's relayed address (18), with flag bit 4
 //	  .. MAC (16), with the recipient's key
 //
 //	UNKNOWN    0xA5  server → client: the target is not registered
@@ -71,6 +83,25 @@
 // open for pushed introductions), and counts as gone 60 s after its last
 // refresh. The first registration takes two round trips (challenge, then
 // register with the cookie); later ones one.
+//
+// # TCP and TURN
+//
+// With ServerConfig.Listeners the service also listens on TCP, normally at
+// the UDP port, for clients whose network drops UDP. Each message then
+// travels in a frame: 0xBF, a 2-byte big-endian length, the message. The
+// server answers a TCP-registered client and pushes its introductions on
+// its connection, and tells peers introduced to it that it is TCP-only.
+//
+// With ServerConfig.TURN the server issues TURN credentials (in REGISTERED)
+// to registered clients that allow relay, for its embedded TURN server or
+// an external one such as coturn with the same secret. The embedded server
+// shares the primary UDP socket and the TCP listeners: STUN messages other
+// than Binding requests and TURN ChannelData (first byte 0x40–0x7F) go to
+// it, and a TCP connection whose first byte is STUN's or ChannelData's is
+// handed to it whole. TURN answers an unauthenticated Allocate with a 401
+// carrying a nonce and realm, as every TURN server does: about 90 bytes for
+// a 20-byte request. That is TURN's own amplification, bounded by the
+// realm's length, and is the one exception to the rule below.
 //
 // # Abuse
 //

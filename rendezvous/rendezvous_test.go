@@ -362,7 +362,7 @@ func FuzzServerHandle(f *testing.F) {
 		s := &Server{conns: []net.PacketConn{rec}, addrs: []netip.AddrPort{netip.MustParseAddrPort("203.0.113.1:3478")},
 			peers: map[Key]*registration{}, cfg: ServerConfig{TTL: time.Minute, MaxPeers: 10}}
 		s.newKeys = secure.NewRateLimiter(newKeysPerSecond, newKeysBurst)
-		s.handle(0, b, netip.MustParseAddrPort("198.51.100.7:40000"))
+		s.handle(origin{addr: netip.MustParseAddrPort("198.51.100.7:40000")}, b)
 		for _, w := range rec.writes {
 			if w > len(b) {
 				t.Fatalf("answered %d bytes to %d", w, len(b))

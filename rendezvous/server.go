@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/curve25519"
 
 	"github.com/gamewire/gamewire/internal/secure"
+	"github.com/gamewire/gamewire/relay"
 )
 
 // Server defaults.
@@ -27,6 +28,8 @@ const (
 	introduceBurst    = 40
 	maxPacketSize     = 1500
 	stunMinRequestLen = 20
+	DefaultMaxStreams = 10000
+	firstByteTimeout  = 10 * time.Second // a TCP connection must say what it is by then
 )
 
 // ServerConfig configures a Server. Zero values select the documented
@@ -50,6 +53,19 @@ type ServerConfig struct {
 	// MaxPeers bounds the registrations held. Zero means 100000.
 	MaxPeers int
 
+	// Listeners are TCP listeners, normally at the primary port: clients
+	// whose UDP is blocked register over them (frames, see WriteFrame), and
+	// with TURN embedded, TURN over TCP shares them (a connection's first
+	// byte tells which). The server closes them on Close.
+	Listeners []net.Listener
+	// MaxStreams bounds the rendezvous TCP connections held. Zero means
+	// 10000.
+	MaxStreams int
+
+	// TURN, when set, hands TURN credentials to registered peers that
+	// allow relay, and can run the embedded TURN server.
+	TURN *TURNConfig
+
 	// Logger receives logs. Nil means silent.
 	Logger *slog.Logger
 }
@@ -70,8 +86,14 @@ type Server struct {
 	done    chan struct{}
 	closed  atomic.Bool
 
+	turnServers []TURNServer
+	turnUDP     *muxConn
+	turnTCP     *chanListener
+	relay       *relay.Server
+
 	mu        sync.Mutex // guards the fields below
 	peers     map[Key]*registration
+	streams   map[*stream]struct{}
 	secret    [32]byte // current cookie secret
 	oldSecret [32]byte
 	rotated   time.Time
@@ -84,14 +106,23 @@ type Server struct {
 // REGISTER stays refused.
 type registration struct {
 	key        SessionKey
-	addr       netip.AddrPort
-	sock       int // the socket the peer registered on: pushes leave from it
+	at         origin // where the peer registered from: pushes go there
 	candidates []netip.AddrPort
 	mapping    Mapping
+	relayOK    bool
+	relayAddr  netip.AddrPort
 	expires    time.Time
 	lastReg    uint64
 	lastIntro  uint64
 	intro      bucket
+}
+
+// origin is where a message came from and its answer goes: a UDP socket
+// (by index) and address, or a TCP stream.
+type origin struct {
+	sock int
+	st   *stream
+	addr netip.AddrPort
 }
 
 type bucket struct {
@@ -123,6 +154,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxPeers == 0 {
 		cfg.MaxPeers = DefaultMaxPeers
 	}
+	if cfg.MaxStreams == 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
+	if cfg.TURN != nil {
+		t := *cfg.TURN
+		cfg.TURN = &t
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -134,6 +172,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		newKeys: secure.NewRateLimiter(newKeysPerSecond, newKeysBurst),
 		done:    make(chan struct{}),
 		peers:   make(map[Key]*registration),
+		streams: make(map[*stream]struct{}),
 	}
 	if s.private == ([32]byte{}) {
 		rand.Read(s.private[:])
@@ -152,9 +191,16 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		}
 		s.addrs = append(s.addrs, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 	}
+	if err := s.startTURN(); err != nil {
+		return nil, err
+	}
 	for i := range s.conns {
 		s.wg.Add(1)
 		go s.readLoop(i)
+	}
+	for _, l := range cfg.Listeners {
+		s.wg.Add(1)
+		go s.acceptLoop(l)
 	}
 	return s, nil
 }
@@ -202,9 +248,20 @@ func (s *Server) Close() error {
 		return nil
 	}
 	close(s.done)
+	if s.relay != nil {
+		s.relay.Close()
+	}
 	for _, c := range s.conns {
 		c.Close()
 	}
+	for _, l := range s.cfg.Listeners {
+		l.Close()
+	}
+	s.mu.Lock()
+	for st := range s.streams {
+		st.conn.Close()
+	}
+	s.mu.Unlock()
 	s.wg.Wait()
 	return nil
 }
@@ -225,7 +282,7 @@ func (s *Server) readLoop(i int) {
 		if !ok {
 			continue
 		}
-		s.handle(i, buf[:n], src)
+		s.handle(origin{sock: i, addr: src}, buf[:n])
 	}
 }
 
@@ -239,23 +296,34 @@ func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
-func (s *Server) send(sock int, b []byte, to netip.AddrPort) {
-	if _, err := s.conns[sock].WriteTo(b, net.UDPAddrFromAddrPort(to)); err != nil {
+func (s *Server) send(o origin, b []byte) {
+	var err error
+	if o.st != nil {
+		err = o.st.write(b)
+	} else {
+		_, err = s.conns[o.sock].WriteTo(b, net.UDPAddrFromAddrPort(o.addr))
+	}
+	if err != nil {
 		s.stats.writeErrors.Add(1)
 	}
 }
 
-// handle dispatches one datagram. Nothing that is not authenticated is
-// answered with more bytes than it carried.
-func (s *Server) handle(sock int, b []byte, src netip.AddrPort) {
+// handle dispatches one message. Nothing that is not authenticated is
+// answered with more bytes than it carried (TURN aside: it answers as TURN
+// servers do, see doc.go).
+func (s *Server) handle(o origin, b []byte) {
 	s.stats.packets.Add(1)
 	switch {
-	case len(b) >= stunMinRequestLen && b[0] <= 0x03:
-		s.handleSTUN(sock, b, src)
+	case o.st == nil && o.sock == 0 && s.turnUDP != nil && isTURN(b):
+		if !s.turnUDP.push(b, o.addr) {
+			s.stats.turnDropped.Add(1)
+		}
+	case o.st == nil && len(b) >= stunMinRequestLen && b[0] <= 0x03:
+		s.handleSTUN(o.sock, b, o.addr)
 	case len(b) > 0 && b[0] == TypeRegister:
-		s.handleRegister(sock, b, src)
+		s.handleRegister(o, b)
 	case len(b) > 0 && b[0] == TypeIntroduce:
-		s.handleIntroduce(sock, b, src)
+		s.handleIntroduce(o, b)
 	default:
 		s.stats.malformed.Add(1)
 	}
@@ -287,7 +355,8 @@ func (s *Server) cookies(src netip.AddrPort, c [cookieLen]byte, now time.Time) (
 	return cur, c == cur || c == s.cookie(&s.oldSecret, src)
 }
 
-func (s *Server) handleRegister(sock int, b []byte, src netip.AddrPort) {
+func (s *Server) handleRegister(o origin, b []byte) {
+	src := o.addr
 	r, ok := decodeRegister(b)
 	if !ok {
 		s.stats.malformed.Add(1)
@@ -297,7 +366,7 @@ func (s *Server) handleRegister(sock int, b []byte, src netip.AddrPort) {
 	cur, valid := s.cookies(src, r.Cookie, now)
 	if !valid {
 		s.stats.challenges.Add(1)
-		s.send(sock, encodeChallenge(cur, s.public), src) // 52 bytes for at least 76
+		s.send(o, encodeChallenge(cur, s.public)) // 52 bytes for at least 76
 		return
 	}
 	key, ok := s.keyFor(r.Peer, src.Addr(), now)
@@ -326,14 +395,18 @@ func (s *Server) handleRegister(sock int, b []byte, src netip.AddrPort) {
 		return
 	}
 	reg.lastReg = r.Timestamp
-	reg.addr, reg.sock = src, sock
+	reg.at = o
 	reg.candidates = r.Candidates
 	reg.mapping = r.Mapping
+	reg.relayOK, reg.relayAddr = r.RelayAllowed, r.Relay
 	reg.expires = now.Add(s.cfg.TTL)
 	s.mu.Unlock()
 	s.stats.registrations.Add(1)
 	reply := Registered{Observed: src, TTL: uint16(s.cfg.TTL / time.Second), Timestamp: r.Timestamp}
-	s.send(sock, reply.encode(&key), src)
+	if r.RelayAllowed {
+		reply.TURN = s.turnFor(r.Peer, now)
+	}
+	s.send(o, reply.encode(&key))
 }
 
 // keyFor returns the session key of peer: cached, or computed (a
@@ -365,7 +438,7 @@ func (s *Server) evictExpiredLocked(now time.Time) bool {
 	return freed
 }
 
-func (s *Server) handleIntroduce(sock int, b []byte, src netip.AddrPort) {
+func (s *Server) handleIntroduce(o origin, b []byte) {
 	m, ok := decodeIntroduce(b)
 	if !ok {
 		s.stats.malformed.Add(1)
@@ -397,23 +470,29 @@ func (s *Server) handleIntroduce(sock int, b []byte, src netip.AddrPort) {
 		return
 	}
 	// The requester's own address follows where it asks from.
-	req.addr, req.sock = src, sock
+	req.at = o
 	target := s.peers[m.Target]
 	if target == nil || now.After(target.expires) || m.Target == m.Peer {
 		s.mu.Unlock()
 		s.stats.unknown.Add(1)
 		u := Unknown{Target: m.Target, Timestamp: m.Timestamp}
-		s.send(sock, u.encode(&key), src)
+		s.send(o, u.encode(&key))
 		return
 	}
-	toReq := Peer{About: m.Target, Timestamp: m.Timestamp, Mapping: target.mapping, Observed: target.addr, Candidates: target.candidates}
-	toTarget := Peer{About: m.Peer, Timestamp: m.Timestamp, Pushed: true, Mapping: req.mapping, Observed: req.addr, Candidates: req.candidates}
-	tkey, taddr, tsock := target.key, target.addr, target.sock
+	toReq := target.peerMessage(m.Target, m.Timestamp, false)
+	toTarget := req.peerMessage(m.Peer, m.Timestamp, true)
+	tkey, tat := target.key, target.at
 	s.mu.Unlock()
 	s.stats.introductions.Add(1)
 	// Both at once, so both start punching together.
-	s.send(tsock, toTarget.encode(&tkey), taddr)
-	s.send(sock, toReq.encode(&key), src)
+	s.send(tat, toTarget.encode(&tkey))
+	s.send(o, toReq.encode(&key))
+}
+
+// peerMessage describes r (registered as about) to another peer.
+func (r *registration) peerMessage(about Key, ts uint64, pushed bool) Peer {
+	return Peer{About: about, Timestamp: ts, Pushed: pushed, Mapping: r.mapping, Observed: r.at.addr,
+		Candidates: r.candidates, RelayAllowed: r.relayOK, Relay: r.relayAddr, TCP: r.at.st != nil}
 }
 
 // ServerStats counts what a Server did and dropped.
@@ -422,7 +501,8 @@ type ServerStats struct {
 	Challenges, STUNAnswered, STUNDropped          uint64
 	Malformed, BadMAC, Replayed, RateLimited       uint64
 	Unregistered, Full, ReadErrors, WriteErrors    uint64
-	Registered                                     int // registrations held now (expired ones included until evicted)
+	Streams, StreamsRefused, TURNDropped           uint64 // TCP connections accepted and refused; TURN datagrams dropped at a full queue
+	Registered                                     int    // registrations held now (expired ones included until evicted)
 }
 
 type serverCounters struct {
@@ -430,6 +510,7 @@ type serverCounters struct {
 	challenges, stunAnswered, stunDropped          atomic.Uint64
 	malformed, badMAC, replayed, rateLimited       atomic.Uint64
 	unregistered, full, readErrors, writeErrors    atomic.Uint64
+	streams, streamsRefused, turnDropped           atomic.Uint64
 }
 
 // Stats returns the server's counters.
@@ -445,6 +526,7 @@ func (s *Server) Stats() ServerStats {
 		Malformed: c.malformed.Load(), BadMAC: c.badMAC.Load(), Replayed: c.replayed.Load(),
 		RateLimited: c.rateLimited.Load(), Unregistered: c.unregistered.Load(), Full: c.full.Load(),
 		ReadErrors: c.readErrors.Load(), WriteErrors: c.writeErrors.Load(), Registered: n,
+		Streams: c.streams.Load(), StreamsRefused: c.streamsRefused.Load(), TURNDropped: c.turnDropped.Load(),
 	}
 }
 

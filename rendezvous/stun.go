@@ -61,7 +61,7 @@ func (s *Server) handleSTUN(sock int, b []byte, src netip.AddrPort) {
 		return
 	}
 	s.stats.stunAnswered.Add(1)
-	s.send(out, resp, src)
+	s.send(origin{sock: out, addr: src}, resp)
 }
 
 func (s *Server) bindingResponse(req *stun.Message, in, out int, src netip.AddrPort, budget int) ([]byte, bool) {

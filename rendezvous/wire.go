@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 
+	"github.com/gamewire/gamewire/relay"
+
 	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/curve25519"
 )
@@ -33,15 +35,27 @@ const (
 
 	registerFixed   = 4 + keyLen + 8 + cookieLen // then candidates, then MAC
 	challengeLen    = 4 + cookieLen + keyLen
-	registeredLen   = 4 + addrLen + 2 + 8 + macLen
+	registeredLen   = 4 + addrLen + 2 + 8 + macLen // then the TURN section, if any, before the MAC
 	introduceLen    = 4 + keyLen + keyLen + 8 + macLen
 	peerFixed       = 4 + keyLen + 8 + addrLen // then candidates, then MAC
 	unknownLen      = 4 + keyLen + 8 + macLen
 	minRegisterLen  = registerFixed + macLen
-	maxRegisterLen  = registerFixed + MaxCandidates*addrLen + macLen
-	maxPeerLen      = peerFixed + MaxCandidates*addrLen + macLen
+	maxRegisterLen  = registerFixed + (MaxCandidates+1)*addrLen + macLen
+	maxPeerLen      = peerFixed + (MaxCandidates+1)*addrLen + macLen
 	registerFlagMap = 0x03 // register and peer flags: the sender's NAT mapping behaviour
 	peerFlagPushed  = 0x04 // peer flags: sent to the target of someone else's introduction
+
+	registerFlagRelay     = 0x04 // the client allows relaying its sessions
+	registerFlagRelayAddr = 0x08 // a relayed address follows the candidates
+	peerFlagRelay         = 0x08 // the other peer allows relay
+	peerFlagRelayAddr     = 0x10 // its relayed address follows the candidates
+	peerFlagTCP           = 0x20 // it registered over TCP: its UDP is blocked
+	registeredFlagTURN    = 0x01 // TURN servers and credentials follow
+
+	// MaxTURNServers bounds the TURN servers a REGISTERED lists.
+	MaxTURNServers = 4
+	turnServerLen  = 1 + addrLen
+	maxCredLen     = 255
 )
 
 // Mapping is what a node knows of its NAT's mapping behaviour (RFC 4787).
@@ -140,17 +154,36 @@ type Register struct {
 	Cookie     [cookieLen]byte
 	Mapping    Mapping
 	Candidates []netip.AddrPort
+	// RelayAllowed: the client may be relayed, and wants TURN credentials.
+	// Relay is its relayed address on a TURN server, once it has one.
+	RelayAllowed bool
+	Relay        netip.AddrPort
+}
+
+func (r *Register) size() int {
+	n := registerFixed + min(len(r.Candidates), MaxCandidates)*addrLen
+	if r.Relay.IsValid() {
+		n += addrLen
+	}
+	return n
 }
 
 func (r *Register) encode(k *SessionKey) []byte {
 	n := min(len(r.Candidates), MaxCandidates)
-	b := make([]byte, registerFixed+n*addrLen, registerFixed+n*addrLen+macLen)
+	b := make([]byte, r.size(), r.size()+macLen)
 	b[0], b[1], b[2], b[3] = TypeRegister, byte(r.Mapping)&registerFlagMap, version, byte(n)
+	if r.RelayAllowed {
+		b[1] |= registerFlagRelay
+	}
 	copy(b[4:], r.Peer[:])
 	binary.BigEndian.PutUint64(b[36:], r.Timestamp)
 	copy(b[44:], r.Cookie[:])
 	for i, c := range r.Candidates[:n] {
 		putAddr(b[registerFixed+i*addrLen:], c)
+	}
+	if r.Relay.IsValid() {
+		b[1] |= registerFlagRelayAddr
+		putAddr(b[registerFixed+n*addrLen:], r.Relay)
 	}
 	if k == nil {
 		return append(b, make([]byte, macLen)...) // no server key yet: asks for a challenge
@@ -164,10 +197,19 @@ func decodeRegister(b []byte) (*Register, bool) {
 		return nil, false
 	}
 	n := int(b[3])
-	if n > MaxCandidates || len(b) != registerFixed+n*addrLen+macLen {
+	relayAt := registerFixed + n*addrLen
+	end := relayAt
+	if b[1]&registerFlagRelayAddr != 0 {
+		end += addrLen
+	}
+	if n > MaxCandidates || len(b) != end+macLen {
 		return nil, false
 	}
-	r := &Register{Mapping: Mapping(b[1] & registerFlagMap), Timestamp: binary.BigEndian.Uint64(b[36:])}
+	r := &Register{Mapping: Mapping(b[1] & registerFlagMap), Timestamp: binary.BigEndian.Uint64(b[36:]),
+		RelayAllowed: b[1]&registerFlagRelay != 0}
+	if end > relayAt {
+		r.Relay = getAddr(b[relayAt:])
+	}
 	copy(r.Peer[:], b[4:])
 	copy(r.Cookie[:], b[44:])
 	for i := range n {
@@ -200,22 +242,91 @@ type Registered struct {
 	Observed  netip.AddrPort
 	TTL       uint16 // seconds
 	Timestamp uint64
+	// TURN is where and how this client may allocate a relay: sent to
+	// clients that allow relay, when the server is configured with TURN.
+	TURN *TURN
+}
+
+// TURN lists TURN servers and the credentials for them.
+type TURN struct {
+	Servers     []TURNServer
+	Credentials relay.Credentials
+}
+
+// TURNServer is one TURN server and the transport to reach it by. An
+// unspecified IP means the rendezvous server's own, as the client reaches
+// it.
+type TURNServer struct {
+	Transport relay.Transport
+	Addr      netip.AddrPort
 }
 
 func (r *Registered) encode(k *SessionKey) []byte {
-	b := make([]byte, registeredLen-macLen, registeredLen)
+	b := make([]byte, registeredLen-macLen, registeredLen+1+MaxTURNServers*turnServerLen+2+2*maxCredLen)
 	b[0] = TypeRegistered
 	putAddr(b[4:], r.Observed)
 	binary.BigEndian.PutUint16(b[22:], r.TTL)
 	binary.BigEndian.PutUint64(b[24:], r.Timestamp)
+	if t := r.TURN; t != nil && len(t.Credentials.Username) <= maxCredLen && len(t.Credentials.Password) <= maxCredLen {
+		b[1] |= registeredFlagTURN
+		servers := t.Servers[:min(len(t.Servers), MaxTURNServers)]
+		b = append(b, byte(len(servers)))
+		for _, srv := range servers {
+			b = append(b, byte(srv.Transport))
+			b = append(b, make([]byte, addrLen)...)
+			putAddr(b[len(b)-addrLen:], srv.Addr)
+		}
+		b = append(b, byte(len(t.Credentials.Username)))
+		b = append(b, t.Credentials.Username...)
+		b = append(b, byte(len(t.Credentials.Password)))
+		b = append(b, t.Credentials.Password...)
+	}
 	return sealMAC(k, b)
 }
 
 func decodeRegistered(b []byte, k *SessionKey) (*Registered, bool) {
-	if len(b) != registeredLen || b[0] != TypeRegistered || !checkMAC(k, b) {
+	if len(b) < registeredLen || b[0] != TypeRegistered || !checkMAC(k, b) {
 		return nil, false
 	}
-	return &Registered{Observed: getAddr(b[4:]), TTL: binary.BigEndian.Uint16(b[22:]), Timestamp: binary.BigEndian.Uint64(b[24:])}, true
+	r := &Registered{Observed: getAddr(b[4:]), TTL: binary.BigEndian.Uint16(b[22:]), Timestamp: binary.BigEndian.Uint64(b[24:])}
+	rest := b[registeredLen-macLen : len(b)-macLen]
+	if b[1]&registeredFlagTURN == 0 {
+		return r, len(rest) == 0
+	}
+	t, ok := decodeTURN(rest)
+	r.TURN = t
+	return r, ok
+}
+
+// decodeTURN parses REGISTERED's TURN section; it must use every byte.
+func decodeTURN(b []byte) (*TURN, bool) {
+	if len(b) < 1 || int(b[0]) > MaxTURNServers || len(b) < 1+int(b[0])*turnServerLen {
+		return nil, false
+	}
+	t := &TURN{}
+	for i := range int(b[0]) {
+		at := 1 + i*turnServerLen
+		t.Servers = append(t.Servers, TURNServer{Transport: relay.Transport(b[at]), Addr: getAddr(b[at+1:])})
+	}
+	b = b[1+int(b[0])*turnServerLen:]
+	user, b, ok := cutString(b)
+	if !ok {
+		return nil, false
+	}
+	pass, b, ok := cutString(b)
+	if !ok || len(b) != 0 {
+		return nil, false
+	}
+	t.Credentials = relay.Credentials{Username: user, Password: pass}
+	return t, true
+}
+
+// cutString splits a length-prefixed string off b.
+func cutString(b []byte) (string, []byte, bool) {
+	if len(b) < 1 || len(b) < 1+int(b[0]) {
+		return "", nil, false
+	}
+	return string(b[1 : 1+int(b[0])]), b[1+int(b[0]):], true
 }
 
 // Introduce asks the server to introduce the sender to Target.
@@ -253,15 +364,35 @@ type Peer struct {
 	Mapping    Mapping
 	Observed   netip.AddrPort
 	Candidates []netip.AddrPort
+	// RelayAllowed: the other peer allows relay; Relay is its relayed
+	// address if it has one; TCP: it registered over TCP (its UDP is
+	// blocked, so only a relay or TCP reaches it).
+	RelayAllowed bool
+	Relay        netip.AddrPort
+	TCP          bool
 }
 
 func (p *Peer) encode(k *SessionKey) []byte {
 	n := min(len(p.Candidates), MaxCandidates)
-	b := make([]byte, peerFixed+n*addrLen, peerFixed+n*addrLen+macLen)
+	size := peerFixed + n*addrLen
+	if p.Relay.IsValid() {
+		size += addrLen
+	}
+	b := make([]byte, size, size+macLen)
 	b[0] = TypePeer
 	b[1] = byte(p.Mapping) & registerFlagMap
 	if p.Pushed {
 		b[1] |= peerFlagPushed
+	}
+	if p.RelayAllowed {
+		b[1] |= peerFlagRelay
+	}
+	if p.TCP {
+		b[1] |= peerFlagTCP
+	}
+	if p.Relay.IsValid() {
+		b[1] |= peerFlagRelayAddr
+		putAddr(b[peerFixed+n*addrLen:], p.Relay)
 	}
 	b[3] = byte(n)
 	copy(b[4:], p.About[:])
@@ -278,14 +409,24 @@ func decodePeer(b []byte, k *SessionKey) (*Peer, bool) {
 		return nil, false
 	}
 	n := int(b[3])
-	if n > MaxCandidates || len(b) != peerFixed+n*addrLen+macLen || !checkMAC(k, b) {
+	relayAt := peerFixed + n*addrLen
+	end := relayAt
+	if b[1]&peerFlagRelayAddr != 0 {
+		end += addrLen
+	}
+	if n > MaxCandidates || len(b) != end+macLen || !checkMAC(k, b) {
 		return nil, false
 	}
 	p := &Peer{
-		Mapping:   Mapping(b[1] & registerFlagMap),
-		Pushed:    b[1]&peerFlagPushed != 0,
-		Timestamp: binary.BigEndian.Uint64(b[36:]),
-		Observed:  getAddr(b[44:]),
+		Mapping:      Mapping(b[1] & registerFlagMap),
+		Pushed:       b[1]&peerFlagPushed != 0,
+		RelayAllowed: b[1]&peerFlagRelay != 0,
+		TCP:          b[1]&peerFlagTCP != 0,
+		Timestamp:    binary.BigEndian.Uint64(b[36:]),
+		Observed:     getAddr(b[44:]),
+	}
+	if end > relayAt {
+		p.Relay = getAddr(b[relayAt:])
 	}
 	copy(p.About[:], b[4:])
 	for i := range n {

@@ -1,0 +1,200 @@
+package rendezvous
+
+import (
+	"bufio"
+	"encoding/base32"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gamewire/gamewire/relay"
+)
+
+// TURNConfig makes a Server hand TURN credentials to registered peers that
+// allow relay, and optionally run the embedded TURN server on its own
+// sockets.
+type TURNConfig struct {
+	// Secret is the use-auth-secret shared with the TURN server(s).
+	Secret string
+	// TTL is how long issued credentials last. Zero means
+	// relay.DefaultCredentialTTL.
+	TTL time.Duration
+	// Servers are the TURN servers peers are told of (a coturn, say).
+	// Empty with Embed means this server's primary address, over UDP and,
+	// with listeners, TCP.
+	Servers []TURNServer
+	// Embed, when not nil, runs the embedded TURN server on the primary
+	// UDP socket and the TCP listeners, at the same port as the rendezvous
+	// service. Its Secret, PacketConns and Listeners are filled in here.
+	Embed *relay.ServerConfig
+}
+
+// peerUser is the user part of a peer's TURN username: its PeerID as
+// p2p prints it (lowercase base32, no padding).
+func peerUser(k Key) string {
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(k[:]))
+}
+
+// turnFor issues TURN credentials to a registered peer.
+func (s *Server) turnFor(peer Key, now time.Time) *TURN {
+	t := s.cfg.TURN
+	if t == nil {
+		return nil
+	}
+	return &TURN{Servers: s.turnServers, Credentials: relay.NewCredentials(t.Secret, peerUser(peer), t.TTL, now)}
+}
+
+// startTURN sets up the TURN side of the server (NewServer).
+func (s *Server) startTURN() error {
+	t := s.cfg.TURN
+	if t == nil {
+		return nil
+	}
+	if t.Secret == "" {
+		return relay.ErrNoCredentials
+	}
+	if t.TTL == 0 {
+		t.TTL = relay.DefaultCredentialTTL
+	}
+	s.turnServers = t.Servers
+	if t.Embed == nil {
+		return nil
+	}
+	cfg := *t.Embed
+	cfg.Secret = t.Secret
+	s.turnUDP = newMuxConn(s.conns[0])
+	cfg.PacketConns = []net.PacketConn{s.turnUDP}
+	if len(s.cfg.Listeners) > 0 {
+		s.turnTCP = newChanListener(s.cfg.Listeners[0].Addr())
+		cfg.Listeners = []net.Listener{s.turnTCP}
+	}
+	if !cfg.RelayIP.IsValid() {
+		cfg.RelayIP = s.addrs[0].Addr()
+	}
+	rs, err := relay.NewServer(cfg)
+	if err != nil {
+		return err
+	}
+	s.relay = rs
+	if len(s.turnServers) == 0 {
+		port := s.addrs[0].Port()
+		any := netip.AddrPortFrom(netip.IPv4Unspecified(), port)
+		s.turnServers = []TURNServer{{Transport: relay.UDP, Addr: any}}
+		if len(s.cfg.Listeners) > 0 {
+			s.turnServers = append(s.turnServers, TURNServer{Transport: relay.TCP, Addr: any})
+		}
+	}
+	return nil
+}
+
+// Relay returns the embedded TURN server, or nil.
+func (s *Server) Relay() *relay.Server { return s.relay }
+
+// isTURN reports a datagram for the TURN server: a STUN message that is
+// not a Binding request (those the rendezvous answers), or ChannelData.
+func isTURN(b []byte) bool {
+	if len(b) < 4 {
+		return false
+	}
+	if b[0] >= 0x40 && b[0] <= 0x7F {
+		return true
+	}
+	return b[0] <= 0x03 && !(b[0] == 0x00 && b[1] == 0x01) // 0x0001: Binding request
+}
+
+// muxConn is the TURN server's view of the primary UDP socket: the
+// rendezvous reader hands it TURN datagrams (a bounded queue: past it they
+// are dropped, and TURN retransmits), and its writes go out on the socket.
+type muxConn struct {
+	net.PacketConn
+	in   chan muxPacket
+	done chan struct{}
+	once sync.Once
+}
+
+type muxPacket struct {
+	b    []byte
+	from net.Addr
+}
+
+const muxQueue = 1024
+
+func newMuxConn(pc net.PacketConn) *muxConn {
+	return &muxConn{PacketConn: pc, in: make(chan muxPacket, muxQueue), done: make(chan struct{})}
+}
+
+func (m *muxConn) push(b []byte, from netip.AddrPort) bool {
+	select {
+	case m.in <- muxPacket{append([]byte(nil), b...), net.UDPAddrFromAddrPort(from)}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (m *muxConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	select {
+	case p := <-m.in:
+		return copy(b, p.b), p.from, nil
+	case <-m.done:
+		return 0, nil, net.ErrClosed
+	}
+}
+
+// Close ends the TURN server's reads; the socket stays the rendezvous
+// server's.
+func (m *muxConn) Close() error {
+	m.once.Do(func() { close(m.done) })
+	return nil
+}
+
+func (m *muxConn) SetDeadline(time.Time) error     { return nil }
+func (m *muxConn) SetReadDeadline(time.Time) error { return nil }
+
+// chanListener hands the TURN server the TCP connections whose first byte
+// says TURN.
+type chanListener struct {
+	addr net.Addr
+	in   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, in: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) bool {
+	select {
+	case l.in <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.in:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// peekedConn is a connection whose first bytes were read into r already.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
