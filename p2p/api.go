@@ -180,10 +180,14 @@ func (n *Node) CloseP2PChannelWithUser(p PeerID, channel int) bool {
 }
 
 // AllowP2PPacketRelay allows or forbids relaying sessions created after the
-// call through a TURN server, and returns true, as Steam does. Relay is not
-// implemented yet: every session is direct today, whatever the setting.
+// call through a TURN server, and returns true, as Steam does. Either side
+// forbidding relay forbids it for the session (see Config.DisableRelay).
+// The node's next registration tells the rendezvous server, which issues
+// TURN credentials only to nodes that allow relay.
 func (n *Node) AllowP2PPacketRelay(allow bool) bool {
-	n.relayAllowed.Store(allow)
+	if n.relayAllowed.Swap(allow) != allow && n.trav != nil {
+		n.trav.reregister(time.Now())
+	}
 	return true
 }
 
@@ -239,6 +243,10 @@ func (n *Node) dispatch(e Event) {
 	case SessionClosed:
 		if f := n.cfg.OnSessionClosed; f != nil {
 			f(e.Peer)
+		}
+	case PathChanged:
+		if f := n.cfg.OnPathChanged; f != nil {
+			f(e)
 		}
 	}
 }

@@ -2,11 +2,13 @@ package p2p
 
 import (
 	"log/slog"
+	"net/netip"
 	"sync/atomic"
 )
 
 // Event is delivered by Node.Events and, through RunCallbacks, to the
-// Config callbacks: SessionRequest, SessionConnectFail or SessionClosed.
+// Config callbacks: SessionRequest, SessionConnectFail, SessionClosed or
+// PathChanged.
 type Event interface{ isEvent() }
 
 // SessionRequest: Peer sent data and this node has not accepted its
@@ -26,6 +28,16 @@ type SessionConnectFail struct {
 // Data it sends later raises a new SessionRequest.
 type SessionClosed struct{ Peer PeerID }
 
+// PathChanged: the established session with Peer moved to another path:
+// from the relay to a direct path or back, or to a new address of the peer
+// (a NAT rebinding). Path and Remote are the new path.
+type PathChanged struct {
+	Peer   PeerID
+	Path   PathKind
+	Remote netip.AddrPort
+}
+
+func (PathChanged) isEvent()        {}
 func (SessionRequest) isEvent()     {}
 func (SessionConnectFail) isEvent() {}
 func (SessionClosed) isEvent()      {}

@@ -18,6 +18,7 @@ import (
 	"github.com/gamewire/gamewire/internal/leakcheck"
 	"github.com/gamewire/gamewire/internal/netlab"
 	"github.com/gamewire/gamewire/nat"
+	"github.com/gamewire/gamewire/relay"
 	"github.com/gamewire/gamewire/rendezvous"
 )
 
@@ -38,6 +39,17 @@ type labEnv struct {
 
 func newLabEnv(tb testing.TB, name string, delay time.Duration) *labEnv {
 	tb.Helper()
+	return newLabEnvWith(tb, name, delay, false)
+}
+
+// labTURNSecret is the use-auth-secret of relay labs.
+const labTURNSecret = "lab-secret"
+
+// newLabEnvWith builds the lab server; with turn it also runs the
+// embedded TURN server on the primary port, over UDP and TCP, and listens
+// for rendezvous over TCP there.
+func newLabEnvWith(tb testing.TB, name string, delay time.Duration, turn bool) *labEnv {
+	tb.Helper()
 	e := &labEnv{lab: netlab.NewForTest(tb, netlab.Options{Name: name}), delay: delay}
 	a := e.lab.ServerAddrs()
 	// RFC 5780 needs the four combinations of two addresses and two ports
@@ -57,7 +69,18 @@ func newLabEnv(tb testing.TB, name string, delay time.Duration) *labEnv {
 		}
 		conns = append(conns, e.wrap(pc))
 	}
-	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Conns: conns})
+	cfg := rendezvous.ServerConfig{Conns: conns}
+	if turn {
+		l, err := e.lab.Server().Listen("tcp4", addrs[0].String())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		cfg.Listeners = []net.Listener{l}
+		cfg.TURN = &rendezvous.TURNConfig{Secret: labTURNSecret, Embed: &relay.ServerConfig{
+			ListenPacket: e.lab.Server().ListenPacket, MinPort: 49152, MaxPort: 49999,
+		}}
+	}
+	srv, err := rendezvous.NewServer(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -96,6 +119,7 @@ func (e *labEnv) node(tb testing.TB, h *netlab.Host, cfg Config, hideLAN bool) (
 		return e.wrap(pc), nil
 	}
 	cfg.Interfaces = func() ([]netip.Prefix, error) { return []netip.Prefix{prefix}, nil }
+	cfg.Dial = h.DialContext
 	if os.Getenv("GW_DEBUG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", h.Name)
 	}
@@ -116,7 +140,7 @@ func (e *labEnv) waitRegistered(tb testing.TB, nodes ...*Node) {
 	tb.Helper()
 	known := func() bool {
 		for _, n := range nodes {
-			if _, ok := n.trav.rv.Registered(); !ok {
+			if !n.trav.registered() {
 				return false
 			}
 		}
@@ -136,13 +160,21 @@ type labRun struct {
 	connect   time.Duration // first send to first delivery
 	fail      SessionError  // when not connected
 	state     SessionState  // a's view of b, once connected
+	// relayFirst: the session started on the relay (no direct path within
+	// the budget) and moved to a direct one later.
+	relayFirst bool
+	allocs     uint64 // TURN allocations the run made
 }
 
 // runPair starts a node on each host, has both send (so each accepts the
 // other), and once connected exchanges reliable and unreliable data both
 // ways. lossy relaxes the unreliable check.
-func (e *labEnv) runPair(t *testing.T, ha, hb *netlab.Host, cfg Config, hideLAN, lossy bool) labRun {
+func (e *labEnv) runPair(t *testing.T, ha, hb *netlab.Host, cfg Config, hideLAN, lossy, wantDirect bool) labRun {
 	t.Helper()
+	var allocsBefore uint64
+	if rs := e.srv.Relay(); rs != nil {
+		allocsBefore = rs.Stats().Allocations
+	}
 	a, closeA := e.node(t, ha, cfg, hideLAN)
 	defer closeA()
 	b, closeB := e.node(t, hb, cfg, hideLAN)
@@ -150,6 +182,9 @@ func (e *labEnv) runPair(t *testing.T, ha, hb *netlab.Host, cfg Config, hideLAN,
 	e.waitRegistered(t, a, b)
 
 	var r labRun
+	if rs := e.srv.Relay(); rs != nil {
+		defer func() { r.allocs = rs.Stats().Allocations - allocsBefore }()
+	}
 	start := time.Now()
 	a.SendP2PPacket(b.PeerID(), []byte("ping"), SendReliable, 0)
 	b.SendP2PPacket(a.PeerID(), []byte("pong"), SendReliable, 0)
@@ -168,6 +203,15 @@ func (e *labEnv) runPair(t *testing.T, ha, hb *netlab.Host, cfg Config, hideLAN,
 	exchange(t, a, b, lossy)
 	exchange(t, b, a, lossy)
 	r.state, _ = a.GetP2PSessionState(b.PeerID())
+	if wantDirect && r.state.Path == PathRelay {
+		// Relayed within the budget: direct attempts go on, and the
+		// session must move.
+		r.relayFirst = true
+		for deadline := time.Now().Add(20 * time.Second); r.state.Path == PathRelay && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+			r.state, _ = a.GetP2PSessionState(b.PeerID())
+		}
+	}
 	return r
 }
 
@@ -274,13 +318,14 @@ type expectation int
 const (
 	expectDirect   expectation = iota // direct on every run
 	expectBirthday                    // direct through the birthday approach on ≥ 95 % of runs
-	expectFail                        // no direct path: a clean Timeout on every run
+	expectRelay                       // no direct path: relayed on every run
+	expectFail                        // no direct path and relay forbidden: a clean Timeout on every run
 )
 
 func expect(a, b labKind) expectation {
 	switch {
 	case a.symmetric() && b.symmetric():
-		return expectFail
+		return expectRelay
 	case a.symmetric() && b.portFiltered(), b.symmetric() && a.portFiltered():
 		return expectBirthday
 	}
@@ -319,7 +364,7 @@ const (
 func TestLabNATMatrix(t *testing.T) {
 	netlab.Require(t)
 	leakcheck.Check(t)
-	e := newLabEnv(t, "matrix", 0)
+	e := newLabEnvWith(t, "matrix", 0, true)
 	sites := map[string]*netlab.Site{}
 	for _, k := range labKinds {
 		for _, side := range []string{"a", "b"} {
@@ -337,6 +382,11 @@ func TestLabNATMatrix(t *testing.T) {
 			t.Run(ka.name+"/"+kb.name, func(t *testing.T) {
 				rows = append(rows, runMatrixPair(t, e, sites[ka.name+"-a"].Hosts[0], sites[kb.name+"-b"].Hosts[0], want, ka.name+" ↔ "+kb.name, false, false))
 			})
+			if want == expectRelay {
+				t.Run(ka.name+"/"+kb.name+"/relay-forbidden", func(t *testing.T) {
+					rows = append(rows, runMatrixPair(t, e, sites[ka.name+"-a"].Hosts[0], sites[kb.name+"-b"].Hosts[0], expectFail, ka.name+" ↔ "+kb.name+", relay forbidden", false, false))
+				})
+			}
 		}
 	}
 	rows = append(rows, sameNATRows(t, e)...)
@@ -361,16 +411,25 @@ func sameNATRows(t *testing.T, e *labEnv) []matrixRow {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, hide := range []bool{false, true} {
+		for _, tc := range []struct{ hide, forbid bool }{{false, false}, {true, false}, {true, true}} {
+			hide := tc.hide
 			want := expectDirect
 			if hide && !hairpin {
-				want = expectFail
+				want = expectRelay
+				if tc.forbid {
+					want = expectFail
+				}
+			} else if tc.forbid {
+				continue // direct works: forbidding the relay changes nothing
 			}
 			label := fmt.Sprintf("same NAT, hairpin %s, %s", onOff(hairpin), map[bool]string{false: "same LAN", true: "LAN addresses unusable"}[hide])
-			t.Run(name+"/hide="+fmt.Sprint(hide), func(t *testing.T) {
+			if tc.forbid {
+				label += ", relay forbidden"
+			}
+			t.Run(name+"/hide="+fmt.Sprint(hide)+"/forbid="+fmt.Sprint(tc.forbid), func(t *testing.T) {
 				row := runMatrixPair(t, e, site.Hosts[0], site.Hosts[1], want, label, hide, false)
 				for _, r := range row.runs {
-					if !r.connected {
+					if !r.connected || want != expectDirect {
 						continue
 					}
 					tr := r.state.Traversal
@@ -423,20 +482,26 @@ func runMatrixPair(t *testing.T, e *labEnv, ha, hb *netlab.Host, want expectatio
 	case expectBirthday:
 		runs = birthdayRuns
 	case expectFail:
-		cfg.ConnectTimeout = 4 * time.Second
+		cfg.ConnectTimeout, cfg.DisableRelay = 4*time.Second, true
 	}
-	row := matrixRow{pair: label, expected: [...]string{"direct", "direct (birthday)", "fails: Timeout"}[want]}
+	row := matrixRow{pair: label, expected: [...]string{"direct", "direct (birthday)", "relay", "fails: Timeout"}[want]}
+	wantDirect := want == expectDirect || want == expectBirthday
 	for range runs {
-		row.runs = append(row.runs, e.runPair(t, ha, hb, cfg, hide, lossy))
+		row.runs = append(row.runs, e.runPair(t, ha, hb, cfg, hide, lossy, wantDirect))
 	}
 	for i, r := range row.runs {
 		switch {
 		case want == expectFail && r.connected:
-			t.Errorf("run %d connected directly via %v, want no direct path", i, r.state.RemoteAddr)
+			t.Errorf("run %d connected via %v (%v), want no path", i, r.state.RemoteAddr, r.state.Path)
 		case want == expectFail && r.fail != SessionErrorTimeout:
 			t.Errorf("run %d: failed with %v, want %v", i, r.fail, SessionErrorTimeout)
-		case want == expectDirect && !r.connected:
+		case want == expectFail && r.allocs != 0:
+			t.Errorf("run %d: %d TURN allocations with relay forbidden", i, r.allocs)
+		case (want == expectDirect || want == expectRelay) && !r.connected:
 			t.Errorf("run %d: no connection (%v)", i, r.fail)
+		case want == expectRelay && r.connected && (r.state.Path != PathRelay || !r.state.UsingRelay):
+			t.Errorf("run %d: path %v, want relay", i, r.state.Path)
+		case want == expectRelay:
 		case r.connected && !r.state.Traversal.Punched:
 			t.Errorf("run %d: connected without traversal recording a path: %+v", i, r.state.Traversal)
 		case r.connected && r.state.Path != PathDirect:
@@ -458,21 +523,23 @@ func runMatrixPair(t *testing.T, e *labEnv, ha, hb *netlab.Host, want expectatio
 // formatMatrix renders the rows as a Markdown table.
 func formatMatrix(rows []matrixRow) string {
 	var b []byte
-	b = fmt.Appendf(b, "| pair | expected | direct | path | connect median | connect max | checks sent (median) | birthday sockets |\n")
-	b = fmt.Appendf(b, "|---|---|---|---|---|---|---|---|\n")
+	b = fmt.Appendf(b, "| pair | expected | connected | path | connect median | connect max | checks sent (median) | birthday sockets | TURN allocations |\n")
+	b = fmt.Appendf(b, "|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		var times []time.Duration
 		var checks []int
 		paths := map[string]int{}
 		sockets := 0
+		var allocs uint64
 		for _, x := range r.runs {
+			allocs += x.allocs
 			if !x.connected {
 				continue
 			}
 			times = append(times, x.connect)
 			checks = append(checks, x.state.Traversal.Checks)
 			sockets = max(sockets, x.state.Traversal.Sockets)
-			paths[pathLabel(x.state.Traversal)]++
+			paths[runPathLabel(x)]++
 		}
 		med, top, chk, path := "–", "–", "–", "none"
 		if len(times) > 0 {
@@ -495,10 +562,22 @@ func formatMatrix(rows []matrixRow) string {
 				break
 			}
 		}
-		b = fmt.Appendf(b, "| %s | %s | %d/%d%s | %s | %s | %s | %s | %d |\n",
-			r.pair, r.expected, r.connected(), len(r.runs), fails, path, med, top, chk, sockets)
+		b = fmt.Appendf(b, "| %s | %s | %d/%d%s | %s | %s | %s | %s | %d | %d |\n",
+			r.pair, r.expected, r.connected(), len(r.runs), fails, path, med, top, chk, sockets, allocs)
 	}
 	return string(b)
+}
+
+// runPathLabel names the path a run ended on, and the relay if it began
+// there.
+func runPathLabel(r labRun) string {
+	switch {
+	case r.state.Path == PathRelay:
+		return "relay"
+	case r.relayFirst:
+		return "relay, then " + pathLabel(r.state.Traversal)
+	}
+	return pathLabel(r.state.Traversal)
 }
 
 func pathLabel(tr Traversal) string {

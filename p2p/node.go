@@ -516,7 +516,7 @@ func (n *Node) liveSessionLocked(peer PeerID) *session {
 // (n.mu held). A failed attempt of ours leaves our acceptance behind: we
 // wanted to talk to this peer.
 func (n *Node) newSessionLocked(peer PeerID, now time.Time) *session {
-	s := &session{node: n, peer: peer, state: stConnecting, started: now, epoch: n.newEpoch()}
+	s := &session{node: n, peer: peer, state: stConnecting, started: now, epoch: n.newEpoch(), relayOK: n.relayAllowed.Load()}
 	if old := n.sessions[peer]; old != nil {
 		old.mu.Lock()
 		s.accepted = old.state == stFailed && old.accepted

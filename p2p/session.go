@@ -71,6 +71,7 @@ type session struct {
 	txFlags  atomic.Uint32
 	lastRecv atomic.Int64 // unix ns of the last authenticated packet
 	lastPath atomic.Int64 // unix ns of the last one from remote (or of the switch to it)
+	live     atomic.Bool  // established: path moves raise PathChanged
 
 	mu           sync.Mutex
 	state        sessionState
@@ -79,6 +80,7 @@ type session struct {
 	peerEpoch    uint64
 	initiator    bool
 	started      time.Time // this attempt began: ConnectTimeout counts from here
+	relayOK      bool      // this node allowed relay when the attempt began
 	accepted     bool      // we accept the peer: we sent to it, or the app accepted
 	peerAccepted bool      // the peer accepts us
 	refused      bool      // we refused the peer
@@ -130,14 +132,26 @@ func (s *session) socket() *nodeSocket {
 	return s.node.main
 }
 
-// setPath points the session at remote through sock (nil: main).
+// setPath points the session at remote through sock (nil: main). An
+// established session's move raises PathChanged.
 func (s *session) setPath(remote netip.AddrPort, sock *nodeSocket) {
 	if sock != nil && sock.main {
 		sock = nil
 	}
+	oldRemote, oldSock := s.remote.Load(), s.socket()
 	s.remote.Store(&remote)
 	s.sock.Store(sock)
 	s.lastPath.Store(time.Now().UnixNano())
+	if !s.live.Load() || oldRemote == nil {
+		return // not established: no path to change from
+	}
+	kind := s.socket().kind()
+	if *oldRemote != remote || oldSock.kind() != kind {
+		n := s.node
+		n.stats.pathChanges.Add(1)
+		n.log.Debug("p2p: path changed", "peer", s.peer, "path", kind, "remote", remote)
+		n.events.push(PathChanged{Peer: s.peer, Path: kind, Remote: remote})
+	}
 }
 
 // pathQuiet is how long the current path must stay silent before the
@@ -151,10 +165,16 @@ const pathQuiet = time.Second
 // after the LAN won) do not pull the session back. Without this rule two
 // peers that switched at different moments could chase each other's
 // source addresses forever.
-func (s *session) follow(src netip.AddrPort, now int64) bool {
+func (s *session) follow(src netip.AddrPort, sock *nodeSocket, now int64) bool {
 	cur := s.remote.Load()
 	if cur == nil || time.Duration(now-s.lastPath.Load()) > pathQuiet {
 		return true
+	}
+	// Direct beats the relay: stragglers through the relay do not pull a
+	// session that went direct back, and a direct packet moves a relayed
+	// one.
+	if from, at := sock.kind(), s.socket().kind(); from != at {
+		return from == PathDirect
 	}
 	return s.node.addrRank(src.Addr()) >= s.node.addrRank(cur.Addr())
 }
@@ -243,6 +263,10 @@ func (s *session) restartLocked(now time.Time) {
 	s.epoch = s.node.newEpoch()
 	s.peerAccepted = false
 	s.initiator = false
+	s.relayOK = s.node.relayAllowed.Load()
+	if t := s.node.trav; t != nil {
+		t.relay.restart(s.peer, now)
+	}
 }
 
 // acceptLocked accepts the peer: held data goes to the application, the
@@ -347,13 +371,14 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock *
 	s.hs = nil
 	s.state = stEstablished
 	s.conn = conn
+	s.live.Store(true)
 	s.setFlagsLocked()
 	for _, m := range s.pre {
 		conn.Send(uint16(m.channel), m.data, m.flags)
 	}
 	s.pre, s.preBytes = nil, 0
 	if n.trav != nil {
-		n.trav.established(s.peer, src)
+		n.trav.established(s.peer, src, sock)
 	}
 	n.log.Debug("p2p: session established", "peer", s.peer, "remote", src, "initiator", s.initiator)
 	return nil
@@ -396,7 +421,7 @@ func (s *session) onPacket(src netip.AddrPort, sock *nodeSocket, flags byte, pla
 	s.lastRecv.Store(now)
 	moved := false
 	if r := s.remote.Load(); r == nil || *r != src || s.socket() != sock {
-		if moved = s.follow(src, now); moved {
+		if moved = s.follow(src, sock, now); moved {
 			s.setPath(src, sock) // the peer moved (NAT rebinding): follow it, it proved its keys
 		}
 	} else {
@@ -510,6 +535,7 @@ func (s *session) peerClosedLocked() {
 
 // stopLocked ends the transport and drops queued and held data.
 func (s *session) stopLocked(tell bool) {
+	s.live.Store(false)
 	s.abandonHandshakeLocked()
 	defer func() {
 		if so := s.sock.Swap(nil); so != nil {
@@ -544,6 +570,7 @@ func (s *session) closeByApp(refuse bool) {
 	if refuse && s.state == stEstablished && !s.accepted {
 		s.refused = true
 	}
+	s.live.Store(false)
 	s.abandonHandshakeLocked()
 	if s.conn != nil {
 		s.state = stClosed
@@ -676,8 +703,7 @@ func (l sessionLink) SendDatagrams(dgrams [][]byte) error {
 		}
 		(*msgs)[i] = udpbatch.Message{Buf: pkt, Addr: *addr}
 	}
-	_, err := s.socket().conn.WriteBatch(*msgs)
-	return err
+	return s.socket().writeBatch(*msgs)
 }
 
 var errNoTransport = errors.New("p2p: session has no keys or address")

@@ -9,19 +9,31 @@ import (
 	"time"
 
 	"github.com/gamewire/gamewire/internal/udpbatch"
+	"github.com/gamewire/gamewire/relay"
 )
 
-// nodeSocket is one of the node's UDP sockets: the main one, or an extra
-// one NAT traversal opened for the birthday approach. Each has a reader
-// goroutine feeding Node.handlePacket. Packets answer on the socket they
-// came in on, and a session sends on the socket its peer's packets arrive
-// on, so a session can live on an extra socket.
+// nodeSocket is one of the node's ways to send: the main UDP socket, an
+// extra one NAT traversal opened for the birthday approach, or the node's
+// TURN allocation (relay set, pc and conn nil). Each feeds
+// Node.handlePacket from a reader goroutine (the relay's is the relay
+// client's). Packets answer on the socket they came in on, and a session
+// sends on the socket its peer's packets arrive on, so a session can live
+// on an extra socket or on the relay.
 type nodeSocket struct {
 	node   *Node
 	pc     net.PacketConn
 	conn   *udpbatch.Conn
+	relay  *relay.Client
 	main   bool
 	closed atomic.Bool
+}
+
+// kind is the path kind of sessions on this socket.
+func (s *nodeSocket) kind() PathKind {
+	if s.relay != nil {
+		return PathRelay
+	}
+	return PathDirect
 }
 
 func (n *Node) newSocket(pc net.PacketConn, main bool) *nodeSocket {
@@ -36,6 +48,9 @@ func (n *Node) newSocket(pc net.PacketConn, main bool) *nodeSocket {
 // sockets get them only once a session uses them: the birthday approach
 // opens hundreds.
 func (s *nodeSocket) grow() {
+	if s.pc == nil {
+		return
+	}
 	if u, ok := s.pc.(*net.UDPConn); ok {
 		u.SetReadBuffer(socketBuffer)
 		u.SetWriteBuffer(socketBuffer)
@@ -44,6 +59,9 @@ func (s *nodeSocket) grow() {
 
 // WriteTo sends one datagram (nat.Socket).
 func (s *nodeSocket) WriteTo(b []byte, to netip.AddrPort) error {
+	if s.relay != nil {
+		return s.relayWrite(b, to)
+	}
 	msgs := s.node.getMsgs(1)
 	(*msgs)[0] = udpbatch.Message{Buf: b, Addr: to}
 	_, err := s.conn.WriteBatch(*msgs)
@@ -54,10 +72,33 @@ func (s *nodeSocket) WriteTo(b []byte, to netip.AddrPort) error {
 	return err
 }
 
+func (s *nodeSocket) relayWrite(b []byte, to netip.AddrPort) error {
+	err := s.relay.WriteTo(b, to)
+	if err != nil {
+		s.node.stats.relayDropped.Add(1)
+	}
+	return err
+}
+
+// writeBatch sends datagrams.
+func (s *nodeSocket) writeBatch(msgs []udpbatch.Message) error {
+	if s.relay == nil {
+		_, err := s.conn.WriteBatch(msgs)
+		return err
+	}
+	var first error
+	for _, m := range msgs {
+		if err := s.relayWrite(m.Buf, m.Addr); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
 // Close closes an extra socket; its reader ends. The main socket closes
-// with the node.
+// with the node, the relay's with the relay.
 func (s *nodeSocket) Close() error {
-	if s.main || s.closed.Swap(true) {
+	if s.main || s.relay != nil || s.closed.Swap(true) {
 		return nil
 	}
 	s.node.extraMu.Lock()

@@ -10,16 +10,19 @@ import (
 // PathKind says how a session's packets travel.
 type PathKind int
 
-// Path kinds. Only direct UDP paths exist today.
+// Path kinds.
 const (
 	PathNone   PathKind = iota // no transport yet
 	PathDirect                 // UDP straight to the peer
+	PathRelay                  // through a TURN relay
 )
 
 func (k PathKind) String() string {
 	switch k {
 	case PathDirect:
 		return "direct"
+	case PathRelay:
+		return "relay"
 	}
 	return "none"
 }
@@ -33,7 +36,7 @@ type SessionState struct {
 	ConnectionActive, Connecting bool
 	// SessionError is the last error recorded: set when an attempt failed.
 	SessionError SessionError
-	// UsingRelay: packets go through a relay. Always false today.
+	// UsingRelay: packets go through a TURN relay now (Path is PathRelay).
 	UsingRelay bool
 	// BytesQueuedForSend and PacketsQueuedForSend count data not yet sent
 	// (and reliable data not yet acknowledged).
@@ -97,7 +100,8 @@ func (n *Node) GetP2PSessionState(p PeerID) (SessionState, bool) {
 	st.BytesQueuedForSend, st.PacketsQueuedForSend = s.preBytes, len(s.pre)
 	if s.conn != nil {
 		c := s.conn.Stats()
-		st.Path = PathDirect
+		st.Path = s.socket().kind()
+		st.UsingRelay = st.Path == PathRelay
 		st.BytesQueuedForSend += c.QueuedBytes
 		st.PacketsQueuedForSend += c.QueuedMessages
 		st.SmoothedRTT, st.MinRTT, st.Jitter = c.SmoothedRTT, c.MinRTT, c.Jitter

@@ -23,13 +23,18 @@ type NodeStats struct {
 	WriteErrors       uint64 // socket writes that failed
 	PunchesRefused    uint64 // introductions from peers without a session ignored: too many punches running
 	Repunches         uint64 // sessions whose path broke and that punched again through the server
+	RelayAllocations  uint64 // TURN allocations made
+	RelayFailures     uint64 // TURN allocations that failed
+	RelayDropped      uint64 // datagrams for the relay dropped: its send queue was full
+	PathChanges       uint64 // established sessions that moved to another path (PathChanged events)
 }
 
 type nodeCounters struct {
-	packetsIn, dropped, unknownIndex, authFailed, replayed  atomic.Uint64
-	badMAC, cookiesSent, rateLimited, handshakeDropped      atomic.Uint64
-	handshakeFailed, replayedInit, heldDropped, writeErrors atomic.Uint64
-	handshakes, punchesRefused, repunches                   atomic.Uint64
+	packetsIn, dropped, unknownIndex, authFailed, replayed     atomic.Uint64
+	badMAC, cookiesSent, rateLimited, handshakeDropped         atomic.Uint64
+	handshakeFailed, replayedInit, heldDropped, writeErrors    atomic.Uint64
+	handshakes, punchesRefused, repunches                      atomic.Uint64
+	relayAllocations, relayFailures, relayDropped, pathChanges atomic.Uint64
 }
 
 // Stats returns the node's counters.
@@ -54,5 +59,9 @@ func (n *Node) Stats() NodeStats {
 		WriteErrors:       c.writeErrors.Load(),
 		PunchesRefused:    c.punchesRefused.Load(),
 		Repunches:         c.repunches.Load(),
+		RelayAllocations:  c.relayAllocations.Load(),
+		RelayFailures:     c.relayFailures.Load(),
+		RelayDropped:      c.relayDropped.Load(),
+		PathChanges:       c.pathChanges.Load(),
 	}
 }

@@ -41,14 +41,18 @@ const (
 // and sessions (introduce); it takes no Node or session lock while holding
 // mu, and calls into sessions only without it.
 type traversal struct {
-	n      *Node
-	server netip.AddrPort
-	rv     *rendezvous.Client
-	stun   *nat.STUN
-	extra  []netip.AddrPort // Config.STUNServers
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	n         *Node
+	server    netip.AddrPort
+	rv        *rendezvous.Client // over the node's UDP socket
+	tcp       *tcpRendezvous     // over TCP, when UDP is blocked
+	serverKey *rendezvous.Key
+	started   time.Time
+	stun      *nat.STUN
+	relay     *relayer
+	extra     []netip.AddrPort // Config.STUNServers
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 
 	mu        sync.Mutex
 	behaviour nat.Behaviour
@@ -109,24 +113,64 @@ func newTraversal(n *Node) (*traversal, error) {
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.stun = nat.NewSTUN(n.main.WriteTo)
-	t.rv = rendezvous.NewClient(rendezvous.ClientConfig{
-		Server:     server,
-		ServerKey:  key,
-		Private:    n.id.private,
-		Public:     rendezvous.Key(n.id.public),
-		Send:       func(b []byte, to netip.AddrPort) { n.main.WriteTo(b, to) },
-		Candidates: t.hostCandidates,
-		Mapping:    t.mapping,
-		OnPeer:     t.onPeer,
-		OnUnknown:  func(k rendezvous.Key) { t.onUnknown(PeerID(k)) },
-		Logger:     n.log,
-	})
+	t.relay = newRelayer(n, t)
+	t.tcp = &tcpRendezvous{t: t}
+	t.serverKey = key
+	cfg := t.rvConfig()
+	cfg.Send = func(b []byte, to netip.AddrPort) { n.main.WriteTo(b, to) }
+	t.rv = rendezvous.NewClient(cfg)
 	return t, nil
+}
+
+// rvConfig is the rendezvous client configuration, Send aside: the UDP
+// client and the TCP one share it.
+func (t *traversal) rvConfig() rendezvous.ClientConfig {
+	n := t.n
+	return rendezvous.ClientConfig{
+		Server:       t.server,
+		ServerKey:    t.serverKey,
+		Private:      n.id.private,
+		Public:       rendezvous.Key(n.id.public),
+		Candidates:   t.hostCandidates,
+		Mapping:      t.mapping,
+		OnPeer:       t.onPeer,
+		OnUnknown:    func(k rendezvous.Key) { t.onUnknown(PeerID(k)) },
+		OnTURN:       t.relay.setTURN,
+		Relay:        t.relay.addr,
+		RelayAllowed: n.relayAllowed.Load,
+		Logger:       n.log,
+	}
+}
+
+// registered reports whether the node is registered, over UDP or TCP.
+func (t *traversal) registered() bool { return t.rvRegistered(t.rv) || t.tcp.client() != nil }
+
+// rvRegistered reports whether c holds a registration.
+func (t *traversal) rvRegistered(c *rendezvous.Client) bool {
+	_, ok := c.Registered()
+	return ok
+}
+
+// clients are the rendezvous clients to ask through: UDP, and TCP while
+// it runs (an introduction asked on both is answered twice, harmlessly).
+func (t *traversal) clients() []*rendezvous.Client {
+	if c := t.tcp.all(); c != nil {
+		return []*rendezvous.Client{t.rv, c}
+	}
+	return []*rendezvous.Client{t.rv}
+}
+
+// reregister registers again at once, on every client.
+func (t *traversal) reregister(now time.Time) {
+	for _, c := range t.clients() {
+		c.Reregister(now)
+	}
 }
 
 // start runs NAT behaviour discovery; registration starts once the mapping
 // test is done (or timed out), so peers learn it with our address.
 func (t *traversal) start() {
+	t.started = time.Now()
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
@@ -168,6 +212,8 @@ func (t *traversal) discoverFiltering() {
 func (t *traversal) stop() {
 	t.cancel()
 	t.rv.Close()
+	t.tcp.close()
+	t.relay.close()
 	t.mu.Lock()
 	punches := t.punches
 	t.punches = map[PeerID]*punchState{}
@@ -225,6 +271,10 @@ func (t *traversal) tick(now time.Time) {
 	if ready {
 		t.rv.Tick(now)
 	}
+	t.tcp.tick(now, t.started)
+	if ready || t.udpBlocked() {
+		t.relay.tick(now)
+	}
 	for _, p := range done {
 		p.Stop()
 	}
@@ -237,7 +287,10 @@ func (t *traversal) tick(now time.Time) {
 
 // established records the path a session came up on, if no check has
 // validated one yet: the speculative handshake can win the race.
-func (t *traversal) established(peer PeerID, remote netip.AddrPort) {
+func (t *traversal) established(peer PeerID, remote netip.AddrPort, sock *nodeSocket) {
+	if sock != nil && sock.relay != nil {
+		return // the relay is not a path traversal found
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ps := t.punches[peer]
@@ -259,6 +312,10 @@ func (t *traversal) better(peer PeerID, remote netip.AddrPort, sock *nodeSocket)
 		return remote, sock
 	}
 	best, ok := ps.p.Best()
+	if ok && sock != nil && sock.relay != nil {
+		bs, _ := best.Socket.(*nodeSocket)
+		return best.Remote, bs // any direct path beats the relay
+	}
 	if !ok || best.Priority <= nat.Priority(nat.Candidate{Addr: remote, Kind: ps.p.KindOf(remote)}, t.prefixes()) {
 		return remote, sock
 	}
@@ -276,15 +333,36 @@ func (t *traversal) route(peer PeerID) Traversal {
 // forget drops what traversal keeps for a peer that has no session (left).
 func (t *traversal) forget(peer PeerID) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.punches[peer] == nil {
+	gone := t.punches[peer] == nil
+	if gone {
 		delete(t.routes, peer)
 	}
+	t.mu.Unlock()
+	if gone {
+		t.relay.forget(peer)
+	}
+}
+
+// punching reports whether a punch toward peer is running and has not
+// found a path yet.
+func (t *traversal) punching(peer PeerID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ps := t.punches[peer]
+	return ps != nil && ps.found.IsZero()
+}
+
+// udpBlocked reports whether the node reaches the rendezvous server only
+// over TCP.
+func (t *traversal) udpBlocked() bool {
+	return !t.rvRegistered(t.rv) && t.tcp.client() != nil
 }
 
 // introduce asks the server to introduce us to peer.
 func (t *traversal) introduce(peer PeerID, now time.Time) {
-	t.rv.Introduce(rendezvous.Key(peer), now)
+	for _, c := range t.clients() {
+		c.Introduce(rendezvous.Key(peer), now)
+	}
 }
 
 // repunch looks for a new path to peer: the old one stopped carrying
@@ -294,8 +372,8 @@ func (t *traversal) introduce(peer PeerID, now time.Time) {
 func (t *traversal) repunch(peer PeerID, now time.Time) {
 	t.n.log.Debug("p2p: path lost, punching again", "peer", peer)
 	t.n.stats.repunches.Add(1)
-	t.rv.Reregister(now)
-	t.rv.Introduce(rendezvous.Key(peer), now)
+	t.reregister(now)
+	t.introduce(peer, now)
 }
 
 // handleOther takes STUN answers and rendezvous messages.
@@ -373,7 +451,8 @@ func (t *traversal) onPeer(p *rendezvous.Peer) {
 	for _, c := range p.Candidates {
 		cands = append(cands, nat.Candidate{Addr: c, Kind: nat.KindHost})
 	}
-	t.n.log.Debug("p2p: introduced", "peer", peer, "public", p.Observed, "host", p.Candidates)
+	t.n.log.Debug("p2p: introduced", "peer", peer, "public", p.Observed, "host", p.Candidates, "relay", p.Relay, "relay allowed", p.RelayAllowed, "tcp", p.TCP)
+	t.relay.onPeer(p, time.Now())
 	wanted := t.n.lookupSession(peer) != nil
 	t.mu.Lock()
 	if ps := t.punches[peer]; ps != nil {

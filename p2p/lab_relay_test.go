@@ -1,0 +1,308 @@
+package p2p
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gamewire/gamewire/internal/leakcheck"
+	"github.com/gamewire/gamewire/internal/netlab"
+	"github.com/gamewire/gamewire/relay"
+)
+
+// Relay fallback across real NATs: the lab server runs the embedded TURN
+// server beside the rendezvous service (newLabEnvWith).
+
+// relayPair is a connection attempt between nodes with their own configs.
+type relayPair struct {
+	a, b     *Node
+	closeAll func()
+}
+
+func (e *labEnv) relayPair(t *testing.T, ha, hb *netlab.Host, ca, cb Config) relayPair {
+	t.Helper()
+	a, closeA := e.node(t, ha, ca, false)
+	b, closeB := e.node(t, hb, cb, false)
+	e.waitRegistered(t, a, b)
+	return relayPair{a, b, func() { closeA(); closeB() }}
+}
+
+// connect has both send and waits for both first messages; it returns
+// the time from the first send to b's first delivery, or the session
+// error a saw.
+func (p relayPair) connect(t *testing.T, timeout time.Duration) (time.Duration, SessionError) {
+	t.Helper()
+	start := time.Now()
+	p.a.SendP2PPacket(p.b.PeerID(), []byte("ping"), SendReliable, 0)
+	p.b.SendP2PPacket(p.a.PeerID(), []byte("pong"), SendReliable, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Second)
+	defer cancel()
+	if _, err := p.b.Receive(ctx, 0); err != nil {
+		return 0, awaitFail(p.a, p.b.PeerID(), 5*time.Second)
+	}
+	took := time.Since(start)
+	if _, err := p.a.Receive(ctx, 0); err != nil {
+		t.Fatalf("b's message never reached a: %v", err)
+	}
+	return took, SessionErrorNone
+}
+
+// TestLabRelay: two symmetric NATs, which no punch crosses, connect
+// through the TURN relay and carry data both ways; with relay forbidden on
+// either side (by Config or by AllowP2PPacketRelay) the same pair fails
+// with Timeout at the connect timeout and the TURN server makes no
+// allocation.
+func TestLabRelay(t *testing.T) {
+	netlab.Require(t)
+	leakcheck.Check(t)
+	e := newLabEnvWith(t, "relay", 0, true)
+	cfg := netlab.SiteConfig{NAT: netlab.NATSymmetric}
+	sa, err := e.lab.AddSite("sym-a", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := e.lab.AddSite("sym-b", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	turn := e.srv.Relay()
+	t.Run("relayed", func(t *testing.T) {
+		for run := range 3 {
+			before := turn.Stats().Allocations
+			p := e.relayPair(t, sa.Hosts[0], sb.Hosts[0], Config{ConnectTimeout: 10 * time.Second}, Config{ConnectTimeout: 10 * time.Second})
+			took, fail := p.connect(t, 10*time.Second)
+			if fail != SessionErrorNone {
+				p.closeAll()
+				t.Fatalf("run %d: failed with %v", run, fail)
+			}
+			exchange(t, p.a, p.b, false)
+			exchange(t, p.b, p.a, false)
+			for _, side := range []struct{ from, to *Node }{{p.a, p.b}, {p.b, p.a}} {
+				st, _ := side.from.GetP2PSessionState(side.to.PeerID())
+				if st.Path != PathRelay || !st.UsingRelay || !st.ConnectionActive {
+					t.Errorf("run %d: state %+v, want an active relayed session", run, st)
+				}
+			}
+			if n := turn.Stats().Allocations - before; n != 2 {
+				t.Errorf("run %d: %d TURN allocations, want one per side", run, n)
+			}
+			if s := p.a.Stats(); s.RelayAllocations != 1 || s.RelayFailures != 0 {
+				t.Errorf("run %d: node stats %+v", run, s)
+			}
+			t.Logf("run %d: relayed, first message after %v", run, took.Round(time.Millisecond))
+			p.closeAll()
+		}
+	})
+	forbid := []struct {
+		name   string
+		ca, cb Config
+		allow  [2]bool // AllowP2PPacketRelay per side after start
+	}{
+		{"config-a", Config{DisableRelay: true}, Config{}, [2]bool{true, true}},
+		{"config-b", Config{}, Config{DisableRelay: true}, [2]bool{true, true}},
+		{"allow-false-b", Config{}, Config{}, [2]bool{true, false}},
+	}
+	for _, f := range forbid {
+		t.Run("forbidden/"+f.name, func(t *testing.T) {
+			const timeout = 3 * time.Second
+			f.ca.ConnectTimeout, f.cb.ConnectTimeout = timeout, timeout
+			regs := e.srv.Stats().Registrations
+			p := e.relayPair(t, sa.Hosts[0], sb.Hosts[0], f.ca, f.cb)
+			defer p.closeAll()
+			if !f.allow[1] {
+				p.b.AllowP2PPacketRelay(false)
+				// The server must hear of it before anyone asks for b.
+				waitFor(t, 5*time.Second, "b's registration without relay", func() bool {
+					return e.srv.Stats().Registrations >= regs+3
+				})
+			}
+			before := turn.Stats().Allocations
+			start := time.Now()
+			_, fail := p.connect(t, timeout)
+			took := time.Since(start)
+			if fail != SessionErrorTimeout {
+				t.Fatalf("failed with %v, want Timeout", fail)
+			}
+			if took < timeout {
+				t.Errorf("failed after %v, before the %v connect timeout", took, timeout)
+			}
+			if n := turn.Stats().Allocations - before; n != 0 {
+				t.Errorf("%d TURN allocations with relay forbidden", n)
+			}
+			for _, n := range []*Node{p.a, p.b} {
+				if s := n.Stats(); s.RelayAllocations != 0 {
+					t.Errorf("node allocated: %+v", s)
+				}
+			}
+		})
+	}
+}
+
+// TestLabRelaySwitch: a rule drops all traffic between two port-restricted
+// sites, so their session starts on the relay; the rule is lifted while a
+// reliable stream runs, the session moves to the direct path (PathChanged
+// on both sides), and the stream loses and duplicates nothing.
+func TestLabRelaySwitch(t *testing.T) {
+	netlab.Require(t)
+	leakcheck.Check(t)
+	e := newLabEnvWith(t, "switch", 0, true)
+	cfg := netlab.SiteConfig{NAT: netlab.NATPortRestricted}
+	sa, err := e.lab.AddSite("sw-a", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := e.lab.AddSite("sw-b", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sa.BlockAddr(sb.PublicIP, true); err != nil {
+		t.Fatal(err)
+	}
+	p := e.relayPair(t, sa.Hosts[0], sb.Hosts[0], Config{}, Config{})
+	defer p.closeAll()
+	took, fail := p.connect(t, DefaultConnectTimeout)
+	if fail != SessionErrorNone {
+		t.Fatalf("failed with %v", fail)
+	}
+	if st, _ := p.a.GetP2PSessionState(p.b.PeerID()); st.Path != PathRelay {
+		t.Fatalf("path %v with direct traffic blocked, want relay", st.Path)
+	}
+	t.Logf("relayed first message after %v", took.Round(time.Millisecond))
+
+	changes := make(chan PathChanged, 16)
+	stop := make(chan struct{})
+	var watchers sync.WaitGroup
+	for _, n := range []*Node{p.a, p.b} {
+		watchers.Add(1)
+		go func() {
+			defer watchers.Done()
+			for {
+				select {
+				case ev := <-n.Events():
+					switch ev := ev.(type) {
+					case PathChanged:
+						select {
+						case changes <- ev:
+						default:
+						}
+					case SessionConnectFail:
+						t.Errorf("SessionConnectFail during the stream: %+v", ev)
+					}
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); watchers.Wait() }()
+
+	const total, interval = 1000, 5 * time.Millisecond
+	sendErr := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for i := range total {
+			if i == total/4 {
+				if err := sa.BlockAddr(sb.PublicIP, false); err != nil {
+					sendErr <- fmt.Errorf("lifting the block: %w", err)
+					return
+				}
+			}
+			if err := p.a.SendP2PPacket(p.b.PeerID(), binary.BigEndian.AppendUint32(nil, uint32(i)), SendReliable, 1); err != nil {
+				sendErr <- fmt.Errorf("send %d: %w", i, err)
+				return
+			}
+			<-tick.C
+		}
+		sendErr <- nil
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range total {
+		m, err := p.b.Receive(ctx, 1)
+		if err != nil {
+			t.Fatalf("message %d never arrived: %v", i, err)
+		}
+		if got := binary.BigEndian.Uint32(m.Data); got != uint32(i) {
+			t.Fatalf("message %d: got %d (lost or duplicated across the switch)", i, got)
+		}
+	}
+	if err := <-sendErr; err != nil {
+		t.Fatal(err)
+	}
+	extra, cancelExtra := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancelExtra()
+	if m, err := p.b.Receive(extra, 1); err == nil {
+		t.Errorf("extra message after the stream: %x", m.Data)
+	}
+	waitFor(t, 20*time.Second, "direct path on both sides", func() bool {
+		sa, _ := p.a.GetP2PSessionState(p.b.PeerID())
+		sb, _ := p.b.GetP2PSessionState(p.a.PeerID())
+		return sa.Path == PathDirect && sb.Path == PathDirect && !sa.UsingRelay && !sb.UsingRelay
+	})
+	seen := map[PeerID]bool{}
+	for len(seen) < 2 {
+		select {
+		case c := <-changes:
+			if c.Path == PathDirect {
+				seen[c.Peer] = true
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("PathChanged to direct seen for %d of 2 sides", len(seen))
+		}
+	}
+}
+
+// TestLabRelayTCP: a site whose NAT drops all UDP registers over TCP at
+// the rendezvous port and connects to a peer through TURN over TCP (the
+// peer's side of the relay is UDP); data flows both ways.
+func TestLabRelayTCP(t *testing.T) {
+	netlab.Require(t)
+	leakcheck.Check(t)
+	e := newLabEnvWith(t, "tcp", 0, true)
+	cfg := netlab.SiteConfig{NAT: netlab.NATPortRestricted}
+	sa, err := e.lab.AddSite("tcp-a", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := e.lab.AddSite("tcp-b", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sa.BlockUDP(true); err != nil {
+		t.Fatal(err)
+	}
+	p := e.relayPair(t, sa.Hosts[0], sb.Hosts[0], Config{}, Config{})
+	defer p.closeAll()
+	if p.a.trav.rvRegistered(p.a.trav.rv) || p.a.trav.tcp.client() == nil {
+		t.Fatal("a should be registered over TCP only")
+	}
+	took, fail := p.connect(t, DefaultConnectTimeout)
+	if fail != SessionErrorNone {
+		t.Fatalf("failed with %v", fail)
+	}
+	exchange(t, p.a, p.b, false)
+	exchange(t, p.b, p.a, false)
+	for _, side := range []struct{ from, to *Node }{{p.a, p.b}, {p.b, p.a}} {
+		st, _ := side.from.GetP2PSessionState(side.to.PeerID())
+		if st.Path != PathRelay || !st.ConnectionActive {
+			t.Errorf("state %+v, want an active relayed session", st)
+		}
+	}
+	if tr := p.a.trav.relay.transport(); tr != relay.TCP {
+		t.Errorf("a's relay transport %v, want tcp", tr)
+	}
+	if tr := p.b.trav.relay.transport(); tr != relay.UDP {
+		t.Errorf("b's relay transport %v, want udp", tr)
+	}
+	if s := e.srv.Stats(); s.Streams == 0 {
+		t.Errorf("server stats %+v: no TCP stream", s)
+	}
+	if st := e.srv.Relay().Stats(); st.Allocations != 2 {
+		t.Errorf("TURN stats %+v, want two allocations", st)
+	}
+	t.Logf("UDP-blocked site connected through TURN over TCP; first message after %v", took.Round(time.Millisecond))
+}

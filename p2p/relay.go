@@ -1,0 +1,374 @@
+package p2p
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gamewire/gamewire/relay"
+	"github.com/gamewire/gamewire/rendezvous"
+)
+
+// Relay timing.
+const (
+	allocateTimeout  = 5 * time.Second
+	allocateRetry    = 5 * time.Second
+	relayIntroEvery  = 500 * time.Millisecond // asking for a peer's relayed address
+	permitRetry      = time.Second
+	directFirstRetry = 5 * time.Second // a relayed session looks for a direct path again
+	directMaxRetry   = 40 * time.Second
+	relayIdleRelease = 30 * time.Second // an allocation no session has needed this long is released
+)
+
+// relayer is a node's TURN side: the credentials the rendezvous server
+// issued, at most one allocation, and the peers that may need it.
+//
+// Ownership: fields under mu are touched by the maintenance goroutine
+// (tick), the reader (onPeer, setTURN, through the rendezvous client) and
+// the allocation and permission goroutines. It takes no Node, session or
+// traversal lock while holding mu; sessions are looked up and locked
+// without it.
+type relayer struct {
+	n *Node
+	t *traversal
+
+	mu         sync.Mutex
+	turn       *rendezvous.TURN
+	client     *relay.Client
+	sock       *nodeSocket // the allocation as a socket sessions can use
+	allocating bool
+	retryAt    time.Time
+	usedAt     time.Time // last tick a peer needed the relay
+	peers      map[PeerID]*relayPeer
+}
+
+// relayPeer is what the relayer knows of one peer.
+type relayPeer struct {
+	allowed   bool // the peer allows relay
+	tcp       bool // the peer's UDP is blocked
+	mapping   rendezvous.Mapping
+	addr      netip.AddrPort // its relayed address
+	permitted netip.AddrPort // the relayed address our permission covers
+	permitAt  time.Time      // a permission request is under way or failed: not before this
+	since     time.Time      // first introduction: the direct budget counts from here
+	introAt   time.Time
+	directAt  time.Time // next search for a direct path while relayed
+	directGap time.Duration
+}
+
+func newRelayer(n *Node, t *traversal) *relayer {
+	return &relayer{n: n, t: t, peers: map[PeerID]*relayPeer{}}
+}
+
+// setTURN takes the TURN servers and credentials of a registration.
+func (r *relayer) setTURN(t *rendezvous.TURN) {
+	r.mu.Lock()
+	r.turn = t
+	r.mu.Unlock()
+}
+
+// addr is our relayed address, for registrations.
+func (r *relayer) addr() netip.AddrPort {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.client == nil {
+		return netip.AddrPort{}
+	}
+	return r.client.RelayedAddr()
+}
+
+// transport is how the allocation reaches its TURN server (0: none).
+func (r *relayer) transport() relay.Transport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.client == nil {
+		return 0
+	}
+	_, tr := r.client.Server()
+	return tr
+}
+
+// onPeer records what an introduction says of the peer's relay.
+func (r *relayer) onPeer(p *rendezvous.Peer, now time.Time) {
+	peer := PeerID(p.About)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rp := r.peers[peer]
+	if rp == nil {
+		rp = &relayPeer{since: now}
+		r.peers[peer] = rp
+	}
+	rp.allowed, rp.tcp, rp.mapping = p.RelayAllowed, p.TCP, p.Mapping
+	if p.Relay.IsValid() {
+		rp.addr = p.Relay
+	}
+}
+
+// restart makes the direct budget count from now: a new attempt.
+func (r *relayer) restart(peer PeerID, now time.Time) {
+	r.mu.Lock()
+	if rp := r.peers[peer]; rp != nil {
+		rp.since = now
+	}
+	r.mu.Unlock()
+}
+
+func (r *relayer) forget(peer PeerID) {
+	r.mu.Lock()
+	delete(r.peers, peer)
+	r.mu.Unlock()
+}
+
+// need reports whether peer's session (or the punch toward a peer that
+// asked for us) should use the relay now, and whether the session sits on
+// the relay already.
+func (r *relayer) need(peer PeerID, rp relayPeer, now time.Time) (need, relayed bool) {
+	if !rp.allowed {
+		return false, false
+	}
+	s := r.n.lookupSession(peer)
+	if s == nil {
+		if !r.n.relayAllowed.Load() || !r.t.punching(peer) {
+			return false, false
+		}
+		return r.overBudget(rp, now), false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.relayOK {
+		return false, false
+	}
+	switch s.state {
+	case stConnecting:
+		return r.overBudget(rp, now), false
+	case stEstablished:
+		relayed = s.socket().kind() == PathRelay
+		return relayed || s.pathLostLocked(now), relayed
+	}
+	return false, false
+}
+
+// overBudget: direct paths had their time, or cannot work.
+func (r *relayer) overBudget(rp relayPeer, now time.Time) bool {
+	hard := rp.mapping == rendezvous.MappingEndpointDependent && r.t.mapping() == rendezvous.MappingEndpointDependent
+	return rp.tcp || hard || r.t.udpBlocked() || now.Sub(rp.since) >= r.n.cfg.RelayAfter
+}
+
+// tick runs the relay's timers (the maintenance goroutine).
+func (r *relayer) tick(now time.Time) {
+	r.mu.Lock()
+	peers := make(map[PeerID]relayPeer, len(r.peers))
+	for p, rp := range r.peers {
+		peers[p] = *rp
+	}
+	r.mu.Unlock()
+	needed := false
+	for peer, rp := range peers {
+		need, relayed := r.need(peer, rp, now)
+		if !need {
+			continue
+		}
+		needed = true
+		r.serve(peer, rp, relayed, now)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if needed {
+		r.usedAt = now
+	}
+	if r.client != nil && now.Sub(r.usedAt) >= relayIdleRelease {
+		r.releaseLocked()
+	}
+}
+
+// serve moves a peer that needs the relay along: an allocation, the
+// peer's relayed address, a permission, then the session onto the relay;
+// and while relayed, a search for a direct path now and then.
+func (r *relayer) serve(peer PeerID, rp relayPeer, relayed bool, now time.Time) {
+	r.mu.Lock()
+	if r.client == nil {
+		r.allocateLocked(now)
+		r.mu.Unlock()
+		return
+	}
+	live := r.peers[peer]
+	if live == nil {
+		r.mu.Unlock()
+		return
+	}
+	switch {
+	case !rp.addr.IsValid():
+		if now.Sub(rp.introAt) >= relayIntroEvery {
+			live.introAt = now
+			r.mu.Unlock()
+			r.t.introduce(peer, now) // brings its relayed address, and ours to it
+			return
+		}
+	case rp.permitted != rp.addr:
+		if now.After(rp.permitAt) {
+			live.permitAt = now.Add(permitRetry)
+			r.permitLocked(peer, rp.addr)
+		}
+	case relayed:
+		if live.directGap == 0 {
+			live.directGap, live.directAt = directFirstRetry, now.Add(directFirstRetry)
+		}
+		if now.After(live.directAt) && !r.t.punching(peer) {
+			live.directGap = min(2*live.directGap, directMaxRetry)
+			live.directAt = now.Add(live.directGap)
+			r.mu.Unlock()
+			r.t.introduce(peer, now) // punches start on both sides
+			return
+		}
+	default:
+		sock := r.sock
+		r.mu.Unlock()
+		r.use(peer, rp.addr, sock, now)
+		return
+	}
+	r.mu.Unlock()
+}
+
+// allocateLocked starts an allocation on the first TURN server the node
+// can reach: UDP, or TCP (TLS when configured) when the node's own UDP
+// is blocked.
+func (r *relayer) allocateLocked(now time.Time) {
+	if r.allocating || r.turn == nil || now.Before(r.retryAt) || r.t.ctx.Err() != nil {
+		return
+	}
+	srv, ok := r.pickServerLocked()
+	if !ok {
+		return
+	}
+	r.allocating = true
+	creds := r.turn.Credentials
+	n := r.n
+	sock := &nodeSocket{node: n}
+	var ready atomic.Bool
+	cfg := relay.ClientConfig{
+		Server: srv.Addr, Transport: srv.Transport, TLSConfig: n.cfg.RelayTLS, Credentials: creds,
+		ListenPacket: n.cfg.ListenPacket, LocalIP: n.bindIP(), Dial: n.cfg.Dial, Logger: n.log,
+		Receive: func(b []byte, from netip.AddrPort) {
+			if ready.Load() {
+				n.handlePacket(b, from, sock)
+			}
+		},
+	}
+	r.t.wg.Add(1)
+	go func() {
+		defer r.t.wg.Done()
+		ctx, cancel := context.WithTimeout(r.t.ctx, allocateTimeout)
+		c, err := relay.Allocate(ctx, cfg)
+		cancel()
+		r.mu.Lock()
+		r.allocating = false
+		if err != nil || r.t.ctx.Err() != nil {
+			r.retryAt = time.Now().Add(allocateRetry)
+			r.mu.Unlock()
+			if c != nil {
+				c.Close()
+			}
+			n.stats.relayFailures.Add(1)
+			n.log.Debug("p2p: TURN allocation failed", "server", srv.Addr, "transport", srv.Transport, "err", err)
+			return
+		}
+		sock.relay = c
+		ready.Store(true)
+		r.client, r.sock, r.usedAt = c, sock, time.Now()
+		r.mu.Unlock()
+		n.stats.relayAllocations.Add(1)
+		n.log.Debug("p2p: TURN allocation", "server", srv.Addr, "transport", srv.Transport, "relayed", c.RelayedAddr())
+		r.t.reregister(time.Now()) // peers learn our relayed address from the server
+	}()
+}
+
+func (r *relayer) pickServerLocked() (rendezvous.TURNServer, bool) {
+	want := []relay.Transport{relay.UDP, relay.TCP, relay.TLS}
+	if r.t.udpBlocked() {
+		want = []relay.Transport{relay.TCP, relay.TLS}
+	}
+	for _, tr := range want {
+		for _, s := range r.turn.Servers {
+			if s.Transport == tr && (tr != relay.TLS || r.n.cfg.RelayTLS != nil) {
+				return s, true
+			}
+		}
+	}
+	return rendezvous.TURNServer{}, false
+}
+
+// permitLocked installs a permission for the peer's relayed address, then
+// moves its session onto the relay.
+func (r *relayer) permitLocked(peer PeerID, addr netip.AddrPort) {
+	c, sock := r.client, r.sock
+	r.t.wg.Add(1)
+	go func() {
+		defer r.t.wg.Done()
+		if err := c.Permit(addr); err != nil {
+			r.n.log.Debug("p2p: TURN permission failed", "peer", peer, "err", err)
+			return
+		}
+		r.mu.Lock()
+		if rp := r.peers[peer]; rp != nil && r.client == c {
+			rp.permitted = addr
+		}
+		r.mu.Unlock()
+		r.use(peer, addr, sock, time.Now())
+	}()
+}
+
+// use puts peer's session on the relay: a connecting session sends its
+// initiation there, an established one whose direct path is lost moves
+// there. A peer without a session (it asked for us) needs nothing: its
+// initiation will arrive through the relay.
+func (r *relayer) use(peer PeerID, addr netip.AddrPort, sock *nodeSocket, now time.Time) {
+	s := r.n.lookupSession(peer)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	onRelay := s.socket() == sock
+	switch {
+	case s.state == stConnecting && s.hs == nil:
+		s.startHandshakeOnLocked(addr, sock, now)
+	case s.state == stConnecting && !onRelay:
+		s.setPath(addr, sock)
+		sock.WriteTo(s.hs.Message(), addr)
+	case s.state == stEstablished && !onRelay && s.pathLostLocked(now):
+		s.setPath(addr, sock)
+		s.conn.ProbeNow()
+	}
+}
+
+// releaseLocked gives the allocation back; sessions still on it fall
+// back to the main socket and re-punch.
+func (r *relayer) releaseLocked() {
+	r.sock.closed.Store(true)
+	c := r.client
+	r.client, r.sock = nil, nil
+	for _, rp := range r.peers {
+		rp.permitted = netip.AddrPort{}
+	}
+	r.t.wg.Add(1)
+	go func() { // Close waits on the client's goroutines: not under mu
+		defer r.t.wg.Done()
+		c.Close()
+	}()
+	r.n.log.Debug("p2p: TURN allocation released")
+}
+
+func (r *relayer) close() {
+	r.mu.Lock()
+	c := r.client
+	r.client = nil
+	if r.sock != nil {
+		r.sock.closed.Store(true)
+	}
+	r.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
