@@ -169,7 +169,7 @@ type labRun struct {
 // runPair starts a node on each host, has both send (so each accepts the
 // other), and once connected exchanges reliable and unreliable data both
 // ways. lossy relaxes the unreliable check.
-func (e *labEnv) runPair(t *testing.T, ha, hb *netlab.Host, cfg Config, hideLAN, lossy, wantDirect bool) labRun {
+func (e *labEnv) runPair(t *testing.T, ha, hb *netlab.Host, cfg Config, hideLAN, lossy, wantDirect bool) (r labRun) {
 	t.Helper()
 	var allocsBefore uint64
 	if rs := e.srv.Relay(); rs != nil {
@@ -181,7 +181,6 @@ func (e *labEnv) runPair(t *testing.T, ha, hb *netlab.Host, cfg Config, hideLAN,
 	defer closeB()
 	e.waitRegistered(t, a, b)
 
-	var r labRun
 	if rs := e.srv.Relay(); rs != nil {
 		defer func() { r.allocs = rs.Stats().Allocations - allocsBefore }()
 	}
@@ -619,13 +618,22 @@ pacing. Regenerate as root with
 Site kinds: none (public address), full-cone (EIM, EIF), address-restricted
 (EIM, ADF), port-restricted (EIM, APDF: Linux masquerade), symmetric (APDM:
 masquerade fully-random), double (port-restricted home NAT behind a
-port-restricted carrier NAT). Symmetric against symmetric has no direct path;
-relaying it is issue 5's work.
+port-restricted carrier NAT). The server also runs the embedded TURN server
+(same port, UDP and TCP) and hands the nodes use-auth-secret credentials.
+Relay is allowed unless a row says "relay forbidden" (both nodes set
+Config.DisableRelay); nodes use the default RelayAfter budget of 1 s, or
+the relay at once when both NATs map per destination.
 
 Path: the kind of the peer's address the session settled on (LAN: its host
 address; server-reflexive: its public mapping as the server saw it;
 peer-reflexive: an address learnt from its probes), and whether port
-prediction or the birthday approach found it.
+prediction or the birthday approach found it. "relay": the session runs
+through TURN. "relay, then ...": no direct path within the budget, so the
+first messages went through TURN, and the session moved to the direct path
+when the background attempts found it. "Connect" counts to the first
+delivery on whichever path carried it. "TURN allocations" sums the
+embedded server's allocations over the row's runs (two per relayed run, one
+per side).
 
 `
 	if err := os.WriteFile(path, []byte(doc+table), 0o644); err != nil {

@@ -101,7 +101,8 @@
 // handed to it whole. TURN answers an unauthenticated Allocate with a 401
 // carrying a nonce and realm, as every TURN server does: about 90 bytes for
 // a 20-byte request. That is TURN's own amplification, bounded by the
-// realm's length, and is the one exception to the rule below.
+// realm's length, and is one of two exceptions to the rule below (the other
+// is STUN's, see STUN).
 //
 // # Abuse
 //
@@ -120,8 +121,10 @@
 // Binding requests (RFC 5389) get a success response with
 // XOR-MAPPED-ADDRESS and, while they fit in the request's size,
 // OTHER-ADDRESS (RFC 5780, when the server has an alternate address),
-// RESPONSE-ORIGIN and FINGERPRINT. A request smaller than the shortest
-// answer is dropped. With four sockets (Listen with an alternate address)
+// RESPONSE-ORIGIN and FINGERPRINT. A request smaller than that answer
+// (RFC 5389 clients do not pad) gets XOR-MAPPED-ADDRESS alone, 32 bytes
+// (44 for IPv6): the second exception to the rule on answer sizes, at most
+// 24 bytes over what the request carried. With four sockets (Listen with an alternate address)
 // CHANGE-REQUEST is honoured: the answer leaves from the other IP, the
 // other port, or both, for RFC 5780's filtering tests. Other STUN methods
 // are not served here.

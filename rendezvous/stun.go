@@ -64,6 +64,13 @@ func (s *Server) handleSTUN(sock int, b []byte, src netip.AddrPort) {
 	s.send(origin{sock: out, addr: src}, resp)
 }
 
+// stunAnswerFloor is the size a Binding answer may always reach: the bare
+// answer for an IPv6 source (header and XOR-MAPPED-ADDRESS). RFC 5389
+// clients, coturn's turnutils_stunclient among them, send 20-byte requests
+// and do not pad; a STUN server must answer them. The cost is at most 24
+// bytes more than the request carried.
+const stunAnswerFloor = 20 + 4 + 20
+
 func (s *Server) bindingResponse(req *stun.Message, in, out int, src netip.AddrPort, budget int) ([]byte, bool) {
 	resp := stun.New()
 	resp.TransactionID = req.TransactionID
@@ -72,7 +79,7 @@ func (s *Server) bindingResponse(req *stun.Message, in, out int, src netip.AddrP
 	if err := (&stun.XORMappedAddress{IP: src.Addr().AsSlice(), Port: int(src.Port())}).AddTo(resp); err != nil {
 		return nil, false
 	}
-	if len(resp.Raw) > budget {
+	if len(resp.Raw) > max(budget, stunAnswerFloor) {
 		return nil, false
 	}
 	try := func(add func(*stun.Message) error) {
