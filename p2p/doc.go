@@ -57,9 +57,28 @@
 // coalescing, congestion control) over its encrypted datagrams. The socket
 // is read and written in batches (recvmmsg/sendmmsg on Linux) and the first
 // byte of each datagram says what it is (DESIGN.md §5): 0x80–0xBF gamewire;
-// STUN (0x00–0x03) and TURN channel data (0x40–0x7F) are reserved for NAT
-// traversal and relay, which are not built yet. Today sessions need the
-// peer's address: AddPeerAddr.
+// STUN (0x00–0x03) answers NAT traversal's requests. TURN never shares the
+// socket: the relay client (package relay) has a socket or TCP connection
+// of its own, and what its allocation receives enters the node as if read
+// from a socket of kind PathRelay.
+//
+// # Paths
+//
+// A session's path is a peer address and one of the node's sockets: the
+// main one, an extra one the birthday approach opened, or the relay. With
+// Config.Rendezvous, a session with no direct path after Config.RelayAfter
+// (at once when both NATs map per destination, or when either side's UDP
+// is blocked and it registered over TCP) goes relay to relay through the
+// TURN servers and credentials the rendezvous server issued: from half
+// the budget on, each side allocates, re-registers with its relayed
+// address, learns the other's from the next introduction and installs a
+// permission, so the switch at the budget is immediate. NAT traversal goes on in the background (the
+// punch, then a new introduction 5 s later, doubling to 40 s); the first
+// validated direct path takes over the session, which raises PathChanged.
+// Packets from the relay never pull a direct session back unless the
+// direct path has gone quiet. The channels.Conn is the same across every
+// switch, so reliable messages are neither lost nor duplicated. An
+// allocation no session needed for 30 s is released.
 //
 // Data packet flags (authenticated) say where the sender stands on the
 // session, so acceptance, refusal and closing ride on every packet,

@@ -1,16 +1,26 @@
 package p2p
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v3"
+
 	"github.com/gamewire/gamewire/internal/leakcheck"
 	"github.com/gamewire/gamewire/internal/netlab"
 	"github.com/gamewire/gamewire/relay"
+	"github.com/gamewire/gamewire/rendezvous"
 )
 
 // Relay fallback across real NATs: the lab server runs the embedded TURN
@@ -22,7 +32,7 @@ type relayPair struct {
 	closeAll func()
 }
 
-func (e *labEnv) relayPair(t *testing.T, ha, hb *netlab.Host, ca, cb Config) relayPair {
+func (e *labEnv) relayPair(t testing.TB, ha, hb *netlab.Host, ca, cb Config) relayPair {
 	t.Helper()
 	a, closeA := e.node(t, ha, ca, false)
 	b, closeB := e.node(t, hb, cb, false)
@@ -33,7 +43,7 @@ func (e *labEnv) relayPair(t *testing.T, ha, hb *netlab.Host, ca, cb Config) rel
 // connect has both send and waits for both first messages; it returns
 // the time from the first send to b's first delivery, or the session
 // error a saw.
-func (p relayPair) connect(t *testing.T, timeout time.Duration) (time.Duration, SessionError) {
+func (p relayPair) connect(t testing.TB, timeout time.Duration) (time.Duration, SessionError) {
 	t.Helper()
 	start := time.Now()
 	p.a.SendP2PPacket(p.b.PeerID(), []byte("ping"), SendReliable, 0)
@@ -305,4 +315,146 @@ func TestLabRelayTCP(t *testing.T) {
 		t.Errorf("TURN stats %+v, want two allocations", st)
 	}
 	t.Logf("UDP-blocked site connected through TURN over TCP; first message after %v", took.Round(time.Millisecond))
+}
+
+// TestLabCoturn: the rendezvous server hands out credentials for a real
+// coturn (Debian's turnserver, started here with use-auth-secret and the
+// same secret) instead of its embedded TURN; two symmetric NATs connect
+// through it.
+func TestLabCoturn(t *testing.T) {
+	netlab.Require(t)
+	leakcheck.Check(t)
+	turnserver, err := exec.LookPath("turnserver")
+	if err != nil {
+		t.Fatalf("turnserver not found (apt-get install coturn): %v", err)
+	}
+	var coturn netip.AddrPort
+	e := newLabEnvServer(t, "coturn", 0, func(e *labEnv, cfg *rendezvous.ServerConfig) {
+		coturn = netip.AddrPortFrom(e.lab.ServerAddrs()[1], 3490) // 3478 and 3479 are the rendezvous server's
+		cfg.TURN = &rendezvous.TURNConfig{Secret: labTURNSecret,
+			Servers: []rendezvous.TURNServer{{Transport: relay.UDP, Addr: coturn}}}
+	})
+	startCoturn(t, e, turnserver, coturn)
+	cfg := netlab.SiteConfig{NAT: netlab.NATSymmetric}
+	sa, err := e.lab.AddSite("ct-a", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := e.lab.AddSite("ct-b", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := e.relayPair(t, sa.Hosts[0], sb.Hosts[0], Config{}, Config{})
+	defer p.closeAll()
+	took, fail := p.connect(t, DefaultConnectTimeout)
+	if fail != SessionErrorNone {
+		t.Fatalf("failed with %v", fail)
+	}
+	exchange(t, p.a, p.b, false)
+	exchange(t, p.b, p.a, false)
+	for _, n := range []*Node{p.a, p.b} {
+		if srv := n.trav.relay.server(); srv != coturn {
+			t.Errorf("node allocated on %v, want coturn at %v", srv, coturn)
+		}
+	}
+	if st, _ := p.a.GetP2PSessionState(p.b.PeerID()); st.Path != PathRelay {
+		t.Errorf("path %v, want relay", st.Path)
+	}
+	t.Logf("relayed through coturn; first message after %v", took.Round(time.Millisecond))
+}
+
+// startCoturn runs turnserver in the lab server's namespace and waits
+// until it answers a STUN Binding request.
+func startCoturn(t *testing.T, e *labEnv, bin string, at netip.AddrPort) {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := e.lab.Server().Command(ctx, bin, "-n",
+		"--listening-ip="+at.Addr().String(), "--relay-ip="+at.Addr().String(),
+		"--listening-port="+strconv.Itoa(int(at.Port())), "--min-port=50000", "--max-port=50200",
+		"--use-auth-secret", "--static-auth-secret="+labTURNSecret, "--realm=gamewire",
+		"--fingerprint", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp-relay",
+		"--pidfile="+filepath.Join(dir, "turnserver.pid"), "--log-file=stdout", "--simple-log")
+	var logBuf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel() // kills our turnserver (its PID only)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("turnserver log:\n%s", logBuf.String())
+		}
+	})
+	pc, err := e.lab.Server().ListenPacket("udp4", netip.AddrPortFrom(e.lab.ServerAddrs()[0], 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	buf := make([]byte, 1500)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatalf("turnserver did not answer within 10 s:\n%s", logBuf.String())
+		}
+		pc.WriteTo(req.Raw, net.UDPAddrFromAddrPort(at))
+		pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if n, _, err := pc.ReadFrom(buf); err == nil && stun.IsMessage(buf[:n]) {
+			return
+		}
+	}
+}
+
+// BenchmarkLabRelayConnect measures first send to first delivery where no
+// direct path exists, so the first message goes through the TURN relay:
+// two symmetric NATs (the relay at once), and two port-restricted NATs
+// whose direct traffic a rule drops (the relay after the RelayAfter
+// budget of 1 s). delay is added to every datagram nodes and the server
+// send (TURN included). DESIGN.md §10's target is 2 s; run with
+// -benchtime=10x or more.
+func BenchmarkLabRelayConnect(b *testing.B) {
+	netlab.Require(b)
+	for _, delay := range []time.Duration{0, 50 * time.Millisecond} {
+		for _, kind := range []string{"symmetric", "direct-blocked"} {
+			b.Run(fmt.Sprintf("%s/rtt=%v", kind, 2*delay), func(b *testing.B) {
+				e := newLabEnvWith(b, "rconn", delay, true)
+				cfg := netlab.SiteConfig{NAT: netlab.NATSymmetric}
+				if kind == "direct-blocked" {
+					cfg.NAT = netlab.NATPortRestricted
+				}
+				sa, err := e.lab.AddSite("rc-a", cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				sb, err := e.lab.AddSite("rc-b", cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if kind == "direct-blocked" {
+					if err := sa.BlockAddr(sb.PublicIP, true); err != nil {
+						b.Fatal(err)
+					}
+				}
+				times := make([]time.Duration, 0, b.N)
+				for range b.N {
+					p := e.relayPair(b, sa.Hosts[0], sb.Hosts[0], Config{}, Config{})
+					took, fail := p.connect(b, DefaultConnectTimeout)
+					st, _ := p.a.GetP2PSessionState(p.b.PeerID())
+					p.closeAll()
+					if fail != SessionErrorNone || st.Path != PathRelay {
+						b.Fatalf("failed with %v, path %v", fail, st.Path)
+					}
+					times = append(times, took)
+				}
+				slices.Sort(times)
+				ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+				b.ReportMetric(0, "ns/op")
+				b.ReportMetric(ms(times[len(times)/2]), "median-ms")
+				b.ReportMetric(ms(times[(len(times)*95+99)/100-1]), "p95-ms")
+				b.ReportMetric(2000, "target-ms")
+			})
+		}
+	}
 }

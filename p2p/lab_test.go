@@ -50,6 +50,25 @@ const labTURNSecret = "lab-secret"
 // for rendezvous over TCP there.
 func newLabEnvWith(tb testing.TB, name string, delay time.Duration, turn bool) *labEnv {
 	tb.Helper()
+	return newLabEnvServer(tb, name, delay, func(e *labEnv, cfg *rendezvous.ServerConfig) {
+		if !turn {
+			return
+		}
+		l, err := e.lab.Server().Listen("tcp4", netip.AddrPortFrom(e.lab.ServerAddrs()[0], labServerPort).String())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		cfg.Listeners = []net.Listener{l}
+		cfg.TURN = &rendezvous.TURNConfig{Secret: labTURNSecret, Embed: &relay.ServerConfig{
+			ListenPacket: e.lab.Server().ListenPacket, MinPort: 49152, MaxPort: 49999,
+		}}
+	})
+}
+
+// newLabEnvServer builds the lab server with a configuration setup may
+// change.
+func newLabEnvServer(tb testing.TB, name string, delay time.Duration, setup func(*labEnv, *rendezvous.ServerConfig)) *labEnv {
+	tb.Helper()
 	e := &labEnv{lab: netlab.NewForTest(tb, netlab.Options{Name: name}), delay: delay}
 	a := e.lab.ServerAddrs()
 	// RFC 5780 needs the four combinations of two addresses and two ports
@@ -70,16 +89,7 @@ func newLabEnvWith(tb testing.TB, name string, delay time.Duration, turn bool) *
 		conns = append(conns, e.wrap(pc))
 	}
 	cfg := rendezvous.ServerConfig{Conns: conns}
-	if turn {
-		l, err := e.lab.Server().Listen("tcp4", addrs[0].String())
-		if err != nil {
-			tb.Fatal(err)
-		}
-		cfg.Listeners = []net.Listener{l}
-		cfg.TURN = &rendezvous.TURNConfig{Secret: labTURNSecret, Embed: &relay.ServerConfig{
-			ListenPacket: e.lab.Server().ListenPacket, MinPort: 49152, MaxPort: 49999,
-		}}
-	}
+	setup(e, &cfg)
 	srv, err := rendezvous.NewServer(cfg)
 	if err != nil {
 		tb.Fatal(err)

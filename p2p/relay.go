@@ -90,6 +90,17 @@ func (r *relayer) transport() relay.Transport {
 	return tr
 }
 
+// server is the TURN server of the allocation (zero: none).
+func (r *relayer) server() netip.AddrPort {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.client == nil {
+		return netip.AddrPort{}
+	}
+	srv, _ := r.client.Server()
+	return srv
+}
+
 // onPeer records what an introduction says of the peer's relay.
 func (r *relayer) onPeer(p *rendezvous.Peer, now time.Time) {
 	peer := PeerID(p.About)
@@ -122,38 +133,41 @@ func (r *relayer) forget(peer PeerID) {
 }
 
 // need reports whether peer's session (or the punch toward a peer that
-// asked for us) should use the relay now, and whether the session sits on
-// the relay already.
-func (r *relayer) need(peer PeerID, rp relayPeer, now time.Time) (need, relayed bool) {
+// asked for us) should use the relay now (use), or have it ready (prepare:
+// half the budget is gone, so the allocation and the exchange of relayed
+// addresses overlap the rest of it), and whether the session sits on the
+// relay already.
+func (r *relayer) need(peer PeerID, rp relayPeer, now time.Time) (prepare, use, relayed bool) {
 	if !rp.allowed {
-		return false, false
+		return false, false, false
 	}
 	s := r.n.lookupSession(peer)
 	if s == nil {
 		if !r.n.relayAllowed.Load() || !r.t.punching(peer) {
-			return false, false
+			return false, false, false
 		}
-		return r.overBudget(rp, now), false
+		return r.overBudget(rp, now, 2), r.overBudget(rp, now, 1), false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.relayOK {
-		return false, false
+		return false, false, false
 	}
 	switch s.state {
 	case stConnecting:
-		return r.overBudget(rp, now), false
+		return r.overBudget(rp, now, 2), r.overBudget(rp, now, 1), false
 	case stEstablished:
 		relayed = s.socket().kind() == PathRelay
-		return relayed || s.pathLostLocked(now), relayed
+		use = relayed || s.pathLostLocked(now)
+		return use, use, relayed
 	}
-	return false, false
+	return false, false, false
 }
 
-// overBudget: direct paths had their time, or cannot work.
-func (r *relayer) overBudget(rp relayPeer, now time.Time) bool {
+// overBudget: direct paths had the budget's 1/div, or cannot work.
+func (r *relayer) overBudget(rp relayPeer, now time.Time, div time.Duration) bool {
 	hard := rp.mapping == rendezvous.MappingEndpointDependent && r.t.mapping() == rendezvous.MappingEndpointDependent
-	return rp.tcp || hard || r.t.udpBlocked() || now.Sub(rp.since) >= r.n.cfg.RelayAfter
+	return rp.tcp || hard || r.t.udpBlocked() || now.Sub(rp.since) >= r.n.cfg.RelayAfter/div
 }
 
 // tick runs the relay's timers (the maintenance goroutine).
@@ -166,12 +180,12 @@ func (r *relayer) tick(now time.Time) {
 	r.mu.Unlock()
 	needed := false
 	for peer, rp := range peers {
-		need, relayed := r.need(peer, rp, now)
-		if !need {
+		prepare, use, relayed := r.need(peer, rp, now)
+		if !prepare {
 			continue
 		}
 		needed = true
-		r.serve(peer, rp, relayed, now)
+		r.serve(peer, rp, use, relayed, now)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -186,7 +200,7 @@ func (r *relayer) tick(now time.Time) {
 // serve moves a peer that needs the relay along: an allocation, the
 // peer's relayed address, a permission, then the session onto the relay;
 // and while relayed, a search for a direct path now and then.
-func (r *relayer) serve(peer PeerID, rp relayPeer, relayed bool, now time.Time) {
+func (r *relayer) serve(peer PeerID, rp relayPeer, use, relayed bool, now time.Time) {
 	r.mu.Lock()
 	if r.client == nil {
 		r.allocateLocked(now)
@@ -209,7 +223,7 @@ func (r *relayer) serve(peer PeerID, rp relayPeer, relayed bool, now time.Time) 
 	case rp.permitted != rp.addr:
 		if now.After(rp.permitAt) {
 			live.permitAt = now.Add(permitRetry)
-			r.permitLocked(peer, rp.addr)
+			r.permitLocked(peer, rp.addr, use)
 		}
 	case relayed:
 		if live.directGap == 0 {
@@ -222,7 +236,7 @@ func (r *relayer) serve(peer PeerID, rp relayPeer, relayed bool, now time.Time) 
 			r.t.introduce(peer, now) // punches start on both sides
 			return
 		}
-	default:
+	case use:
 		sock := r.sock
 		r.mu.Unlock()
 		r.use(peer, rp.addr, sock, now)
@@ -299,9 +313,10 @@ func (r *relayer) pickServerLocked() (rendezvous.TURNServer, bool) {
 	return rendezvous.TURNServer{}, false
 }
 
-// permitLocked installs a permission for the peer's relayed address, then
-// moves its session onto the relay.
-func (r *relayer) permitLocked(peer PeerID, addr netip.AddrPort) {
+// permitLocked installs a permission for the peer's relayed address, then,
+// with use, moves its session onto the relay (otherwise the tick does once
+// the budget is spent).
+func (r *relayer) permitLocked(peer PeerID, addr netip.AddrPort, use bool) {
 	c, sock := r.client, r.sock
 	r.t.wg.Add(1)
 	go func() {
@@ -315,7 +330,9 @@ func (r *relayer) permitLocked(peer PeerID, addr netip.AddrPort) {
 			rp.permitted = addr
 		}
 		r.mu.Unlock()
-		r.use(peer, addr, sock, time.Now())
+		if use {
+			r.use(peer, addr, sock, time.Now())
+		}
 	}()
 }
 
@@ -337,6 +354,10 @@ func (r *relayer) use(peer PeerID, addr netip.AddrPort, sock *nodeSocket, now ti
 	case s.state == stConnecting && !onRelay:
 		s.setPath(addr, sock)
 		sock.WriteTo(s.hs.Message(), addr)
+		// Retries had backed off on the dead direct path; on the new one
+		// they start over, as the peer's permission for us may still be
+		// on its way.
+		s.hsInterval, s.hsNext = handshakeFirstRetry, now.Add(handshakeFirstRetry)
 	case s.state == stEstablished && !onRelay && s.pathLostLocked(now):
 		s.setPath(addr, sock)
 		s.conn.ProbeNow()
