@@ -115,6 +115,7 @@ func newTraversal(n *Node) (*traversal, error) {
 	t.stun = nat.NewSTUN(n.main.WriteTo)
 	t.relay = newRelayer(n, t)
 	t.tcp = &tcpRendezvous{t: t}
+	t.started = time.Now() // before the maintenance goroutine reads it
 	t.serverKey = key
 	cfg := t.rvConfig()
 	cfg.Send = func(b []byte, to netip.AddrPort) { n.main.WriteTo(b, to) }
@@ -170,7 +171,6 @@ func (t *traversal) reregister(now time.Time) {
 // start runs NAT behaviour discovery; registration starts once the mapping
 // test is done (or timed out), so peers learn it with our address.
 func (t *traversal) start() {
-	t.started = time.Now()
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
