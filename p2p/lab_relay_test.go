@@ -3,7 +3,6 @@ package p2p
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -70,14 +69,7 @@ func TestLabRelay(t *testing.T) {
 	leakcheck.Check(t)
 	e := newLabEnvWith(t, "relay", 0, true)
 	cfg := netlab.SiteConfig{NAT: netlab.NATSymmetric}
-	sa, err := e.lab.AddSite("sym-a", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := e.lab.AddSite("sym-b", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sa, sb := e.sitePair(t, "sym", cfg)
 	turn := e.srv.Relay()
 	t.Run("relayed", func(t *testing.T) {
 		for run := range 3 {
@@ -160,14 +152,7 @@ func TestLabRelaySwitch(t *testing.T) {
 	leakcheck.Check(t)
 	e := newLabEnvWith(t, "switch", 0, true)
 	cfg := netlab.SiteConfig{NAT: netlab.NATPortRestricted}
-	sa, err := e.lab.AddSite("sw-a", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := e.lab.AddSite("sw-b", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sa, sb := e.sitePair(t, "sw", cfg)
 	if err := sa.BlockAddr(sb.PublicIP, true); err != nil {
 		t.Fatal(err)
 	}
@@ -209,45 +194,7 @@ func TestLabRelaySwitch(t *testing.T) {
 	}
 	defer func() { close(stop); watchers.Wait() }()
 
-	const total, interval = 1000, 5 * time.Millisecond
-	sendErr := make(chan error, 1)
-	go func() {
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		for i := range total {
-			if i == total/4 {
-				if err := sa.BlockAddr(sb.PublicIP, false); err != nil {
-					sendErr <- fmt.Errorf("lifting the block: %w", err)
-					return
-				}
-			}
-			if err := p.a.SendP2PPacket(p.b.PeerID(), binary.BigEndian.AppendUint32(nil, uint32(i)), SendReliable, 1); err != nil {
-				sendErr <- fmt.Errorf("send %d: %w", i, err)
-				return
-			}
-			<-tick.C
-		}
-		sendErr <- nil
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	for i := range total {
-		m, err := p.b.Receive(ctx, 1)
-		if err != nil {
-			t.Fatalf("message %d never arrived: %v", i, err)
-		}
-		if got := binary.BigEndian.Uint32(m.Data); got != uint32(i) {
-			t.Fatalf("message %d: got %d (lost or duplicated across the switch)", i, got)
-		}
-	}
-	if err := <-sendErr; err != nil {
-		t.Fatal(err)
-	}
-	extra, cancelExtra := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancelExtra()
-	if m, err := p.b.Receive(extra, 1); err == nil {
-		t.Errorf("extra message after the stream: %x", m.Data)
-	}
+	streamOrdered(t, p.a, p.b, 1000, 250, func() error { return sa.BlockAddr(sb.PublicIP, false) })
 	waitFor(t, 20*time.Second, "direct path on both sides", func() bool {
 		sa, _ := p.a.GetP2PSessionState(p.b.PeerID())
 		sb, _ := p.b.GetP2PSessionState(p.a.PeerID())
@@ -274,20 +221,13 @@ func TestLabRelayTCP(t *testing.T) {
 	leakcheck.Check(t)
 	e := newLabEnvWith(t, "tcp", 0, true)
 	cfg := netlab.SiteConfig{NAT: netlab.NATPortRestricted}
-	sa, err := e.lab.AddSite("tcp-a", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := e.lab.AddSite("tcp-b", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sa, sb := e.sitePair(t, "tcp", cfg)
 	if err := sa.BlockUDP(true); err != nil {
 		t.Fatal(err)
 	}
 	p := e.relayPair(t, sa.Hosts[0], sb.Hosts[0], Config{}, Config{})
 	defer p.closeAll()
-	if p.a.trav.rvRegistered(p.a.trav.rv) || p.a.trav.tcp.client() == nil {
+	if isRegistered(p.a.trav.rv) || p.a.trav.tcp.client() == nil {
 		t.Fatal("a should be registered over TCP only")
 	}
 	took, fail := p.connect(t, DefaultConnectTimeout)
@@ -302,10 +242,10 @@ func TestLabRelayTCP(t *testing.T) {
 			t.Errorf("state %+v, want an active relayed session", st)
 		}
 	}
-	if tr := p.a.trav.relay.transport(); tr != relay.TCP {
+	if _, tr := p.a.trav.relay.server(); tr != relay.TCP {
 		t.Errorf("a's relay transport %v, want tcp", tr)
 	}
-	if tr := p.b.trav.relay.transport(); tr != relay.UDP {
+	if _, tr := p.b.trav.relay.server(); tr != relay.UDP {
 		t.Errorf("b's relay transport %v, want udp", tr)
 	}
 	if s := e.srv.Stats(); s.Streams == 0 {
@@ -336,14 +276,7 @@ func TestLabCoturn(t *testing.T) {
 	})
 	startCoturn(t, e, turnserver, coturn)
 	cfg := netlab.SiteConfig{NAT: netlab.NATSymmetric}
-	sa, err := e.lab.AddSite("ct-a", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := e.lab.AddSite("ct-b", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sa, sb := e.sitePair(t, "ct", cfg)
 	p := e.relayPair(t, sa.Hosts[0], sb.Hosts[0], Config{}, Config{})
 	defer p.closeAll()
 	took, fail := p.connect(t, DefaultConnectTimeout)
@@ -353,7 +286,7 @@ func TestLabCoturn(t *testing.T) {
 	exchange(t, p.a, p.b, false)
 	exchange(t, p.b, p.a, false)
 	for _, n := range []*Node{p.a, p.b} {
-		if srv := n.trav.relay.server(); srv != coturn {
+		if srv, _ := n.trav.relay.server(); srv != coturn {
 			t.Errorf("node allocated on %v, want coturn at %v", srv, coturn)
 		}
 	}
@@ -424,14 +357,7 @@ func BenchmarkLabRelayConnect(b *testing.B) {
 				if kind == "direct-blocked" {
 					cfg.NAT = netlab.NATPortRestricted
 				}
-				sa, err := e.lab.AddSite("rc-a", cfg)
-				if err != nil {
-					b.Fatal(err)
-				}
-				sb, err := e.lab.AddSite("rc-b", cfg)
-				if err != nil {
-					b.Fatal(err)
-				}
+				sa, sb := e.sitePair(b, "rc", cfg)
 				if kind == "direct-blocked" {
 					if err := sa.BlockAddr(sb.PublicIP, true); err != nil {
 						b.Fatal(err)

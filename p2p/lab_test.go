@@ -99,6 +99,19 @@ func newLabEnvServer(tb testing.TB, name string, delay time.Duration, setup func
 	return e
 }
 
+// sitePair adds two sites of one kind, name-a and name-b.
+func (e *labEnv) sitePair(tb testing.TB, name string, cfg netlab.SiteConfig) (a, b *netlab.Site) {
+	tb.Helper()
+	a, err := e.lab.AddSite(name+"-a", cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if b, err = e.lab.AddSite(name+"-b", cfg); err != nil {
+		tb.Fatal(err)
+	}
+	return a, b
+}
+
 func (e *labEnv) wrap(pc net.PacketConn) net.PacketConn {
 	if e.delay == 0 {
 		return pc
@@ -461,14 +474,7 @@ func sameNATRows(t *testing.T, e *labEnv) []matrixRow {
 func lossRow(t *testing.T, e *labEnv) matrixRow {
 	var row matrixRow
 	cfg := netlab.SiteConfig{NAT: netlab.NATPortRestricted, LossPermille: 100}
-	a, err := e.lab.AddSite("lossy-a", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := e.lab.AddSite("lossy-b", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := e.sitePair(t, "lossy", cfg)
 	t.Run("lossy", func(t *testing.T) {
 		row = runMatrixPair(t, e, a.Hosts[0], b.Hosts[0], expectDirect, "port-restricted ↔ port-restricted, 10 % loss on each uplink", false, true)
 	})
@@ -698,14 +704,7 @@ func TestLabMappingChange(t *testing.T) {
 	leakcheck.Check(t)
 	e := newLabEnv(t, "remap", 0)
 	cfg := netlab.SiteConfig{NAT: netlab.NATPortRestricted}
-	sa, err := e.lab.AddSite("remap-a", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := e.lab.AddSite("remap-b", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sa, sb := e.sitePair(t, "remap", cfg)
 	t.Run("new-port", func(t *testing.T) {
 		moved := e.streamAcross(t, sa.Hosts[0], sb.Hosts[0], sa.ChangeMappings)
 		if !moved {
@@ -724,8 +723,7 @@ func TestLabMappingChange(t *testing.T) {
 // reports whether b's view of a's address changed.
 func (e *labEnv) streamAcross(t *testing.T, ha, hb *netlab.Host, disrupt func() error) (moved bool) {
 	const (
-		total    = 1500
-		interval = 5 * time.Millisecond // 200 messages/s: 7.5 s of stream
+		total = 1500 // 7.5 s of stream
 	)
 	a, closeA := e.node(t, ha, Config{}, false)
 	defer closeA()
@@ -767,14 +765,35 @@ func (e *labEnv) streamAcross(t *testing.T, ha, hb *netlab.Host, disrupt func() 
 	}
 	defer func() { close(stop); watchers.Wait() }()
 
+	gap := streamOrdered(t, a, b, total, total/3, disrupt)
+	select {
+	case f := <-fails:
+		t.Errorf("SessionConnectFail during the stream: %+v", f)
+	default:
+	}
+	if gap >= pathDeadAfter {
+		t.Errorf("the stream stalled for %v: the broken path should be noticed from overdue acknowledgements, before %v of silence", gap, pathDeadAfter)
+	}
+	after, _ := b.GetP2PSessionState(a.PeerID())
+	t.Logf("a's address as b sees it: %v before, %v after; longest gap between deliveries %v", before.RemoteAddr, after.RemoteAddr, gap.Round(time.Millisecond))
+	return after.RemoteAddr.Port() != before.RemoteAddr.Port()
+}
+
+// streamOrdered sends total numbered reliable messages from a to b, 200 a
+// second, calls disrupt just before message disruptAt, and checks that b
+// gets every one exactly once and in order. It returns the longest wait
+// between two deliveries.
+func streamOrdered(t *testing.T, a, b *Node, total, disruptAt int, disrupt func() error) (gap time.Duration) {
+	t.Helper()
+	const interval = 5 * time.Millisecond
 	sendErr := make(chan error, 1)
 	go func() {
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		for i := range total {
-			if i == total/3 {
+			if i == disruptAt {
 				if err := disrupt(); err != nil {
-					sendErr <- fmt.Errorf("disrupting the NAT: %w", err)
+					sendErr <- fmt.Errorf("disrupting the path: %w", err)
 					return
 				}
 			}
@@ -786,7 +805,8 @@ func (e *labEnv) streamAcross(t *testing.T, ha, hb *netlab.Host, disrupt func() 
 		}
 		sendErr <- nil
 	}()
-	var gap time.Duration // the longest wait between two deliveries: the outage
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	last := time.Now()
 	for i := range total {
 		p, err := b.Receive(ctx, 1)
@@ -808,17 +828,7 @@ func (e *labEnv) streamAcross(t *testing.T, ha, hb *netlab.Host, disrupt func() 
 	if p, err := b.Receive(extra, 1); err == nil {
 		t.Errorf("extra message after the stream: %x", p.Data)
 	}
-	select {
-	case f := <-fails:
-		t.Errorf("SessionConnectFail during the stream: %+v", f)
-	default:
-	}
-	if gap >= pathDeadAfter {
-		t.Errorf("the stream stalled for %v: the broken path should be noticed from overdue acknowledgements, before %v of silence", gap, pathDeadAfter)
-	}
-	after, _ := b.GetP2PSessionState(a.PeerID())
-	t.Logf("a's address as b sees it: %v before, %v after; longest gap between deliveries %v", before.RemoteAddr, after.RemoteAddr, gap.Round(time.Millisecond))
-	return after.RemoteAddr.Port() != before.RemoteAddr.Port()
+	return gap
 }
 
 // BenchmarkLabConnect measures first send to first delivery between two
@@ -836,14 +846,7 @@ func BenchmarkLabConnect(b *testing.B) {
 		b.Run(fmt.Sprintf("rtt=%v", 2*delay), func(b *testing.B) {
 			e := newLabEnv(b, "connect", delay)
 			cfg := netlab.SiteConfig{NAT: netlab.NATPortRestricted}
-			sa, err := e.lab.AddSite("conn-a", cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			sb, err := e.lab.AddSite("conn-b", cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
+			sa, sb := e.sitePair(b, "conn", cfg)
 			times := make([]time.Duration, 0, b.N)
 			b.ResetTimer()
 			for range b.N {
@@ -908,14 +911,7 @@ func TestLabKeepalive(t *testing.T) {
 	leakcheck.Check(t)
 	e := newLabEnv(t, "keepalive", 0)
 	cfg := netlab.SiteConfig{NAT: netlab.NATPortRestricted, UDPTimeout: 3 * time.Second}
-	sa, err := e.lab.AddSite("keep-a", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := e.lab.AddSite("keep-b", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sa, sb := e.sitePair(t, "keep", cfg)
 	a, closeA := e.node(t, sa.Hosts[0], Config{}, false)
 	defer closeA()
 	b, closeB := e.node(t, sb.Hosts[0], Config{}, false)

@@ -79,26 +79,15 @@ func (r *relayer) addr() netip.AddrPort {
 	return r.client.RelayedAddr()
 }
 
-// transport is how the allocation reaches its TURN server (0: none).
-func (r *relayer) transport() relay.Transport {
+// server is the allocation's TURN server and how it is reached (zero:
+// no allocation).
+func (r *relayer) server() (netip.AddrPort, relay.Transport) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.client == nil {
-		return 0
+		return netip.AddrPort{}, 0
 	}
-	_, tr := r.client.Server()
-	return tr
-}
-
-// server is the TURN server of the allocation (zero: none).
-func (r *relayer) server() netip.AddrPort {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.client == nil {
-		return netip.AddrPort{}
-	}
-	srv, _ := r.client.Server()
-	return srv
+	return r.client.Server()
 }
 
 // onPeer records what an introduction says of the peer's relay.

@@ -41,8 +41,8 @@ type tcpRendezvous struct {
 
 // tick dials when UDP registration has not happened in time, drops TCP
 // once UDP works, and drives the TCP client's timers.
-func (r *tcpRendezvous) tick(now time.Time, started time.Time) {
-	udpOK := r.t.rvRegistered(r.t.rv)
+func (r *tcpRendezvous) tick(now time.Time) {
+	udpOK := isRegistered(r.t.rv)
 	r.mu.Lock()
 	rv, conn := r.rv, r.conn
 	switch {
@@ -53,7 +53,7 @@ func (r *tcpRendezvous) tick(now time.Time, started time.Time) {
 		conn.Close() // the reader ends
 		r.t.n.log.Debug("p2p: UDP registration works: TCP rendezvous dropped")
 		return
-	case !udpOK && conn == nil && !r.busy && now.Sub(started) >= tcpFallbackAfter && !now.Before(r.dialAt) && r.t.ctx.Err() == nil:
+	case !udpOK && conn == nil && !r.busy && now.Sub(r.t.started) >= tcpFallbackAfter && !now.Before(r.dialAt) && r.t.ctx.Err() == nil:
 		r.busy = true
 		r.t.wg.Add(1)
 		go r.dial()
@@ -124,7 +124,7 @@ func (r *tcpRendezvous) read(conn net.Conn, rv *rendezvous.Client) {
 func (r *tcpRendezvous) client() *rendezvous.Client {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.rv != nil && r.t.rvRegistered(r.rv) {
+	if r.rv != nil && isRegistered(r.rv) {
 		return r.rv
 	}
 	return nil

@@ -144,10 +144,10 @@ func (t *traversal) rvConfig() rendezvous.ClientConfig {
 }
 
 // registered reports whether the node is registered, over UDP or TCP.
-func (t *traversal) registered() bool { return t.rvRegistered(t.rv) || t.tcp.client() != nil }
+func (t *traversal) registered() bool { return isRegistered(t.rv) || t.tcp.client() != nil }
 
-// rvRegistered reports whether c holds a registration.
-func (t *traversal) rvRegistered(c *rendezvous.Client) bool {
+// isRegistered reports whether c holds a registration.
+func isRegistered(c *rendezvous.Client) bool {
 	_, ok := c.Registered()
 	return ok
 }
@@ -271,7 +271,7 @@ func (t *traversal) tick(now time.Time) {
 	if ready {
 		t.rv.Tick(now)
 	}
-	t.tcp.tick(now, t.started)
+	t.tcp.tick(now)
 	if ready || t.udpBlocked() {
 		t.relay.tick(now)
 	}
@@ -355,7 +355,7 @@ func (t *traversal) punching(peer PeerID) bool {
 // udpBlocked reports whether the node reaches the rendezvous server only
 // over TCP.
 func (t *traversal) udpBlocked() bool {
-	return !t.rvRegistered(t.rv) && t.tcp.client() != nil
+	return !isRegistered(t.rv) && t.tcp.client() != nil
 }
 
 // introduce asks the server to introduce us to peer.

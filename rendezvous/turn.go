@@ -80,10 +80,10 @@ func (s *Server) startTURN() error {
 	s.relay = rs
 	if len(s.turnServers) == 0 {
 		port := s.addrs[0].Port()
-		any := netip.AddrPortFrom(netip.IPv4Unspecified(), port)
-		s.turnServers = []TURNServer{{Transport: relay.UDP, Addr: any}}
+		here := netip.AddrPortFrom(netip.IPv4Unspecified(), port) // the client fills in our IP
+		s.turnServers = []TURNServer{{Transport: relay.UDP, Addr: here}}
 		if len(s.cfg.Listeners) > 0 {
-			s.turnServers = append(s.turnServers, TURNServer{Transport: relay.TCP, Addr: any})
+			s.turnServers = append(s.turnServers, TURNServer{Transport: relay.TCP, Addr: here})
 		}
 	}
 	return nil
@@ -110,13 +110,14 @@ func isTURN(b []byte) bool {
 type muxConn struct {
 	net.PacketConn
 	in   chan muxPacket
+	bufs sync.Pool // *[]byte of maxPacketSize, reused: relayed traffic passes here
 	done chan struct{}
 	once sync.Once
 }
 
 type muxPacket struct {
-	b    []byte
-	from net.Addr
+	b    *[]byte
+	from netip.AddrPort
 }
 
 const muxQueue = 1024
@@ -126,10 +127,17 @@ func newMuxConn(pc net.PacketConn) *muxConn {
 }
 
 func (m *muxConn) push(b []byte, from netip.AddrPort) bool {
+	buf, ok := m.bufs.Get().(*[]byte)
+	if !ok {
+		nb := make([]byte, 0, maxPacketSize)
+		buf = &nb
+	}
+	*buf = append((*buf)[:0], b...)
 	select {
-	case m.in <- muxPacket{append([]byte(nil), b...), net.UDPAddrFromAddrPort(from)}:
+	case m.in <- muxPacket{buf, from}:
 		return true
 	default:
+		m.bufs.Put(buf)
 		return false
 	}
 }
@@ -137,7 +145,9 @@ func (m *muxConn) push(b []byte, from netip.AddrPort) bool {
 func (m *muxConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	select {
 	case p := <-m.in:
-		return copy(b, p.b), p.from, nil
+		n := copy(b, *p.b)
+		m.bufs.Put(p.b)
+		return n, net.UDPAddrFromAddrPort(p.from), nil
 	case <-m.done:
 		return 0, nil, net.ErrClosed
 	}
