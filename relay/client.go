@@ -79,17 +79,18 @@ type ClientConfig struct {
 // Client holds one allocation on a TURN server. All methods are safe for
 // concurrent use.
 type Client struct {
-	cfg     ClientConfig
-	base    net.PacketConn // the socket or stream to the server
-	tc      *turn.Client
-	relayed net.PacketConn
-	addr    netip.AddrPort
-	queue   chan outbound
-	pool    sync.Pool
-	done    chan struct{}
-	once    sync.Once
-	wg      sync.WaitGroup
-	stats   clientCounters
+	cfg      ClientConfig
+	base     net.PacketConn // the socket or stream to the server
+	tc       *turn.Client
+	relayed  net.PacketConn
+	addr     netip.AddrPort
+	queue    chan outbound
+	pool     sync.Pool
+	done     chan struct{}
+	baseDone chan struct{} // closed when the connection to the server ends
+	once     sync.Once
+	wg       sync.WaitGroup
+	stats    clientCounters
 }
 
 type outbound struct {
@@ -126,7 +127,7 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		base.Close()
 		return nil, err
 	}
-	c := &Client{cfg: cfg, base: base, tc: tc, queue: make(chan outbound, cfg.QueueLen), done: make(chan struct{})}
+	c := &Client{cfg: cfg, base: base, tc: tc, queue: make(chan outbound, cfg.QueueLen), done: make(chan struct{}), baseDone: make(chan struct{})}
 	c.wg.Add(1)
 	go c.readBase()
 	relayed, err := c.allocate(ctx)
@@ -201,6 +202,7 @@ func (c *Client) allocate(ctx context.Context) (net.PacketConn, error) {
 // pion's Listen loop it survives malformed packets: they are counted.
 func (c *Client) readBase() {
 	defer c.wg.Done()
+	defer close(c.baseDone)
 	buf := make([]byte, readBufSize)
 	for {
 		n, from, err := c.base.ReadFrom(buf)

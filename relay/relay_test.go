@@ -261,3 +261,17 @@ func TestCredentialsMatchCoturnScheme(t *testing.T) {
 		t.Fatal("a username with a later expiry kept the old password and passed")
 	}
 }
+
+// TestCloseEndsTCPClients: Close ends the TCP connections the server
+// accepted, which pion's own Close leaves open until their clients go.
+func TestCloseEndsTCPClients(t *testing.T) {
+	leakcheck.Check(t)
+	s := startServer(t, nil)
+	c, _ := allocate(t, s.tcp, TCP, NewCredentials(testSecret, "x", time.Hour, time.Now()))
+	s.Close()
+	select {
+	case <-c.baseDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client's TCP connection is still open after the server closed")
+	}
+}

@@ -61,8 +61,10 @@ type ServerConfig struct {
 type Server struct {
 	srv *turn.Server
 
-	mu      sync.Mutex // guards perUser
+	mu      sync.Mutex // guards perUser, conns and closed
 	perUser map[string]int
+	conns   map[*trackedConn]struct{}
+	closed  bool
 
 	stats serverCounters
 }
@@ -94,7 +96,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("relay: MinPort above MaxPort")
 	}
 	log := quiet(cfg.Logger)
-	s := &Server{perUser: map[string]int{}}
+	s := &Server{perUser: map[string]int{}, conns: map[*trackedConn]struct{}{}}
 	gen := &relayPorts{cfg: &cfg, stats: &s.stats}
 	sc := turn.ServerConfig{
 		Realm:         cfg.Realm,
@@ -124,7 +126,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: gen})
 	}
 	for _, l := range cfg.Listeners {
-		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: l, RelayAddressGenerator: gen})
+		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: trackedListener{l, s}, RelayAddressGenerator: gen})
 	}
 	srv, err := turn.NewServer(sc)
 	if err != nil {
@@ -175,8 +177,55 @@ func (s *Server) release(username string) {
 	}
 }
 
-// Close stops the server and closes its sockets and listeners.
-func (s *Server) Close() error { return s.srv.Close() }
+// Close stops the server and closes its sockets, listeners and the TCP
+// connections it accepted (pion's Close leaves those to their clients).
+func (s *Server) Close() error {
+	err := s.srv.Close()
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	for c := range conns {
+		c.Conn.Close()
+	}
+	return err
+}
+
+// trackedListener records the connections it accepts, so Close can end
+// them.
+type trackedListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, s: l.s}
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	if l.s.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	l.s.conns[tc] = struct{}{}
+	return tc, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	s *Server
+}
+
+func (c *trackedConn) Close() error {
+	c.s.mu.Lock()
+	delete(c.s.conns, c)
+	c.s.mu.Unlock()
+	return c.Conn.Close()
+}
 
 // ServerStats counts what a Server did.
 type ServerStats struct {
