@@ -2,7 +2,9 @@
 // STUN over the node's shared socket, host candidates, NAT behaviour
 // discovery, and connectivity checks (probes) that punch holes, learn
 // peer-reflexive addresses and, when one side's NAT maps per destination,
-// run the birthday approach. It knows nothing of sessions: package p2p
+// run the birthday approach; and the TCP sockets of TCP hole punching
+// (ListenTCP, DialTCP: dials leave from the listener's port). It knows
+// nothing of sessions: package p2p
 // feeds it datagrams and acts on the paths it validates.
 //
 // # STUN

@@ -105,9 +105,26 @@ type Config struct {
 	// negative value uses the relay at once.
 	RelayAfter time.Duration
 
-	// Dial opens TCP connections: to the rendezvous server and TURN over
-	// TCP when UDP is blocked. Nil means a net.Dialer.
+	// Dial opens TCP connections: to TURN over TCP when UDP is blocked,
+	// and to the rendezvous server then when DialTCP cannot (with
+	// DisableDirectTCP, always). Nil means a net.Dialer.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+
+	// DisableDirectTCP forbids direct TCP paths: the node neither listens
+	// on TCP nor dials peers over it. Without it, when a peer's network or
+	// ours drops UDP, the node listens on TCP (at its UDP port number when
+	// it is free) and both sides dial each other from that port (TCP
+	// simultaneous open through both NATs); a session that gets a TCP link
+	// uses it instead of the relay.
+	DisableDirectTCP bool
+
+	// ListenTCP and DialTCP open the sockets of direct TCP paths: the
+	// listener, and connections dialed from its address (laddr). Both
+	// must set SO_REUSEADDR and SO_REUSEPORT, or the dials cannot share
+	// the listener's port. Nil means nat.ListenTCP and nat.DialTCP
+	// (go-reuseport's options on the standard library's sockets).
+	ListenTCP func(network, address string) (net.Listener, error)
+	DialTCP   func(ctx context.Context, network, laddr, raddr string) (net.Conn, error)
 
 	// RelayTLS, when set, reaches TURN servers listed for TLS with this
 	// configuration (its ServerName must name the server).
@@ -171,6 +188,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Dial == nil {
 		cfg.Dial = (&net.Dialer{}).DialContext
+	}
+	if cfg.ListenTCP == nil {
+		cfg.ListenTCP = nat.ListenTCP
+	}
+	if cfg.DialTCP == nil {
+		cfg.DialTCP = nat.DialTCP
 	}
 	switch {
 	case cfg.RelayAfter == 0:

@@ -80,6 +80,22 @@
 // switch, so reliable messages are neither lost nor duplicated. An
 // allocation no session needed for 30 s is released.
 //
+// When a peer registered over TCP, or we did (a network that drops UDP),
+// the node also listens on TCP (at its UDP port number when that is free,
+// with SO_REUSEPORT) and dials the peer's observed and host addresses from
+// that port, as the peer dials ours: the SYNs cross inside both NATs (TCP
+// simultaneous open). Each datagram crosses a link in a frame (0xBE, a
+// 2-byte big-endian length, the datagram). A link lets packets in once the
+// other end's probe checks out, and is offered to the session once the ack
+// of our own fresh probe comes back; the session then runs over it
+// (PathTCP) rather than the relay. UDP straight to the peer ranks above
+// TCP, TCP above the relay. A link holds at most 64 KiB beyond the
+// kernel's buffer: past that datagrams are dropped and counted
+// (NodeStats.TCPDropped) and the channels send reliable data again, so a
+// stalled TCP connection never queues unreliable data without bound.
+// Connections that prove no introduced peer within 5 s are closed.
+// Config.DisableDirectTCP turns direct TCP off.
+//
 // Data packet flags (authenticated) say where the sender stands on the
 // session, so acceptance, refusal and closing ride on every packet,
 // acknowledgements and keepalives included, and need no control messages of

@@ -39,6 +39,13 @@ var (
 	// extra sockets.
 	errTooManySockets = errors.New("p2p: too many extra sockets open")
 
+	// Direct TCP: the listener did not open, a datagram exceeds a frame,
+	// a link's send queue is full, a peer sent a malformed frame.
+	errTCPListen   = errors.New("p2p: no TCP listener")
+	errTCPTooLarge = errors.New("p2p: datagram too large for a TCP frame")
+	errTCPBacklog  = errors.New("p2p: TCP link backlogged: datagram dropped")
+	errTCPFrame    = errors.New("p2p: malformed TCP frame")
+
 	// ErrBadPeerID: the text is not a PeerID.
 	ErrBadPeerID = errors.New("p2p: malformed peer ID")
 

@@ -225,8 +225,12 @@ func TestLabRelayTCP(t *testing.T) {
 	if err := sa.BlockUDP(true); err != nil {
 		t.Fatal(err)
 	}
-	p := e.relayPair(t, sa.Hosts[0], sb.Hosts[0], Config{}, Config{})
+	noTCP := Config{DisableDirectTCP: true} // else the pair goes straight over TCP (TestLabDirectTCP)
+	p := e.relayPair(t, sa.Hosts[0], sb.Hosts[0], noTCP, noTCP)
 	defer p.closeAll()
+	if p.a.Stats().TCPLinks+p.b.Stats().TCPLinks != 0 {
+		t.Error("direct TCP disabled, yet links were made")
+	}
 	if isRegistered(p.a.trav.rv) || p.a.trav.tcp.client() == nil {
 		t.Fatal("a should be registered over TCP only")
 	}

@@ -143,6 +143,20 @@ func (e *labEnv) node(tb testing.TB, h *netlab.Host, cfg Config, hideLAN bool) (
 	}
 	cfg.Interfaces = func() ([]netip.Prefix, error) { return []netip.Prefix{prefix}, nil }
 	cfg.Dial = h.DialContext
+	cfg.ListenTCP = func(network, address string) (ln net.Listener, err error) {
+		err = h.Do(func() (err error) {
+			ln, err = nat.ListenTCP(network, address)
+			return err
+		})
+		return ln, err
+	}
+	cfg.DialTCP = func(ctx context.Context, network, laddr, raddr string) (c net.Conn, err error) {
+		err = h.Do(func() (err error) {
+			c, err = nat.DialTCP(ctx, network, laddr, raddr)
+			return err
+		})
+		return c, err
+	}
 	if os.Getenv("GW_DEBUG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", h.Name)
 	}
@@ -342,6 +356,7 @@ const (
 	expectBirthday                    // direct through the birthday approach on ≥ 95 % of runs
 	expectRelay                       // no direct path: relayed on every run
 	expectFail                        // no direct path and relay forbidden: a clean Timeout on every run
+	expectTCP                         // UDP blocked: direct TCP on every run
 )
 
 func expect(a, b labKind) expectation {
@@ -413,6 +428,7 @@ func TestLabNATMatrix(t *testing.T) {
 	}
 	rows = append(rows, sameNATRows(t, e)...)
 	rows = append(rows, lossRow(t, e))
+	rows = append(rows, udpBlockedRows(t, e)...)
 
 	table := formatMatrix(rows)
 	t.Log("\n" + table)
@@ -481,6 +497,42 @@ func lossRow(t *testing.T, e *labEnv) matrixRow {
 	return row
 }
 
+// udpBlockedRows: sites whose uplink drops all UDP register over TCP and
+// reach a peer over direct TCP (simultaneous open), or through TURN over
+// TCP when the peer's NAT maps TCP per destination too.
+func udpBlockedRows(t *testing.T, e *labEnv) []matrixRow {
+	var rows []matrixRow
+	site := func(name string, kind netlab.NATKind, block bool) *netlab.Host {
+		s, err := e.lab.AddSite(name, netlab.SiteConfig{NAT: kind})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.BlockUDP(block); err != nil {
+			t.Fatal(err)
+		}
+		return s.Hosts[0]
+	}
+	blockedA := site("udpblk-a", netlab.NATPortRestricted, true)
+	blockedB := site("udpblk-b", netlab.NATPortRestricted, true)
+	open := site("udpopen", netlab.NATPortRestricted, false)
+	sym := site("udpsym", netlab.NATSymmetric, false)
+	for _, tc := range []struct {
+		peer  *netlab.Host
+		label string
+		want  expectation
+	}{
+		{open, "port-restricted, UDP blocked ↔ port-restricted", expectTCP},
+		{blockedB, "port-restricted, UDP blocked ↔ port-restricted, UDP blocked", expectTCP},
+		{sym, "port-restricted, UDP blocked ↔ symmetric", expectRelay},
+		{sym, "port-restricted, UDP blocked ↔ symmetric, relay forbidden", expectFail},
+	} {
+		t.Run("udp-blocked/"+tc.label, func(t *testing.T) {
+			rows = append(rows, runMatrixPair(t, e, blockedA, tc.peer, tc.want, tc.label, false, false))
+		})
+	}
+	return rows
+}
+
 func onOff(b bool) string {
 	if b {
 		return "on"
@@ -499,8 +551,8 @@ func runMatrixPair(t *testing.T, e *labEnv, ha, hb *netlab.Host, want expectatio
 	case expectFail:
 		cfg.ConnectTimeout, cfg.DisableRelay = 4*time.Second, true
 	}
-	row := matrixRow{pair: label, expected: [...]string{"direct", "direct (birthday)", "relay", "fails: Timeout"}[want]}
-	wantDirect := want == expectDirect || want == expectBirthday
+	row := matrixRow{pair: label, expected: [...]string{"direct", "direct (birthday)", "relay", "fails: Timeout", "direct TCP"}[want]}
+	wantDirect := want == expectDirect || want == expectBirthday || want == expectTCP
 	for range runs {
 		row.runs = append(row.runs, e.runPair(t, ha, hb, cfg, hide, lossy, wantDirect))
 	}
@@ -517,6 +569,9 @@ func runMatrixPair(t *testing.T, e *labEnv, ha, hb *netlab.Host, want expectatio
 		case want == expectRelay && r.connected && (r.state.Path != PathRelay || !r.state.UsingRelay):
 			t.Errorf("run %d: path %v, want relay", i, r.state.Path)
 		case want == expectRelay:
+		case want == expectTCP && r.connected && r.state.Path != PathTCP:
+			t.Errorf("run %d: path %v, want tcp", i, r.state.Path)
+		case want == expectTCP:
 		case r.connected && !r.state.Traversal.Punched:
 			t.Errorf("run %d: connected without traversal recording a path: %+v", i, r.state.Traversal)
 		case r.connected && r.state.Path != PathDirect:
@@ -589,6 +644,10 @@ func runPathLabel(r labRun) string {
 	switch {
 	case r.state.Path == PathRelay:
 		return "relay"
+	case r.state.Path == PathTCP && r.relayFirst:
+		return "relay, then TCP"
+	case r.state.Path == PathTCP:
+		return "TCP"
 	case r.relayFirst:
 		return "relay, then " + pathLabel(r.state.Traversal)
 	}
@@ -646,7 +705,11 @@ peer-reflexive: an address learnt from its probes), and whether port
 prediction or the birthday approach found it. "relay": the session runs
 through TURN. "relay, then ...": no direct path within the budget, so the
 first messages went through TURN, and the session moved to the direct path
-when the background attempts found it. "Connect" counts to the first
+when the background attempts found it. "TCP": the session runs over a
+direct TCP connection the two sides opened to each other at once (TCP
+simultaneous open through both NATs). Rows with "UDP blocked" have a site
+whose uplink drops all UDP: it registers over TCP at the rendezvous port.
+"Connect" counts to the first
 delivery on whichever path carried it. "TURN allocations" sums the
 embedded server's allocations over the row's runs (two per relayed run, one
 per side).

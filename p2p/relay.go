@@ -39,6 +39,7 @@ type relayer struct {
 	client     *relay.Client
 	sock       *nodeSocket // the allocation as a socket sessions can use
 	allocating bool
+	failures   int // allocations that failed: each failure moves to the next server
 	retryAt    time.Time
 	usedAt     time.Time // last tick a peer needed the relay
 	peers      map[PeerID]*relayPeer
@@ -269,6 +270,7 @@ func (r *relayer) allocateLocked(now time.Time) {
 		r.allocating = false
 		if err != nil || r.t.ctx.Err() != nil {
 			r.retryAt = time.Now().Add(allocateRetry)
+			r.failures++
 			r.mu.Unlock()
 			if c != nil {
 				c.Close()
@@ -287,19 +289,27 @@ func (r *relayer) allocateLocked(now time.Time) {
 	}()
 }
 
+// pickServerLocked orders the usable servers by transport (UDP, TCP, TLS;
+// no UDP when the node's UDP is blocked, no TLS without Config.RelayTLS)
+// and returns the next after as many as have failed: a server that does
+// not answer, or a transport a firewall drops, is not tried forever.
 func (r *relayer) pickServerLocked() (rendezvous.TURNServer, bool) {
 	want := []relay.Transport{relay.UDP, relay.TCP, relay.TLS}
 	if r.t.udpBlocked() {
 		want = []relay.Transport{relay.TCP, relay.TLS}
 	}
+	var usable []rendezvous.TURNServer
 	for _, tr := range want {
 		for _, s := range r.turn.Servers {
 			if s.Transport == tr && (tr != relay.TLS || r.n.cfg.RelayTLS != nil) {
-				return s, true
+				usable = append(usable, s)
 			}
 		}
 	}
-	return rendezvous.TURNServer{}, false
+	if len(usable) == 0 {
+		return rendezvous.TURNServer{}, false
+	}
+	return usable[r.failures%len(usable)], true
 }
 
 // permitLocked installs a permission for the peer's relayed address, then,
@@ -340,7 +350,7 @@ func (r *relayer) use(peer PeerID, addr netip.AddrPort, sock *nodeSocket, now ti
 	switch {
 	case s.state == stConnecting && s.hs == nil:
 		s.startHandshakeOnLocked(addr, sock, now)
-	case s.state == stConnecting && !onRelay:
+	case s.state == stConnecting && !onRelay && s.socket().kind() != PathTCP:
 		s.setPath(addr, sock)
 		sock.WriteTo(s.hs.Message(), addr)
 		// Retries had backed off on the dead direct path; on the new one

@@ -170,11 +170,11 @@ func (s *session) follow(src netip.AddrPort, sock *nodeSocket, now int64) bool {
 	if cur == nil || time.Duration(now-s.lastPath.Load()) > pathQuiet {
 		return true
 	}
-	// Direct beats the relay: stragglers through the relay do not pull a
-	// session that went direct back, and a direct packet moves a relayed
-	// one.
+	// Direct UDP beats direct TCP beats the relay: stragglers on a worse
+	// kind do not pull a session back, and a packet on a better kind moves
+	// it.
 	if from, at := sock.kind(), s.socket().kind(); from != at {
-		return from == PathDirect
+		return from.rank() > at.rank()
 	}
 	return s.node.addrRank(src.Addr()) >= s.node.addrRank(cur.Addr())
 }

@@ -14,7 +14,8 @@ import (
 
 // nodeSocket is one of the node's ways to send: the main UDP socket, an
 // extra one NAT traversal opened for the birthday approach, or the node's
-// TURN allocation (relay set, pc and conn nil). Each feeds
+// TURN allocation (relay set, pc and conn nil), or a direct TCP link (tcp
+// set, pc and conn nil). Each feeds
 // Node.handlePacket from a reader goroutine (the relay's is the relay
 // client's). Packets answer on the socket they came in on, and a session
 // sends on the socket its peer's packets arrive on, so a session can live
@@ -24,14 +25,18 @@ type nodeSocket struct {
 	pc     net.PacketConn
 	conn   *udpbatch.Conn
 	relay  *relay.Client
+	tcp    *tcpLink
 	main   bool
 	closed atomic.Bool
 }
 
 // kind is the path kind of sessions on this socket.
 func (s *nodeSocket) kind() PathKind {
-	if s.relay != nil {
+	switch {
+	case s.relay != nil:
 		return PathRelay
+	case s.tcp != nil:
+		return PathTCP
 	}
 	return PathDirect
 }
@@ -62,6 +67,9 @@ func (s *nodeSocket) WriteTo(b []byte, to netip.AddrPort) error {
 	if s.relay != nil {
 		return s.relayWrite(b, to)
 	}
+	if s.tcp != nil {
+		return s.tcp.write(b)
+	}
 	msgs := s.node.getMsgs(1)
 	(*msgs)[0] = udpbatch.Message{Buf: b, Addr: to}
 	_, err := s.conn.WriteBatch(*msgs)
@@ -82,13 +90,13 @@ func (s *nodeSocket) relayWrite(b []byte, to netip.AddrPort) error {
 
 // writeBatch sends datagrams.
 func (s *nodeSocket) writeBatch(msgs []udpbatch.Message) error {
-	if s.relay == nil {
+	if s.relay == nil && s.tcp == nil {
 		_, err := s.conn.WriteBatch(msgs)
 		return err
 	}
 	var first error
 	for _, m := range msgs {
-		if err := s.relayWrite(m.Buf, m.Addr); err != nil && first == nil {
+		if err := s.WriteTo(m.Buf, m.Addr); err != nil && first == nil {
 			first = err
 		}
 	}
@@ -96,9 +104,9 @@ func (s *nodeSocket) writeBatch(msgs []udpbatch.Message) error {
 }
 
 // Close closes an extra socket; its reader ends. The main socket closes
-// with the node, the relay's with the relay.
+// with the node, the relay's with the relay, a TCP link's with the link.
 func (s *nodeSocket) Close() error {
-	if s.main || s.relay != nil || s.closed.Swap(true) {
+	if s.main || s.relay != nil || s.tcp != nil || s.closed.Swap(true) {
 		return nil
 	}
 	s.node.extraMu.Lock()

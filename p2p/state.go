@@ -15,7 +15,23 @@ const (
 	PathNone   PathKind = iota // no transport yet
 	PathDirect                 // UDP straight to the peer
 	PathRelay                  // through a TURN relay
+	PathTCP                    // TCP straight to the peer (its network or ours drops UDP)
 )
+
+// rank orders path kinds for a session that hears its peer on two: UDP
+// straight to the peer, then TCP straight to it (head-of-line blocking, but
+// one hop), then the relay.
+func (k PathKind) rank() int {
+	switch k {
+	case PathDirect:
+		return 3
+	case PathTCP:
+		return 2
+	case PathRelay:
+		return 1
+	}
+	return 0
+}
 
 func (k PathKind) String() string {
 	switch k {
@@ -23,6 +39,8 @@ func (k PathKind) String() string {
 		return "direct"
 	case PathRelay:
 		return "relay"
+	case PathTCP:
+		return "tcp"
 	}
 	return "none"
 }

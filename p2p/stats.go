@@ -27,6 +27,9 @@ type NodeStats struct {
 	RelayFailures     uint64 // TURN allocations that failed
 	RelayDropped      uint64 // datagrams for the relay dropped: its send queue was full
 	PathChanges       uint64 // established sessions that moved to another path (PathChanged events)
+	TCPLinks          uint64 // direct TCP links proven both ways (probe and ack)
+	TCPRefused        uint64 // TCP connections closed before proving a peer: unknown peer, bad frame or probe, silence, over the bound
+	TCPDropped        uint64 // datagrams for a TCP link dropped: its send queue was full
 }
 
 type nodeCounters struct {
@@ -35,6 +38,7 @@ type nodeCounters struct {
 	handshakeFailed, replayedInit, heldDropped, writeErrors    atomic.Uint64
 	handshakes, punchesRefused, repunches                      atomic.Uint64
 	relayAllocations, relayFailures, relayDropped, pathChanges atomic.Uint64
+	tcpLinks, tcpRefused, tcpDropped                           atomic.Uint64
 }
 
 // Stats returns the node's counters.
@@ -63,5 +67,8 @@ func (n *Node) Stats() NodeStats {
 		RelayFailures:     c.relayFailures.Load(),
 		RelayDropped:      c.relayDropped.Load(),
 		PathChanges:       c.pathChanges.Load(),
+		TCPLinks:          c.tcpLinks.Load(),
+		TCPRefused:        c.tcpRefused.Load(),
+		TCPDropped:        c.tcpDropped.Load(),
 	}
 }

@@ -68,7 +68,7 @@ func (r *tcpRendezvous) dial() {
 	t := r.t
 	defer t.wg.Done()
 	ctx, cancel := context.WithTimeout(t.ctx, tcpDialTimeout)
-	conn, err := t.n.cfg.Dial(ctx, "tcp4", t.server.String())
+	conn, err := t.direct.dialServer(ctx, t.server)
 	cancel()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -83,6 +83,7 @@ func (r *tcpRendezvous) dial() {
 	}
 	var wmu sync.Mutex
 	cfg := t.rvConfig()
+	cfg.Candidates = t.direct.hostCandidates
 	cfg.Send = func(b []byte, _ netip.AddrPort) {
 		wmu.Lock()
 		defer wmu.Unlock()

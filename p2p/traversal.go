@@ -45,6 +45,7 @@ type traversal struct {
 	server    netip.AddrPort
 	rv        *rendezvous.Client // over the node's UDP socket
 	tcp       *tcpRendezvous     // over TCP, when UDP is blocked
+	direct    *tcpDirect         // direct TCP links
 	serverKey *rendezvous.Key
 	started   time.Time
 	stun      *nat.STUN
@@ -115,6 +116,7 @@ func newTraversal(n *Node) (*traversal, error) {
 	t.stun = nat.NewSTUN(n.main.WriteTo)
 	t.relay = newRelayer(n, t)
 	t.tcp = &tcpRendezvous{t: t}
+	t.direct = newTCPDirect(t)
 	t.started = time.Now() // before the maintenance goroutine reads it
 	t.serverKey = key
 	cfg := t.rvConfig()
@@ -213,6 +215,7 @@ func (t *traversal) stop() {
 	t.cancel()
 	t.rv.Close()
 	t.tcp.close()
+	t.direct.close()
 	t.relay.close()
 	t.mu.Lock()
 	punches := t.punches
@@ -272,6 +275,7 @@ func (t *traversal) tick(now time.Time) {
 		t.rv.Tick(now)
 	}
 	t.tcp.tick(now)
+	t.direct.tick(now)
 	if ready || t.udpBlocked() {
 		t.relay.tick(now)
 	}
@@ -340,6 +344,7 @@ func (t *traversal) forget(peer PeerID) {
 	t.mu.Unlock()
 	if gone {
 		t.relay.forget(peer)
+		t.direct.forget(peer)
 	}
 }
 
@@ -350,6 +355,14 @@ func (t *traversal) punching(peer PeerID) bool {
 	defer t.mu.Unlock()
 	ps := t.punches[peer]
 	return ps != nil && ps.found.IsZero()
+}
+
+// found reports whether a punch toward peer validated a UDP path.
+func (t *traversal) found(peer PeerID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ps := t.punches[peer]
+	return ps != nil && !ps.found.IsZero()
 }
 
 // udpBlocked reports whether the node reaches the rendezvous server only
@@ -427,6 +440,12 @@ func (t *traversal) probedBy(peer PeerID, src netip.AddrPort, sock *nodeSocket) 
 }
 
 // probeKey derives (and caches) the key probes with peer are sealed with.
+func (t *traversal) probeKey(peer PeerID) (nat.ProbeKey, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.probeKeyLocked(peer)
+}
+
 func (t *traversal) probeKeyLocked(peer PeerID) (nat.ProbeKey, error) {
 	if k, ok := t.keys[peer]; ok {
 		return k, nil
@@ -454,6 +473,7 @@ func (t *traversal) onPeer(p *rendezvous.Peer) {
 	t.n.log.Debug("p2p: introduced", "peer", peer, "public", p.Observed, "host", p.Candidates, "relay", p.Relay, "relay allowed", p.RelayAllowed, "tcp", p.TCP)
 	t.relay.onPeer(p, time.Now())
 	wanted := t.n.lookupSession(peer) != nil
+	t.direct.onPeer(peer, p, wanted)
 	t.mu.Lock()
 	if ps := t.punches[peer]; ps != nil {
 		t.mu.Unlock()

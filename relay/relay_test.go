@@ -3,6 +3,8 @@ package relay
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"net/netip"
@@ -12,6 +14,7 @@ import (
 	"github.com/pion/turn/v4"
 
 	"github.com/gamewire/gamewire/internal/leakcheck"
+	"github.com/gamewire/gamewire/internal/testcert"
 )
 
 const testSecret = "s3cret"
@@ -273,5 +276,58 @@ func TestCloseEndsTCPClients(t *testing.T) {
 	case <-c.baseDone:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the client's TCP connection is still open after the server closed")
+	}
+}
+
+// TestRelayOverTLS: a client allocates over TLS (turns:) and relays to a
+// UDP client; a client that does not trust the server's certificate gets
+// no allocation.
+func TestRelayOverTLS(t *testing.T) {
+	leakcheck.Check(t)
+	cert, pool, err := testcert.New("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp4", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, func(cfg *ServerConfig) { cfg.Listeners = append(cfg.Listeners, ln) })
+	at := addrPortOf(ln.Addr())
+	now := time.Now()
+	allocateTLS := func(roots *x509.CertPool, ch chan received) (*Client, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return Allocate(ctx, ClientConfig{Server: at, Transport: TLS, LocalIP: "127.0.0.1",
+			TLSConfig:   &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"},
+			Credentials: NewCredentials(testSecret, "a", time.Hour, now),
+			Receive: func(b []byte, from netip.AddrPort) {
+				ch <- received{append([]byte(nil), b...), from}
+			}})
+	}
+	ach := make(chan received, 64)
+	a, err := allocateTLS(pool, ach)
+	if err != nil {
+		t.Fatalf("allocate over TLS: %v", err)
+	}
+	defer a.Close()
+	if _, tr := a.Server(); tr != TLS {
+		t.Errorf("transport %v", tr)
+	}
+	b, bch := allocate(t, s.udp, UDP, NewCredentials(testSecret, "b", time.Hour, now))
+	if err := b.Permit(a.RelayedAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Permit(b.RelayedAddr()); err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, a, b, bch, []byte("over tls"))
+	exchange(t, b, a, ach, []byte("back"))
+	if c, err := allocateTLS(x509.NewCertPool(), make(chan received, 1)); err == nil {
+		c.Close()
+		t.Fatal("allocated through a server whose certificate the client does not trust")
+	}
+	if st := s.Stats(); st.Allocations != 2 {
+		t.Errorf("server stats %+v: want 2 allocations", st)
 	}
 }
