@@ -191,6 +191,15 @@ func (n *Node) AllowP2PPacketRelay(allow bool) bool {
 	return true
 }
 
+// Registered reports whether the rendezvous server holds the node's
+// registration (over UDP, or TCP when UDP is blocked): peers can reach it
+// by its PeerID now. A session toward a peer that has not registered yet
+// fails with SessionErrorDestinationNotLoggedOn. Always false without
+// Config.Rendezvous. Steam's BLoggedOn.
+func (n *Node) Registered() bool {
+	return n.trav != nil && n.trav.registered()
+}
+
 // AddPeerAddr tells the node where a peer can be reached, for LAN play and
 // tests without a server. A session waiting for an address starts its
 // handshake at once.

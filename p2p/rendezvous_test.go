@@ -82,3 +82,21 @@ func TestDestinationNotLoggedOn(t *testing.T) {
 	}
 	a.Close()
 }
+
+// TestRegistered: a node reports its registration once the server holds
+// it, and never without a server.
+func TestRegistered(t *testing.T) {
+	leakcheck.Check(t)
+	srv := startRendezvous(t)
+	a := loopbackNode(t, "127.0.0.1", Config{Rendezvous: srv.Addr().String()})
+	lone := loopbackNode(t, "127.0.0.1", Config{})
+	waitFor(t, 10*time.Second, "registration", a.Registered)
+	if !srv.IsRegistered(rendezvous.Key(a.PeerID())) {
+		t.Error("the node says registered; the server does not know it")
+	}
+	if lone.Registered() {
+		t.Error("a node without a server says it is registered")
+	}
+	a.Close()
+	lone.Close()
+}

@@ -423,6 +423,9 @@ func (s *session) onPacket(src netip.AddrPort, sock *nodeSocket, flags byte, pla
 	if r := s.remote.Load(); r == nil || *r != src || s.socket() != sock {
 		if moved = s.follow(src, sock, now); moved {
 			s.setPath(src, sock) // the peer moved (NAT rebinding): follow it, it proved its keys
+			if t := s.node.trav; t != nil {
+				t.followed(s.peer, src, sock)
+			}
 		}
 	} else {
 		s.lastPath.Store(now)

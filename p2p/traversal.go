@@ -306,6 +306,27 @@ func (t *traversal) established(peer PeerID, remote netip.AddrPort, sock *nodeSo
 		Sockets: st.Sockets, After: time.Since(ps.started)}
 }
 
+// followed records the direct path a session moved to because the peer's
+// packets came from it (the peer's checks found it first, say while the
+// session was relayed) while our punch toward it runs, unless one of our
+// checks recorded a path already: GetP2PSessionState's Traversal then
+// still describes the path in use.
+func (t *traversal) followed(peer PeerID, remote netip.AddrPort, sock *nodeSocket) {
+	if sock != nil && sock.kind() != PathDirect {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ps := t.punches[peer]
+	if ps == nil || t.routes[peer].Punched {
+		return // no traversal toward the peer: its packets alone brought the address
+	}
+	st := ps.p.Stats()
+	t.routes[peer] = Traversal{Punched: true, Candidate: ps.p.KindOf(remote), Checks: st.Checks, Sockets: st.Sockets,
+		Birthday: sock != nil && !sock.main, // only the birthday approach opens extra sockets
+		After:    time.Since(ps.started)}
+}
+
 // better returns the punch's best validated path to peer if it ranks above
 // remote (over sock), else remote and sock.
 func (t *traversal) better(peer PeerID, remote netip.AddrPort, sock *nodeSocket) (netip.AddrPort, *nodeSocket) {
