@@ -96,11 +96,13 @@ type labServer struct {
 	done chan struct{}
 }
 
-func startLabServer(ctx context.Context, lab *netlab.Lab, bin string) (*labServer, error) {
+// startLabServer runs "p2pdemo server" with extra flags.
+func startLabServer(ctx context.Context, lab *netlab.Lab, bin string, extra ...string) (*labServer, error) {
 	a := lab.ServerAddrs()
-	cmd := lab.Server().Command(ctx, bin, "server", "--status", "0",
+	args := append([]string{"server", "--status", "0",
 		"--listen", netip.AddrPortFrom(a[0], labPort).String(),
-		"--listen2", netip.AddrPortFrom(a[1], labPort+1).String())
+		"--listen2", netip.AddrPortFrom(a[1], labPort+1).String()}, extra...)
+	cmd := lab.Server().Command(ctx, bin, args...)
 	first, err := startLined(cmd, "server key ")
 	if err != nil {
 		return nil, fmt.Errorf("lab: server: %w", err)
