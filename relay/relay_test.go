@@ -120,8 +120,14 @@ func TestRelayToRelay(t *testing.T) {
 			}
 			exchange(t, a, b, bch, []byte("ping"))
 			exchange(t, b, a, ach, []byte("pong"))
-			if st := a.Stats(); st.Sent == 0 || st.Received == 0 {
-				t.Fatalf("stats %+v", st)
+			// The writer counts a datagram after its write returns, which
+			// can be after the peer has it: wait for the count.
+			deadline := time.Now().Add(5 * time.Second)
+			for st := a.Stats(); st.Sent == 0 || st.Received == 0; st = a.Stats() {
+				if time.Now().After(deadline) {
+					t.Fatalf("stats %+v", st)
+				}
+				time.Sleep(time.Millisecond)
 			}
 		})
 	}
