@@ -1,20 +1,13 @@
 package p2p
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/pion/stun/v3"
 
 	"github.com/gamewire/gamewire/internal/leakcheck"
 	"github.com/gamewire/gamewire/internal/netlab"
@@ -268,17 +261,13 @@ func TestLabRelayTCP(t *testing.T) {
 func TestLabCoturn(t *testing.T) {
 	netlab.Require(t)
 	leakcheck.Check(t)
-	turnserver, err := exec.LookPath("turnserver")
-	if err != nil {
-		t.Fatalf("turnserver not found (apt-get install coturn): %v", err)
-	}
 	var coturn netip.AddrPort
 	e := newLabEnvServer(t, "coturn", 0, func(e *labEnv, cfg *rendezvous.ServerConfig) {
 		coturn = netip.AddrPortFrom(e.lab.ServerAddrs()[1], 3490) // 3478 and 3479 are the rendezvous server's
 		cfg.TURN = &rendezvous.TURNConfig{Secret: labTURNSecret,
 			Servers: []rendezvous.TURNServer{{Transport: relay.UDP, Addr: coturn}}}
 	})
-	startCoturn(t, e, turnserver, coturn)
+	netlab.StartCoturn(t, e.lab.Server(), coturn, labTURNSecret)
 	cfg := netlab.SiteConfig{NAT: netlab.NATSymmetric}
 	sa, sb := e.sitePair(t, "ct", cfg)
 	p := e.relayPair(t, sa.Hosts[0], sb.Hosts[0], Config{}, Config{})
@@ -298,50 +287,6 @@ func TestLabCoturn(t *testing.T) {
 		t.Errorf("path %v, want relay", st.Path)
 	}
 	t.Logf("relayed through coturn; first message after %v", took.Round(time.Millisecond))
-}
-
-// startCoturn runs turnserver in the lab server's namespace and waits
-// until it answers a STUN Binding request.
-func startCoturn(t *testing.T, e *labEnv, bin string, at netip.AddrPort) {
-	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := e.lab.Server().Command(ctx, bin, "-n",
-		"--listening-ip="+at.Addr().String(), "--relay-ip="+at.Addr().String(),
-		"--listening-port="+strconv.Itoa(int(at.Port())), "--min-port=50000", "--max-port=50200",
-		"--use-auth-secret", "--static-auth-secret="+labTURNSecret, "--realm=gamewire",
-		"--fingerprint", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp-relay",
-		"--pidfile="+filepath.Join(dir, "turnserver.pid"), "--log-file=stdout", "--simple-log")
-	var logBuf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel() // kills our turnserver (its PID only)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("turnserver log:\n%s", logBuf.String())
-		}
-	})
-	pc, err := e.lab.Server().ListenPacket("udp4", netip.AddrPortFrom(e.lab.ServerAddrs()[0], 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
-	buf := make([]byte, 1500)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if time.Now().After(deadline) {
-			t.Fatalf("turnserver did not answer within 10 s:\n%s", logBuf.String())
-		}
-		pc.WriteTo(req.Raw, net.UDPAddrFromAddrPort(at))
-		pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		if n, _, err := pc.ReadFrom(buf); err == nil && stun.IsMessage(buf[:n]) {
-			return
-		}
-	}
 }
 
 // BenchmarkLabRelayConnect measures first send to first delivery where no

@@ -1,18 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"net"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/pion/stun/v3"
 
 	"github.com/gamewire/gamewire/internal/netlab"
 )
@@ -108,16 +102,12 @@ func TestLabCommand(t *testing.T) {
 // a relay, connects through coturn.
 func TestLabExternalTURN(t *testing.T) {
 	netlab.Require(t)
-	turnserver, err := exec.LookPath("turnserver")
-	if err != nil {
-		t.Fatalf("turnserver not found (apt-get install coturn): %v", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	lab := netlab.NewForTest(t, netlab.Options{Name: "demoturn"})
 	const secret = "demo-coturn-secret"
 	at := netip.AddrPortFrom(lab.ServerAddrs()[1], 3490)
-	startCoturn(t, lab, turnserver, at, secret)
+	netlab.StartCoturn(t, lab.Server(), at, secret)
 	srv, err := startLabServer(ctx, lab, bin, "--external-turn", "turn:"+at.String(), "--turn-secret", secret)
 	if err != nil {
 		t.Fatal(err)
@@ -139,49 +129,4 @@ func TestLabExternalTURN(t *testing.T) {
 		t.Fatalf("exit %d, summary %+v; want exit 0 relayed through coturn", r.exit, r.res)
 	}
 	t.Logf("relayed through coturn: %s", r.row())
-}
-
-// startCoturn runs turnserver in the lab server's namespace and waits
-// until it answers a STUN Binding request.
-func startCoturn(t *testing.T, lab *netlab.Lab, bin string, at netip.AddrPort, secret string) {
-	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := lab.Server().Command(ctx, bin, "-n",
-		"--listening-ip="+at.Addr().String(), "--relay-ip="+at.Addr().String(),
-		"--listening-port="+strconv.Itoa(int(at.Port())), "--min-port=50000", "--max-port=50200",
-		"--use-auth-secret", "--static-auth-secret="+secret, "--realm=gamewire",
-		"--fingerprint", "--no-cli", "--no-tls", "--no-dtls", "--no-tcp-relay",
-		"--pidfile="+filepath.Join(dir, "turnserver.pid"), "--log-file=stdout", "--simple-log")
-	var logBuf bytes.Buffer
-	log := &syncWriter{w: &logBuf}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel() // kills our turnserver (its PID only)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("turnserver log:\n%s", logBuf.String())
-		}
-	})
-	pc, err := lab.Server().ListenPacket("udp4", netip.AddrPortFrom(lab.ServerAddrs()[0], 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
-	buf := make([]byte, 1500)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if time.Now().After(deadline) {
-			t.Fatal("turnserver did not answer within 10 s")
-		}
-		pc.WriteTo(req.Raw, net.UDPAddrFromAddrPort(at))
-		pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		if n, _, err := pc.ReadFrom(buf); err == nil && stun.IsMessage(buf[:n]) {
-			return
-		}
-	}
 }
