@@ -58,7 +58,8 @@ func TestLabPeers(t *testing.T) {
 			}
 			t.Logf("%s: %s (%v)", tc.name, r.row(), took.Round(time.Millisecond))
 			if tc.exitOK {
-				if r.exit != 0 || !r.res.OK || (r.res.Path != tc.path && (tc.path != "any" || r.res.Path == "" || r.res.Path == "none")) {
+				pathOK := r.res.Path == tc.path || tc.path == "any" && (r.res.Path == "direct" || r.res.Path == "relay")
+				if r.exit != 0 || !r.res.OK || !pathOK {
 					t.Errorf("exit %d, summary %+v; want exit 0 on path %s", r.exit, r.res, tc.path)
 				}
 				return

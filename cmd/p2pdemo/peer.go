@@ -139,7 +139,8 @@ type peer struct {
 	mu       sync.Mutex
 	current  p2p.PeerID
 	hasPeer  bool
-	pings    map[uint64]time.Time
+	pingSeq  uint64
+	pings    map[uint64]time.Time // sent pings waiting for their pong
 	incoming map[p2p.PeerID]*incomingFile
 	outgoing map[p2p.PeerID]*outgoingFile
 	echoes   map[p2p.PeerID]*echoCount // --ping: echoes received per send type

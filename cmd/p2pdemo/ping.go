@@ -37,10 +37,12 @@ func (p *peer) handlePing(pkt p2p.Packet) {
 // ping sends an unreliable ping to the current peer.
 func (p *peer) ping() {
 	p.mu.Lock()
-	seq := uint64(len(p.pings)) + uint64(time.Now().UnixNano())
-	if len(p.pings) < 64 { // unanswered pings are forgotten past this
-		p.pings[seq] = time.Now()
+	if len(p.pings) >= 64 {
+		clear(p.pings) // pings lost on the way: forget them
 	}
+	p.pingSeq++
+	seq := p.pingSeq
+	p.pings[seq] = time.Now()
 	p.mu.Unlock()
 	p.send(binary.BigEndian.AppendUint64([]byte{'p'}, seq), p2p.SendUnreliable, chPing)
 }
