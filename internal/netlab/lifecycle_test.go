@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -46,14 +47,21 @@ func linkNames(t *testing.T, ns string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(ip, "-n", ns, "-o", "link").CombinedOutput()
+	// Standard output only: ip writes notes to standard error (such as
+	// "Peer netns reference is invalid." while another lab's namespace is
+	// being deleted), and they are not links.
+	out, err := exec.Command(ip, "-n", ns, "-o", "link").Output()
 	if err != nil {
-		t.Fatalf("ip -n %s link: %v: %s", ns, err, out)
+		t.Fatalf("ip -n %s link: %v", ns, err)
 	}
 	var names []string
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		// Link lines start "N: name:".
 		f := strings.Fields(line)
-		if len(f) < 2 {
+		if len(f) < 2 || !strings.HasSuffix(f[0], ":") || !strings.HasSuffix(f[1], ":") {
+			continue
+		}
+		if _, err := strconv.Atoi(strings.TrimSuffix(f[0], ":")); err != nil {
 			continue
 		}
 		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
