@@ -47,9 +47,9 @@ func linkNames(t *testing.T, ns string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Standard output only: ip writes notes to standard error (such as
-	// "Peer netns reference is invalid." while another lab's namespace is
-	// being deleted), and they are not links.
+	// Standard output only: ip writes notes to standard error, and they are
+	// not links (one printed while another package's lab was being torn
+	// down was once read as a link named "Peer").
 	out, err := exec.Command(ip, "-n", ns, "-o", "link").Output()
 	if err != nil {
 		t.Fatalf("ip -n %s link: %v", ns, err)
