@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"time"
@@ -153,10 +154,35 @@ type Config struct {
 	// Past it events are dropped and counted. Zero means 1024.
 	EventQueueSize int
 
-	// MaxPendingSessions bounds sessions that peers opened and this node has
-	// not accepted; more are refused until some are accepted, closed or
-	// time out. Zero means 64.
+	// MaxPendingSessions bounds the sessions that peers opened and this
+	// node has not accepted, in all; MaxPendingPerIP bounds them per source
+	// IP (an IPv4 address or an IPv6 /64). A newcomer past the total evicts
+	// the oldest pending session of the IP that holds the most, so one
+	// source cannot lock others out; past its IP's share its initiation
+	// gets no answer (it retries, and gets in when room is made). While an
+	// IP holds a pending session, or pending sessions fill a quarter of the
+	// total, a new initiation must first prove its source address (a
+	// cookie round trip). Zero means 256 and 8.
 	MaxPendingSessions int
+	MaxPendingPerIP    int
+
+	// MaxSessionsPerIP bounds the live sessions peers from one source IP
+	// opened, accepted or not; past it their initiations are refused
+	// (SessionErrorNoRightsToApp). Sessions this node opened (it sent
+	// first) are not counted. Zero means 64; a negative value means no
+	// limit (a test hub, say, whose peers share one address).
+	MaxSessionsPerIP int
+
+	// AllowIntroduction, when set, is asked whenever the rendezvous server
+	// says a peer this node has no session with wants an introduction: a
+	// false answer refuses it at no cost (no SessionRequest, no packet to
+	// the peer; its attempt fails with SessionErrorTimeout, as an
+	// unanswered session does in Steam). Nil allows everyone: the request
+	// is raised as SessionRequest and AcceptP2PSessionWithUser (or a send to
+	// the peer) starts the traversal. It runs on the node's reader
+	// goroutine and must return quickly; a lobby's member list is the
+	// intended use.
+	AllowIntroduction func(PeerID) bool
 
 	// Logger receives logs. Nil means silent.
 	Logger *slog.Logger
@@ -166,7 +192,9 @@ type Config struct {
 const (
 	DefaultConnectTimeout     = 20 * time.Second
 	DefaultEventQueueSize     = 1024
-	DefaultMaxPendingSessions = 64
+	DefaultMaxPendingSessions = 256
+	DefaultMaxPendingPerIP    = 8
+	DefaultMaxSessionsPerIP   = 64
 	DefaultRelayAfter         = time.Second
 )
 
@@ -179,6 +207,15 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxPendingSessions == 0 {
 		cfg.MaxPendingSessions = DefaultMaxPendingSessions
+	}
+	if cfg.MaxPendingPerIP == 0 {
+		cfg.MaxPendingPerIP = DefaultMaxPendingPerIP
+	}
+	switch {
+	case cfg.MaxSessionsPerIP == 0:
+		cfg.MaxSessionsPerIP = DefaultMaxSessionsPerIP
+	case cfg.MaxSessionsPerIP < 0:
+		cfg.MaxSessionsPerIP = math.MaxInt
 	}
 	if cfg.ListenAddr == "" {
 		cfg.ListenAddr = ":0"
@@ -210,8 +247,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	switch {
 	case cfg.ConnectTimeout < 0:
 		return cfg, errors.New("p2p: negative ConnectTimeout")
-	case cfg.EventQueueSize < 0 || cfg.MaxPendingSessions < 0:
-		return cfg, errors.New("p2p: negative EventQueueSize or MaxPendingSessions")
+	case cfg.EventQueueSize < 0 || cfg.MaxPendingSessions < 0 || cfg.MaxPendingPerIP < 0:
+		return cfg, errors.New("p2p: negative EventQueueSize, MaxPendingSessions or MaxPendingPerIP")
 	}
 	return cfg, nil
 }

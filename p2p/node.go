@@ -57,6 +57,8 @@ type Node struct {
 	lastTS    map[PeerID]uint64 // newest initiation timestamp accepted per peer
 
 	load    *loadMeter
+	adm     admission  // what the reader knows of pending sessions
+	amp     ampGuard   // bytes toward unverified addresses
 	extraMu sync.Mutex // guards extras
 	extras  map[*nodeSocket]struct{}
 
@@ -288,11 +290,13 @@ func (n *Node) handleInitiation(b []byte, src netip.AddrPort, sock *nodeSocket) 
 		n.stats.badMAC.Add(1)
 		return
 	}
-	if n.load.admit(time.Now(), len(n.hsQueue)) {
+	now := time.Now()
+	n.amp.received(src, len(b), now)
+	if n.adm.demandCookie(src) || n.load.admit(now, len(n.hsQueue)) {
 		if !n.hs.CheckMAC2(b, src) {
 			if reply, err := n.hs.CookieReply(b, src); err == nil {
 				n.stats.cookiesSent.Add(1)
-				sock.WriteTo(reply, src)
+				n.answer(sock, reply, src)
 			}
 			return
 		}
@@ -358,6 +362,7 @@ func (s *session) consumeResponseLocked(b []byte, idx uint32, src netip.AddrPort
 		s.failLocked(SessionErrorTimeout, false)
 		return nil
 	}
+	s.sendControl() // proves our address to the responder, which sends nothing until then
 	early := s.early
 	s.early = nil
 	return early
@@ -430,11 +435,15 @@ func (n *Node) processInitiation(pkt []byte, src netip.AddrPort, sock *nodeSocke
 			n.stats.replayedInit.Add(1)
 			return
 		}
-		if n.pendingCountLocked() >= n.cfg.MaxPendingSessions {
+		switch n.admitLocked(src, now) {
+		case admitSilent:
+			return // a peer sharing the IP retries; a flood learns nothing
+		case admitRefuse:
 			n.respondStatus(inc, src, sock, statusRefused)
 			return
 		}
 		s = n.newSessionLocked(peer, now)
+		s.peerOpened = true
 		s.mu.Lock()
 	}
 	defer s.mu.Unlock()
@@ -446,7 +455,7 @@ func (n *Node) processInitiation(pkt []byte, src netip.AddrPort, sock *nodeSocke
 func (n *Node) answerInitiation(s *session, inc *secure.IncomingInitiation, p initPayload, id [16]byte, src netip.AddrPort, sock *nodeSocket, now time.Time) {
 	switch {
 	case s.state == stEstablished && !s.initiator && s.respID == id:
-		sock.WriteTo(s.respCache, src) // our answer was lost: the same bytes again
+		n.answer(sock, s.respCache, src) // our answer was lost: the same bytes again
 		return
 	case s.state == stEstablished && p.epoch == s.peerEpoch:
 		n.raiseLastTimestamp(s.peer, p.timestamp)
@@ -487,13 +496,13 @@ func (n *Node) answerInitiation(s *session, inc *secure.IncomingInitiation, p in
 		n.log.Error("p2p: cannot start session", "peer", s.peer, "err", err)
 		return
 	}
-	sock.WriteTo(pkt, src)
+	n.answer(sock, pkt, src)
 }
 
 func (n *Node) respondStatus(inc *secure.IncomingInitiation, src netip.AddrPort, sock *nodeSocket, status uint8) {
 	pkt, _, err := inc.Respond(0, respPayload{status: status}.encode())
 	if err == nil {
-		sock.WriteTo(pkt, src)
+		n.answer(sock, pkt, src)
 	}
 }
 
@@ -527,20 +536,6 @@ func (n *Node) newSessionLocked(peer PeerID, now time.Time) *session {
 	return s
 }
 
-// pendingCountLocked counts sessions peers opened that we have not
-// accepted (n.mu held).
-func (n *Node) pendingCountLocked() int {
-	count := 0
-	for _, s := range n.sessions {
-		s.mu.Lock()
-		if s.state == stEstablished && !s.accepted {
-			count++
-		}
-		s.mu.Unlock()
-	}
-	return count
-}
-
 func lessPeer(a, b PeerID) bool { return bytes.Compare(a[:], b[:]) < 0 }
 
 func (n *Node) maintenanceLoop() {
@@ -569,6 +564,7 @@ func (n *Node) maintain(now time.Time) {
 	for _, s := range n.sessions {
 		seen[s] = struct{}{}
 	}
+	n.adm.publish(n.censusLocked(), n.cfg.MaxPendingSessions)
 	n.mu.Unlock()
 	n.tabMu.RLock()
 	for _, s := range n.byIndex {

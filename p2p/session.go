@@ -72,6 +72,10 @@ type session struct {
 	lastRecv atomic.Int64 // unix ns of the last authenticated packet
 	lastPath atomic.Int64 // unix ns of the last one from remote (or of the switch to it)
 	live     atomic.Bool  // established: path moves raise PathChanged
+	// confirmed: the peer proved the address we send to (an initiator, by
+	// the response; a responder, by the peer's first authenticated data
+	// packet). Until then a responder sends nothing but its response.
+	confirmed atomic.Bool
 
 	mu           sync.Mutex
 	state        sessionState
@@ -84,6 +88,7 @@ type session struct {
 	accepted     bool      // we accept the peer: we sent to it, or the app accepted
 	peerAccepted bool      // the peer accepts us
 	refused      bool      // we refused the peer
+	peerOpened   bool      // the peer's initiation created this record (admission counts it)
 	lastErr      SessionError
 	ended        time.Time // failed or closed at
 	lastReply    time.Time // tombstone's last reply
@@ -216,7 +221,7 @@ func (s *session) send(data []byte, flags channels.Flags, ch int, noDelay bool, 
 		s.acceptLocked()
 	}
 	s.noteChannelLocked(ch)
-	if s.state == stEstablished {
+	if s.state == stEstablished && s.confirmed.Load() {
 		conn, active := s.conn, s.peerAccepted
 		s.mu.Unlock()
 		if noDelay && !active {
@@ -225,7 +230,8 @@ func (s *session) send(data []byte, flags channels.Flags, ch int, noDelay bool, 
 		return mapConnErr(conn.Send(uint16(ch), data, flags))
 	}
 	defer s.mu.Unlock()
-	if s.state != stConnecting || noDelay {
+	waiting := s.state == stConnecting || s.state == stEstablished // established: until the peer proves its address
+	if !waiting || noDelay {
 		return nil
 	}
 	if s.preBytes+len(data) > preQueueBytes {
@@ -233,10 +239,19 @@ func (s *session) send(data []byte, flags channels.Flags, ch int, noDelay bool, 
 	}
 	s.pre = append(s.pre, preMsg{channel: ch, flags: flags, data: append([]byte(nil), data...)})
 	s.preBytes += len(data)
-	if s.hs == nil {
+	if s.state == stConnecting && s.hs == nil {
 		s.startHandshakeLocked(now)
 	}
 	return nil
+}
+
+// flushPreLocked hands what was queued before the transport could send to
+// the Conn.
+func (s *session) flushPreLocked() {
+	for _, m := range s.pre {
+		s.conn.Send(uint16(m.channel), m.data, m.flags)
+	}
+	s.pre, s.preBytes = nil, 0
 }
 
 func mapConnErr(err error) error {
@@ -363,6 +378,7 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock *
 		src, sock = n.trav.better(s.peer, src, sock)
 	}
 	s.setPath(src, sock)
+	s.confirmed.Store(s.initiator)
 	s.keys.Store(kp)
 	s.lastRecv.Store(time.Now().UnixNano())
 	s.introducing = false
@@ -373,10 +389,9 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock *
 	s.conn = conn
 	s.live.Store(true)
 	s.setFlagsLocked()
-	for _, m := range s.pre {
-		conn.Send(uint16(m.channel), m.data, m.flags)
+	if s.confirmed.Load() {
+		s.flushPreLocked()
 	}
-	s.pre, s.preBytes = nil, 0
 	if n.trav != nil {
 		n.trav.established(s.peer, src, sock)
 	}
@@ -454,12 +469,18 @@ func (s *session) onPacket(src netip.AddrPort, sock *nodeSocket, flags byte, pla
 	if flags&flagAccepted != 0 {
 		s.peerAccepted = true
 	}
+	// The peer's address is proven now: what we held back goes at once.
+	confirmedNow := !s.confirmed.Load()
+	if confirmedNow {
+		s.confirmed.Store(true)
+		s.flushPreLocked()
+	}
 	conn := s.conn
 	s.mu.Unlock()
 	if len(plain) > 0 {
 		conn.HandleDatagram(plain)
 	}
-	if moved {
+	if moved || confirmedNow {
 		conn.ProbeNow() // what the old path swallowed goes again at once
 	}
 }
@@ -494,7 +515,7 @@ func (s *session) replyTombstoneLocked(peerFlags byte) {
 // flags.
 func (s *session) sendControl() {
 	kp, addr := s.keys.Load(), s.remote.Load()
-	if kp == nil || addr == nil {
+	if kp == nil || addr == nil || !s.confirmed.Load() {
 		return
 	}
 	buf := make([]byte, secure.DataHeaderLen, secure.DataHeaderLen+secure.TagLen)
@@ -638,6 +659,11 @@ func (s *session) tickEstablishedLocked(now time.Time, timeout time.Duration) {
 		s.failLocked(SessionErrorTimeout, true) // never accepted: give up and say so
 		return
 	}
+	if !s.confirmed.Load() && !s.accepted && now.Sub(s.started) >= unconfirmedTTL {
+		s.node.stats.unconfirmedExpired.Add(1)
+		s.endQuietlyLocked(now) // nobody came back from that address
+		return
+	}
 	if t := s.node.trav; t != nil && s.pathLostLocked(now) && now.Sub(s.lastRepunch) >= repunchEvery {
 		s.lastRepunch = now
 		t.repunch(s.peer, now) // the path went quiet: look for a new one
@@ -695,6 +721,13 @@ func (l sessionLink) SendDatagrams(dgrams [][]byte) error {
 	kp, addr := s.keys.Load(), s.remote.Load()
 	if kp == nil || addr == nil {
 		return errNoTransport
+	}
+	if !s.confirmed.Load() {
+		// A responder answers an unproven address with its response only
+		// (no keepalives, acks or data): the initiation may be spoofed or
+		// replayed. The channels resend once the peer proves it.
+		s.node.stats.unconfirmedDropped.Add(uint64(len(dgrams)))
+		return nil
 	}
 	flags := byte(s.txFlags.Load())
 	msgs := s.node.getMsgs(len(dgrams))

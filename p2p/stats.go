@@ -30,6 +30,18 @@ type NodeStats struct {
 	TCPLinks          uint64 // direct TCP links proven both ways (probe and ack)
 	TCPRefused        uint64 // TCP connections closed before proving a peer: unknown peer, bad frame or probe, silence, over the bound
 	TCPDropped        uint64 // datagrams for a TCP link dropped: its send queue was full
+
+	// Consent before cost (see Config.MaxPendingSessions, MaxSessionsPerIP
+	// and AllowIntroduction).
+	PendingRefused       uint64 // initiations left unanswered: their IP's share of pending sessions is full
+	PendingEvicted       uint64 // pending sessions ended to make room for a newcomer from a less busy IP
+	SessionsPerIPRefused uint64 // initiations refused: their IP holds MaxSessionsPerIP peer-opened sessions
+	UnconfirmedDropped   uint64 // datagrams not sent: the peer had not proven its address yet
+	UnconfirmedExpired   uint64 // unaccepted sessions forgotten: the peer never proved its address
+	AmplificationDropped uint64 // answers not sent: over 3x the bytes the address sent us
+	Asks                 uint64 // introduction requests the server passed on from peers
+	IntroductionsRefused uint64 // of those, refused by AllowIntroduction or MaxSessionsPerIP
+	IntroductionsIgnored uint64 // introductions (PEER) for peers this node had not consented to
 }
 
 type nodeCounters struct {
@@ -39,6 +51,9 @@ type nodeCounters struct {
 	handshakes, punchesRefused, repunches                      atomic.Uint64
 	relayAllocations, relayFailures, relayDropped, pathChanges atomic.Uint64
 	tcpLinks, tcpRefused, tcpDropped                           atomic.Uint64
+	pendingRefused, pendingEvicted, sessionsPerIPRefused       atomic.Uint64
+	unconfirmedDropped, unconfirmedExpired                     atomic.Uint64
+	amplificationDropped, asks, introRefused, introIgnored     atomic.Uint64
 }
 
 // Stats returns the node's counters.
@@ -70,5 +85,15 @@ func (n *Node) Stats() NodeStats {
 		TCPLinks:          c.tcpLinks.Load(),
 		TCPRefused:        c.tcpRefused.Load(),
 		TCPDropped:        c.tcpDropped.Load(),
+
+		PendingRefused:       c.pendingRefused.Load(),
+		PendingEvicted:       c.pendingEvicted.Load(),
+		SessionsPerIPRefused: c.sessionsPerIPRefused.Load(),
+		UnconfirmedDropped:   c.unconfirmedDropped.Load(),
+		UnconfirmedExpired:   c.unconfirmedExpired.Load(),
+		AmplificationDropped: c.amplificationDropped.Load(),
+		Asks:                 c.asks.Load(),
+		IntroductionsRefused: c.introRefused.Load(),
+		IntroductionsIgnored: c.introIgnored.Load(),
 	}
 }
