@@ -35,13 +35,24 @@ type ClientConfig struct {
 	// may be nil.
 	RelayAllowed func() bool
 	Relay        func() netip.AddrPort
-	// OnPeer is called for an introduction, asked for or pushed; OnUnknown
-	// when the target of an introduction is not registered; OnRegistered
-	// when a registration is confirmed. They run on the goroutine that
-	// called Handle, with no lock of the client held, and must not block.
+	// OnPeer is called for an introduction; OnUnknown when the target of
+	// an introduction is not registered; OnRegistered when a registration
+	// is confirmed. They run on the goroutine that called Handle, with no
+	// lock of the client held, and must not block.
 	OnPeer       func(*Peer)
 	OnUnknown    func(target Key)
 	OnRegistered func(observed netip.AddrPort)
+	// OnAsk is called when another peer asks the server to be introduced
+	// to this client (an ASK with a valid MAC from our server): asker is
+	// its PeerID, observed the address the server registered it at. The
+	// server tells neither peer anything of the other until both asked: to
+	// consent, call Introduce(asker, now), and both sides get OnPeer at the
+	// same moment. To refuse, do nothing: the asker's attempt goes
+	// unanswered and times out, as an unanswered Steam session request
+	// does. Nil refuses every ask. It runs as the callbacks above do (on
+	// the goroutine that called Handle, no lock held, must not block;
+	// calling Introduce from it is fine).
+	OnAsk func(asker Key, observed netip.AddrPort)
 	// OnTURN is called with the TURN servers and credentials a
 	// registration brought. Unspecified server IPs are replaced by the
 	// rendezvous server's.
@@ -126,7 +137,12 @@ func (c *Client) Close() {
 }
 
 // Introduce asks for an introduction to target, retried at each Tick until
-// the server answers (OnPeer or OnUnknown) or Cancel is called.
+// the server answers (OnPeer or OnUnknown) or Cancel is called. The server
+// answers with OnPeer only once target consents, by introducing itself to
+// this client in turn (see ClientConfig.OnAsk); until then target is asked
+// (at most once a second) and this client hears nothing, so the caller
+// bounds the attempt with its own timeout and Cancel. Calling Introduce
+// for a peer that asked (OnAsk) is how a client consents.
 func (c *Client) Introduce(target Key, now time.Time) {
 	c.mu.Lock()
 	c.intros[target] = &pendingIntro{next: now, interval: retryFirst}
@@ -237,6 +253,8 @@ func (c *Client) Handle(b []byte, from netip.AddrPort) bool {
 		c.handlePeer(b)
 	case TypeUnknown:
 		c.handleUnknown(b)
+	case TypeAsk:
+		c.handleAsk(b)
 	}
 	return true
 }
@@ -338,5 +356,19 @@ func (c *Client) handleUnknown(b []byte) {
 	c.mu.Unlock()
 	if waiting && cb != nil {
 		cb(u.Target)
+	}
+}
+
+func (c *Client) handleAsk(b []byte) {
+	c.mu.Lock()
+	if c.key == nil {
+		c.mu.Unlock()
+		return
+	}
+	a, ok := decodeAsk(b, c.key)
+	cb := c.cfg.OnAsk
+	c.mu.Unlock()
+	if ok && cb != nil {
+		cb(a.Asker, a.Observed)
 	}
 }

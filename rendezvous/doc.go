@@ -1,7 +1,7 @@
 // Package rendezvous is gamewire's signalling service: a server that
 // registers peers by PeerID at the public address it sees them at,
-// introduces them to each other so both punch through their NATs at the
-// same moment, and answers STUN Binding requests on the same sockets; and
+// introduces two of them to each other once both asked for it, so both
+// punch through their NATs at the same moment, and answers STUN Binding requests on the same sockets; and
 // the client a p2p.Node runs over its own socket.
 //
 // # Protocol
@@ -58,15 +58,16 @@
 //	  68 timestamp (8)
 //	  76 MAC (16)
 //
-//	PEER       0xA4  server → both clients of an introduction, at the same moment
+//	PEER       0xA4  server → both clients of an introduction, at the same moment, once both asked
 //	  0  type
-//	  1  flags: bits 0–1 the other peer's NAT mapping, bit 2 pushed (this client did not ask),
+//	  1  flags: bits 0–1 the other peer's NAT mapping, bit 2 pushed (this client did not
+//	     ask; never set now that both must ask, see Consent),
 //	     bit 3 the other peer allows relay, bit 4 its relayed address follows the
 //	     candidates, bit 5 it registered over TCP (its UDP is blocked)
 //	  2  reserved
 //	  3  n: host candidates of the other peer, at most 8
 //	  4  the other peer's PeerID (32)
-//	  36 the introduction's timestamp (8)
+//	  36 the timestamp of this client's INTRODUCE (8)
 //	  44 the other peer's registered (public) address
 //	  62 n × address
 //	  .. the other peer's relayed address (18), with flag bit 4
@@ -78,11 +79,36 @@
 //	  36 the introduction's timestamp (8)
 //	  44 MAC (16)
 //
+//	ASK        0xA6  server → the target of an introduction it has not asked for itself
+//	  0  type, 3 reserved
+//	  4  the asker's PeerID (32)
+//	  36 the introduction's timestamp (8)
+//	  44 the asker's registered (cookie-verified) address (18)
+//	  62 MAC (16), with the recipient's key
+//
 // A client registers on start, refreshes every 20 s (under Linux
 // conntrack's 30 s UDP timeout, so the mapping toward the server stays
 // open for pushed introductions), and counts as gone 60 s after its last
 // refresh. The first registration takes two round trips (challenge, then
 // register with the cookie); later ones one.
+//
+// # Consent
+//
+// The server introduces two peers only when both asked for it: an
+// INTRODUCE from A naming B tells A nothing while B has not asked for A.
+// The server keeps A's request (its consent) for 10 s after its last
+// INTRODUCE, at most 16 outstanding per peer (the oldest gives way), and
+// sends B an ASK: who asks, and the address A registered from, which A
+// already exposes to whoever it sends to. If B consents, its client calls
+// Introduce(A) (ClientConfig.OnAsk); B's INTRODUCE then finds A's request
+// standing and the server sends PEER to both at once, with Pushed clear
+// in both, and forgets both requests. If B refuses it says nothing, and A
+// is told nothing: its attempt times out as an unanswered Steam session
+// request does. A's retries refresh its request but ask B again at most
+// once a second, and B is sent at most 10 ASKs a second (burst 20) from
+// all askers together, so a swarm of identities cannot flood B through
+// the server. An INTRODUCE naming an unregistered peer is answered with
+// UNKNOWN, as before.
 //
 // # TCP and TURN
 //
@@ -113,7 +139,8 @@
 // from a PeerID the server has no key for costs a Diffie-Hellman, limited
 // to 20 a second per source address; keys are cached per PeerID, with the
 // last timestamps, so replays stay refused. Introductions are limited to 20
-// a second per peer and go only to registered addresses. Bad messages are
+// a second per peer and go only to registered addresses, and only once both
+// peers asked (Consent); ASKs are limited as Consent says. Bad messages are
 // dropped and counted (Stats).
 //
 // # STUN

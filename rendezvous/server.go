@@ -26,6 +26,11 @@ const (
 	newKeysBurst      = 20
 	introducePerSec   = 20 // per registered peer
 	introduceBurst    = 40
+	requestTTL        = 10 * time.Second // an INTRODUCE stands as consent this long
+	maxRequests       = 16               // outstanding introduction requests per peer
+	askRepeat         = time.Second      // at most one ASK a second per (asker, target)
+	asksPerSec        = 10               // ASKs toward one target, from all askers
+	asksBurst         = 20
 	maxPacketSize     = 1500
 	stunMinRequestLen = 20
 	DefaultMaxStreams = 10000
@@ -68,6 +73,8 @@ type ServerConfig struct {
 
 	// Logger receives logs. Nil means silent.
 	Logger *slog.Logger
+
+	requestTTL time.Duration // tests: zero means requestTTL
 }
 
 // Server is the rendezvous service: it registers peers by PeerID at the
@@ -114,7 +121,43 @@ type registration struct {
 	expires    time.Time
 	lastReg    uint64
 	lastIntro  uint64
-	intro      bucket
+	intro      bucket // INTRODUCEs from this peer
+	asks       bucket // ASKs toward this peer, from every asker
+	// requests are the introductions this peer asked for that their
+	// targets have not answered yet, by target: at most maxRequests.
+	requests map[Key]*request
+}
+
+// request is a peer's standing INTRODUCE toward a target: its consent to
+// be introduced, until expires.
+type request struct {
+	ts      uint64    // the INTRODUCE's timestamp
+	expires time.Time // requestTTL after the last INTRODUCE
+	asked   time.Time // when the target was last sent an ASK for it
+}
+
+// requestLocked returns r's request toward target, made if need be: past
+// maxRequests the one that would expire first (the oldest) gives way.
+func (r *registration) requestLocked(target Key, now time.Time) *request {
+	if q := r.requests[target]; q != nil {
+		return q
+	}
+	if r.requests == nil {
+		r.requests = make(map[Key]*request)
+	}
+	if len(r.requests) >= maxRequests {
+		var oldest Key
+		var at time.Time
+		for k, q := range r.requests { // at most maxRequests
+			if at.IsZero() || q.expires.Before(at) {
+				oldest, at = k, q.expires
+			}
+		}
+		delete(r.requests, oldest)
+	}
+	q := &request{}
+	r.requests[target] = q
+	return q
 }
 
 // origin is where a message came from and its answer goes: a UDP socket
@@ -156,6 +199,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.MaxStreams == 0 {
 		cfg.MaxStreams = DefaultMaxStreams
+	}
+	if cfg.requestTTL == 0 {
+		cfg.requestTTL = requestTTL
 	}
 	if cfg.TURN != nil {
 		t := *cfg.TURN
@@ -479,19 +525,44 @@ func (s *Server) handleIntroduce(o origin, b []byte) {
 		s.send(o, u.encode(&key))
 		return
 	}
-	toReq := target.peerMessage(m.Target, m.Timestamp, false)
-	toTarget := req.peerMessage(m.Peer, m.Timestamp, true)
 	tkey, tat := target.key, target.at
+	if back := target.requests[m.Peer]; back != nil && now.Before(back.expires) {
+		// Both asked: each is told of the other, with its own request's
+		// timestamp, at the same moment, so both start punching together.
+		delete(target.requests, m.Peer)
+		delete(req.requests, m.Target)
+		toReq := target.peerMessage(m.Target, m.Timestamp)
+		toTarget := req.peerMessage(m.Peer, back.ts)
+		s.mu.Unlock()
+		s.stats.introductions.Add(1)
+		s.send(tat, toTarget.encode(&tkey))
+		s.send(o, toReq.encode(&key))
+		return
+	}
+	// Only the requester asked: its request stands as consent, and the
+	// target is asked whether it consents too. The requester hears
+	// nothing until it does.
+	q := req.requestLocked(m.Target, now)
+	q.ts, q.expires = m.Timestamp, now.Add(s.cfg.requestTTL)
+	if !q.asked.IsZero() && now.Sub(q.asked) < askRepeat {
+		s.mu.Unlock() // a retry within the pair's second: the request is refreshed, no more
+		return
+	}
+	if !target.asks.take(now, asksPerSec, asksBurst) {
+		s.mu.Unlock()
+		s.stats.asksLimited.Add(1)
+		return
+	}
+	q.asked = now
+	ask := Ask{Asker: m.Peer, Timestamp: m.Timestamp, Observed: req.at.addr}
 	s.mu.Unlock()
-	s.stats.introductions.Add(1)
-	// Both at once, so both start punching together.
-	s.send(tat, toTarget.encode(&tkey))
-	s.send(o, toReq.encode(&key))
+	s.stats.asks.Add(1)
+	s.send(tat, ask.encode(&tkey))
 }
 
 // peerMessage describes r (registered as about) to another peer.
-func (r *registration) peerMessage(about Key, ts uint64, pushed bool) Peer {
-	return Peer{About: about, Timestamp: ts, Pushed: pushed, Mapping: r.mapping, Observed: r.at.addr,
+func (r *registration) peerMessage(about Key, ts uint64) Peer {
+	return Peer{About: about, Timestamp: ts, Mapping: r.mapping, Observed: r.at.addr,
 		Candidates: r.candidates, RelayAllowed: r.relayOK, Relay: r.relayAddr, TCP: r.at.st != nil}
 }
 
@@ -503,6 +574,10 @@ type ServerStats struct {
 	Unregistered, Full, ReadErrors, WriteErrors    uint64
 	Streams, StreamsRefused, TURNDropped           uint64 // TCP connections accepted and refused; TURN datagrams dropped at a full queue
 	Registered                                     int    // registrations held now (expired ones included until evicted)
+	// Asks counts ASKs sent to the targets of introductions; AsksLimited
+	// those held back by the per-target rate (10 a second, burst 20).
+	// Retries of a request within a second of its ASK are neither.
+	Asks, AsksLimited uint64
 }
 
 type serverCounters struct {
@@ -511,6 +586,7 @@ type serverCounters struct {
 	malformed, badMAC, replayed, rateLimited       atomic.Uint64
 	unregistered, full, readErrors, writeErrors    atomic.Uint64
 	streams, streamsRefused, turnDropped           atomic.Uint64
+	asks, asksLimited                              atomic.Uint64
 }
 
 // Stats returns the server's counters.
@@ -527,6 +603,7 @@ func (s *Server) Stats() ServerStats {
 		RateLimited: c.rateLimited.Load(), Unregistered: c.unregistered.Load(), Full: c.full.Load(),
 		ReadErrors: c.readErrors.Load(), WriteErrors: c.writeErrors.Load(), Registered: n,
 		Streams: c.streams.Load(), StreamsRefused: c.streamsRefused.Load(), TURNDropped: c.turnDropped.Load(),
+		Asks: c.asks.Load(), AsksLimited: c.asksLimited.Load(),
 	}
 }
 

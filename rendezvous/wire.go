@@ -19,10 +19,11 @@ const (
 	TypeIntroduce  byte = 0xA3
 	TypePeer       byte = 0xA4
 	TypeUnknown    byte = 0xA5
+	TypeAsk        byte = 0xA6
 )
 
 // IsRendezvous reports whether b's first byte is a rendezvous message type.
-func IsRendezvous(b []byte) bool { return len(b) > 0 && b[0] >= TypeRegister && b[0] <= TypeUnknown }
+func IsRendezvous(b []byte) bool { return len(b) > 0 && b[0] >= TypeRegister && b[0] <= TypeAsk }
 
 // Sizes and limits.
 const (
@@ -39,6 +40,7 @@ const (
 	introduceLen    = 4 + keyLen + keyLen + 8 + macLen
 	peerFixed       = 4 + keyLen + 8 + addrLen // then candidates, then MAC
 	unknownLen      = 4 + keyLen + 8 + macLen
+	askLen          = 4 + keyLen + 8 + addrLen + macLen
 	minRegisterLen  = registerFixed + macLen
 	maxRegisterLen  = registerFixed + (MaxCandidates+1)*addrLen + macLen
 	maxPeerLen      = peerFixed + (MaxCandidates+1)*addrLen + macLen
@@ -355,12 +357,14 @@ func decodeIntroduce(b []byte) (*Introduce, bool) {
 	return m, true
 }
 
-// Peer tells a client how to reach another: sent to the client that asked
-// for the introduction and, at the same moment, to the other one (Pushed).
+// Peer tells a client how to reach another: sent to both clients of an
+// introduction at the same moment, once both asked for it.
 type Peer struct {
-	About      Key
-	Timestamp  uint64 // the introduction's timestamp (the requester's)
-	Pushed     bool   // this client did not ask: the other side is about to punch
+	About     Key
+	Timestamp uint64 // the timestamp of this client's INTRODUCE
+	// Pushed: this client did not ask. The server no longer sets it (both
+	// must ask, see Ask); it stays on the wire for older servers.
+	Pushed     bool
 	Mapping    Mapping
 	Observed   netip.AddrPort
 	Candidates []netip.AddrPort
@@ -456,4 +460,31 @@ func decodeUnknown(b []byte, k *SessionKey) (*Unknown, bool) {
 	u := &Unknown{Timestamp: binary.BigEndian.Uint64(b[36:])}
 	copy(u.Target[:], b[4:])
 	return u, true
+}
+
+// Ask tells a client that another peer asks to be introduced to it. The
+// server sends nothing about either peer to the other until the target
+// consents by introducing itself to the asker in turn.
+type Ask struct {
+	Asker     Key
+	Timestamp uint64         // the asker's INTRODUCE's timestamp
+	Observed  netip.AddrPort // the asker's registered (cookie-verified) address
+}
+
+func (a *Ask) encode(k *SessionKey) []byte {
+	b := make([]byte, askLen-macLen, askLen)
+	b[0] = TypeAsk
+	copy(b[4:], a.Asker[:])
+	binary.BigEndian.PutUint64(b[36:], a.Timestamp)
+	putAddr(b[44:], a.Observed)
+	return sealMAC(k, b)
+}
+
+func decodeAsk(b []byte, k *SessionKey) (*Ask, bool) {
+	if len(b) != askLen || b[0] != TypeAsk || !checkMAC(k, b) {
+		return nil, false
+	}
+	a := &Ask{Timestamp: binary.BigEndian.Uint64(b[36:]), Observed: getAddr(b[44:])}
+	copy(a.Asker[:], b[4:])
+	return a, true
 }
