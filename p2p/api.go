@@ -116,33 +116,30 @@ func (n *Node) Receive(ctx context.Context, channel int) (Packet, error) {
 }
 
 // AcceptP2PSessionWithUser accepts the session a peer opened: the data it
-// sent is delivered and the peer is told. It reports false when there is no
-// session with the peer. Sending to the peer accepts it too.
+// sent is delivered and the peer is told. A peer that asked for us through
+// the rendezvous server (SessionRequest before any path exists) is
+// introduced now: traversal starts on both sides. It reports false when
+// the peer neither opened a session nor asked. Sending to the peer accepts
+// it too.
 func (n *Node) AcceptP2PSessionWithUser(p PeerID) bool {
-	s := n.lookupSession(p)
-	if s == nil {
-		return false
+	if s := n.lookupSession(p); s != nil && s.acceptIfLive() {
+		return true
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.state == stClosed || s.state == stFailed {
-		return false
-	}
-	if !s.accepted {
-		s.acceptLocked()
-	}
-	return true
+	return n.acceptAsked(p)
 }
 
 // CloseP2PSessionWithUser closes the session with a peer and frees what it
 // holds, unread packets from the peer included. The peer is told: if it
 // opened the session and this node never accepted it, the peer's attempt
 // fails with SessionErrorNoRightsToApp. New data from the peer raises a new
-// SessionRequest. It reports false when there was no session.
+// SessionRequest. A request that came through the rendezvous server is
+// refused at no cost: the peer's attempt fails with SessionErrorTimeout, as
+// an unanswered one does in Steam. It reports false when there was no
+// session or request.
 func (n *Node) CloseP2PSessionWithUser(p PeerID) bool {
 	s := n.lookupSession(p)
 	if s == nil {
-		return false
+		return n.trav != nil && n.trav.asks.take(p) // a request through the server, refused
 	}
 	s.mu.Lock()
 	open := s.state != stClosed

@@ -11,8 +11,11 @@ import (
 // PathChanged.
 type Event interface{ isEvent() }
 
-// SessionRequest: Peer sent data and this node has not accepted its
-// session. It is raised again periodically while the peer keeps sending
+// SessionRequest: Peer wants a session this node has not accepted: it sent
+// data over a path it found (AddPeerAddr, LAN), or it asked the
+// rendezvous server for an introduction, which the server passes on
+// before any path exists (nothing is spent on the peer until the answer).
+// It is raised again periodically while the peer keeps sending or asking
 // and the session is unanswered. Answer with AcceptP2PSessionWithUser (or
 // by sending to the peer), or refuse with CloseP2PSessionWithUser.
 type SessionRequest struct{ Peer PeerID }

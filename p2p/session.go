@@ -270,8 +270,19 @@ func mapConnErr(err error) error {
 	return nil
 }
 
+// stopIntroducingLocked stops asking the server for the peer: the attempt
+// ended, and a request left behind would keep raising SessionRequest at a
+// peer that no longer waits for us.
+func (s *session) stopIntroducingLocked() {
+	if t := s.node.trav; t != nil && s.introducing {
+		t.cancelIntroduction(s.peer)
+	}
+	s.introducing = false
+}
+
 // restartLocked turns a failed record into a fresh attempt.
 func (s *session) restartLocked(now time.Time) {
+	s.introducing = false
 	s.state = stConnecting
 	s.lastErr = SessionErrorNone
 	s.started = now
@@ -282,6 +293,20 @@ func (s *session) restartLocked(now time.Time) {
 	if t := s.node.trav; t != nil {
 		t.relay.restart(s.peer, now)
 	}
+}
+
+// acceptIfLive accepts the peer if the session has not ended, and reports
+// whether it had not.
+func (s *session) acceptIfLive() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == stClosed || s.state == stFailed {
+		return false
+	}
+	if !s.accepted {
+		s.acceptLocked()
+	}
+	return true
 }
 
 // acceptLocked accepts the peer: held data goes to the application, the
@@ -529,6 +554,7 @@ func (s *session) sendControl() {
 // failLocked ends the attempt with e: queued and held data are dropped and
 // SessionConnectFail is raised. tell says whether to tell the peer.
 func (s *session) failLocked(e SessionError, tell bool) {
+	s.stopIntroducingLocked()
 	s.lastErr = e
 	s.stopLocked(tell)
 	s.state = stFailed
@@ -594,6 +620,7 @@ func (s *session) closeByApp(refuse bool) {
 	if refuse && s.state == stEstablished && !s.accepted {
 		s.refused = true
 	}
+	s.stopIntroducingLocked()
 	s.live.Store(false)
 	s.abandonHandshakeLocked()
 	if s.conn != nil {

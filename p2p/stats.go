@@ -21,7 +21,6 @@ type NodeStats struct {
 	UnreliableDropped uint64 // unreliable packets dropped: receive queues full
 	EventsDropped     uint64 // events dropped: queue full
 	WriteErrors       uint64 // socket writes that failed
-	PunchesRefused    uint64 // introductions from peers without a session ignored: too many punches running
 	Repunches         uint64 // sessions whose path broke and that punched again through the server
 	RelayAllocations  uint64 // TURN allocations made
 	RelayFailures     uint64 // TURN allocations that failed
@@ -48,7 +47,7 @@ type nodeCounters struct {
 	packetsIn, dropped, unknownIndex, authFailed, replayed     atomic.Uint64
 	badMAC, cookiesSent, rateLimited, handshakeDropped         atomic.Uint64
 	handshakeFailed, replayedInit, heldDropped, writeErrors    atomic.Uint64
-	handshakes, punchesRefused, repunches                      atomic.Uint64
+	handshakes, repunches                                      atomic.Uint64
 	relayAllocations, relayFailures, relayDropped, pathChanges atomic.Uint64
 	tcpLinks, tcpRefused, tcpDropped                           atomic.Uint64
 	pendingRefused, pendingEvicted, sessionsPerIPRefused       atomic.Uint64
@@ -76,7 +75,6 @@ func (n *Node) Stats() NodeStats {
 		UnreliableDropped: n.recvq.droppedCount(),
 		EventsDropped:     n.events.dropped.Load(),
 		WriteErrors:       c.writeErrors.Load(),
-		PunchesRefused:    c.punchesRefused.Load(),
 		Repunches:         c.repunches.Load(),
 		RelayAllocations:  c.relayAllocations.Load(),
 		RelayFailures:     c.relayFailures.Load(),

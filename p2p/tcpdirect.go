@@ -100,7 +100,7 @@ func (d *tcpDirect) onPeer(peer PeerID, p *rendezvous.Peer, wanted bool) {
 	}
 	tp := d.peers[peer]
 	if tp == nil {
-		if !wanted && len(d.peers) >= maxPunches {
+		if !wanted && len(d.peers) >= maxTCPLinks {
 			d.mu.Unlock()
 			return
 		}

@@ -29,10 +29,9 @@ const (
 	ackOverdue       = 200 * time.Millisecond
 	repunchEvery     = 3 * time.Second
 	hostCandidates   = 4
-	// maxPunches bounds punches toward peers that introduced themselves
-	// (the server sends us a PEER whenever anyone asks for us); punches
-	// toward peers we have a session with are always started.
-	maxPunches = 64
+	// askTTL: an ask not repeated for this long is forgotten (the asker's
+	// client repeats its request every 2 s at most while it waits).
+	askTTL = 10 * time.Second
 )
 
 // traversal is a node's NAT traversal: its rendezvous client, STUN client
@@ -50,6 +49,7 @@ type traversal struct {
 	started   time.Time
 	stun      *nat.STUN
 	relay     *relayer
+	asks      asks             // strangers' requests for an introduction
 	extra     []netip.AddrPort // Config.STUNServers
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -137,6 +137,7 @@ func (t *traversal) rvConfig() rendezvous.ClientConfig {
 		Candidates:   t.hostCandidates,
 		Mapping:      t.mapping,
 		OnPeer:       t.onPeer,
+		OnAsk:        func(k rendezvous.Key, from netip.AddrPort) { t.onAsk(PeerID(k), from) },
 		OnUnknown:    func(k rendezvous.Key) { t.onUnknown(PeerID(k)) },
 		OnTURN:       t.relay.setTURN,
 		Relay:        t.relay.addr,
@@ -271,6 +272,7 @@ func (t *traversal) tick(now time.Time) {
 		}
 	}
 	t.mu.Unlock()
+	t.asks.expire(now, askTTL)
 	if ready {
 		t.rv.Tick(now)
 	}
@@ -483,27 +485,27 @@ func (t *traversal) probeKeyLocked(peer PeerID) (nat.ProbeKey, error) {
 	return k, nil
 }
 
-// onPeer starts (or feeds) the punch toward an introduced peer: we asked,
-// or it asked and the server pushed its addresses to us.
+// onPeer starts (or feeds) the punch toward an introduced peer. The
+// server introduces only peers that both asked, so this node wants the
+// peer; one it does not want (a stale or forged introduction) costs
+// nothing.
 func (t *traversal) onPeer(p *rendezvous.Peer) {
 	peer := PeerID(p.About)
+	if !t.n.wants(peer) {
+		t.n.stats.introIgnored.Add(1)
+		return
+	}
 	cands := []nat.Candidate{{Addr: p.Observed, Kind: nat.KindServerRefl}}
 	for _, c := range p.Candidates {
 		cands = append(cands, nat.Candidate{Addr: c, Kind: nat.KindHost})
 	}
 	t.n.log.Debug("p2p: introduced", "peer", peer, "public", p.Observed, "host", p.Candidates, "relay", p.Relay, "relay allowed", p.RelayAllowed, "tcp", p.TCP)
 	t.relay.onPeer(p, time.Now())
-	wanted := t.n.lookupSession(peer) != nil
-	t.direct.onPeer(peer, p, wanted)
+	t.direct.onPeer(peer, p, true)
 	t.mu.Lock()
 	if ps := t.punches[peer]; ps != nil {
 		t.mu.Unlock()
 		ps.p.AddCandidates(cands)
-		return
-	}
-	if len(t.punches) >= maxPunches && !wanted {
-		t.mu.Unlock()
-		t.n.stats.punchesRefused.Add(1)
 		return
 	}
 	key, err := t.probeKeyLocked(peer)
