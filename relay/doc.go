@@ -34,6 +34,34 @@
 // authentication, a per-user allocation quota, relay sockets opened through
 // a caller's ListenPacket (so they live in the right network namespace),
 // and counters (allocations made and live, bytes relayed, authentication
-// failures). It relays UDP only; TCP and TLS are transports clients reach
-// it over.
+// failures, peers denied). It relays UDP only; TCP and TLS are transports
+// clients reach it over.
+//
+// # Peer policy
+//
+// Anyone with credentials gets an allocation, and an allocation sends
+// where its client asks: without a policy the server is an open UDP proxy
+// into its own host and network. So relay sockets reach public addresses
+// only. Denied by default: unspecified, loopback, RFC 1918, carrier-grade
+// NAT (100.64.0.0/10), link-local (cloud metadata services live there),
+// multicast, reserved (240.0.0.0/4 with broadcast), IPv6 unique-local,
+// site-local and local-use NAT64, and these in IPv4-mapped, -compatible
+// and -translated form; 6to4, NAT64 and Teredo addresses are judged by the
+// IPv4 address they embed. ServerConfig.AllowPeers opens ranges (coturn's
+// allowed-peer-ip), for a LAN or lab whose peers are private.
+//
+// The server's own addresses (RelayIP, RelayBind, the local addresses of
+// its sockets and listeners, ServerConfig.OwnAddrs) are denied whatever
+// AllowPeers says, save one case: relay to relay. Two peers that both
+// relay through one server send to each other's relayed addresses, which
+// are the server's RelayIP, so the relayed address (IP and port) of a live
+// allocation on this server is always reachable, and no other port of the
+// server is.
+//
+// The policy is enforced twice. pion's PermissionHandler refuses
+// CreatePermission and ChannelBind for a denied IP (it sees no port, so
+// RelayIP passes there), and every relay socket checks the destination IP
+// and port of each datagram it writes. Refusals are counted in
+// ServerStats.DeniedPeers. Datagrams from peers are admitted by pion's
+// permissions, which the policy has already filtered.
 package relay

@@ -48,6 +48,22 @@ type ServerConfig struct {
 	// ListenPacket opens relay sockets; nil means net.ListenPacket.
 	ListenPacket func(network, address string) (net.PacketConn, error)
 
+	// AllowPeers opens peer ranges the default denies, as coturn's
+	// allowed-peer-ip. By default relay sockets reach no unspecified,
+	// loopback, RFC 1918, carrier-grade NAT (100.64.0.0/10), link-local,
+	// multicast, reserved (240.0.0.0/4, broadcast included) or IPv6
+	// unique-local address, in any IPv4-mapped, IPv4-compatible, 6to4,
+	// NAT64 or Teredo form either. A lab or LAN deployment whose peers
+	// have private addresses lists their ranges here.
+	AllowPeers []netip.Prefix
+	// OwnAddrs are more addresses of the server's host (other interfaces,
+	// a public IP the host is NATed to). Relay sockets never reach the
+	// server's own addresses, whatever AllowPeers says: RelayIP, RelayBind,
+	// the local addresses of PacketConns and Listeners, and these. The one
+	// exception is relay to relay: the relayed address (IP and port) of a
+	// live allocation on this server is always reachable.
+	OwnAddrs []netip.Addr
+
 	// MaxPerUser bounds the live allocations of one username (one peer),
 	// MaxAllocations all of them. Zero means 4 and 10000.
 	MaxPerUser, MaxAllocations int
@@ -59,7 +75,8 @@ type ServerConfig struct {
 // Server is an embedded TURN server (pion/turn/v4) with use-auth-secret
 // credentials. All methods are safe for concurrent use.
 type Server struct {
-	srv *turn.Server
+	srv    *turn.Server
+	policy *peerPolicy
 
 	mu      sync.Mutex // guards perUser, conns and closed
 	perUser map[string]int
@@ -97,7 +114,22 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	log := quiet(cfg.Logger)
 	s := &Server{perUser: map[string]int{}, conns: map[*trackedConn]struct{}{}}
-	gen := &relayPorts{cfg: &cfg, stats: &s.stats}
+	own := append([]netip.Addr(nil), cfg.OwnAddrs...)
+	if ip, err := netip.ParseAddr(cfg.RelayBind); err == nil {
+		own = append(own, ip)
+	}
+	for _, pc := range cfg.PacketConns {
+		if ip, ok := ownAddr(pc.LocalAddr()); ok {
+			own = append(own, ip)
+		}
+	}
+	for _, l := range cfg.Listeners {
+		if ip, ok := ownAddr(l.Addr()); ok {
+			own = append(own, ip)
+		}
+	}
+	s.policy = newPeerPolicy(cfg.RelayIP, own, cfg.AllowPeers)
+	gen := &relayPorts{cfg: &cfg, stats: &s.stats, policy: s.policy}
 	sc := turn.ServerConfig{
 		Realm:         cfg.Realm,
 		LoggerFactory: pionLogs{log},
@@ -123,10 +155,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		},
 	}
 	for _, pc := range cfg.PacketConns {
-		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: gen})
+		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: gen,
+			PermissionHandler: s.permit})
 	}
 	for _, l := range cfg.Listeners {
-		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: trackedListener{l, s}, RelayAddressGenerator: gen})
+		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: trackedListener{l, s}, RelayAddressGenerator: gen,
+			PermissionHandler: s.permit})
 	}
 	srv, err := turn.NewServer(sc)
 	if err != nil {
@@ -134,6 +168,17 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.srv = srv
 	return s, nil
+}
+
+// permit is pion's PermissionHandler: CreatePermission and ChannelBind
+// for a peer IP the policy denies are refused (403).
+func (s *Server) permit(_ net.Addr, peer net.IP) bool {
+	a, ok := netip.AddrFromSlice(peer)
+	if ok && s.policy.permitIP(a) {
+		return true
+	}
+	s.stats.deniedPeers.Add(1)
+	return false
 }
 
 // auth checks use-auth-secret credentials. It counts malformed and
@@ -234,10 +279,12 @@ type ServerStats struct {
 	Refused      uint64 // over quota
 	AuthFailures uint64 // unknown, expired or forged credentials
 	BytesRelayed uint64 // peer datagram bytes in and out of relay sockets
+	DeniedPeers  uint64 // permissions, channel binds and datagrams refused by the peer policy
 }
 
 type serverCounters struct {
 	allocations, refused, authFailures, bytes atomic.Uint64
+	deniedPeers                               atomic.Uint64
 	live                                      atomic.Int64
 }
 
@@ -245,14 +292,16 @@ type serverCounters struct {
 func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	return ServerStats{Allocations: c.allocations.Load(), Live: c.live.Load(), Refused: c.refused.Load(),
-		AuthFailures: c.authFailures.Load(), BytesRelayed: c.bytes.Load()}
+		AuthFailures: c.authFailures.Load(), BytesRelayed: c.bytes.Load(), DeniedPeers: c.deniedPeers.Load()}
 }
 
 // relayPorts opens relay sockets through ServerConfig.ListenPacket, in the
-// configured port range, and counts the bytes they carry.
+// configured port range; they count the bytes they carry and write only
+// where the peer policy allows.
 type relayPorts struct {
-	cfg   *ServerConfig
-	stats *serverCounters
+	cfg    *ServerConfig
+	stats  *serverCounters
+	policy *peerPolicy
 }
 
 func (r *relayPorts) Validate() error { return nil }
@@ -262,9 +311,9 @@ func (r *relayPorts) AllocatePacketConn(network string, requestedPort int) (net.
 	if err != nil {
 		return nil, nil, err
 	}
-	port := addrPortOf(pc.LocalAddr()).Port()
-	relayed := &net.UDPAddr{IP: r.cfg.RelayIP.AsSlice(), Port: int(port)}
-	return &countingConn{PacketConn: pc, bytes: &r.stats.bytes}, relayed, nil
+	ap := netip.AddrPortFrom(r.cfg.RelayIP, addrPortOf(pc.LocalAddr()).Port())
+	r.policy.addLive(ap)
+	return &relayConn{PacketConn: pc, stats: r.stats, policy: r.policy, relayed: ap}, net.UDPAddrFromAddrPort(ap), nil
 }
 
 func (r *relayPorts) listen(network string, requested int) (net.PacketConn, error) {
@@ -288,19 +337,36 @@ func (r *relayPorts) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 	return nil, nil, errNoTCPRelay
 }
 
-type countingConn struct {
+// relayConn is an allocation's relay socket. Its relayed address is live
+// (reachable from other relay sockets) until it closes.
+type relayConn struct {
 	net.PacketConn
-	bytes *atomic.Uint64
+	stats   *serverCounters
+	policy  *peerPolicy
+	relayed netip.AddrPort
+	once    sync.Once
 }
 
-func (c *countingConn) ReadFrom(b []byte) (int, net.Addr, error) {
+func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, a, err := c.PacketConn.ReadFrom(b)
-	c.bytes.Add(uint64(n))
+	c.stats.bytes.Add(uint64(n))
 	return n, a, err
 }
 
-func (c *countingConn) WriteTo(b []byte, a net.Addr) (int, error) {
+// WriteTo sends to peers the policy allows: pion's permission check is by
+// IP, and the relay's own IP passes it for relay to relay, so this is
+// where its other ports are refused.
+func (c *relayConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	if !c.policy.writable(addrPortOf(a)) {
+		c.stats.deniedPeers.Add(1)
+		return 0, errDeniedPeer
+	}
 	n, err := c.PacketConn.WriteTo(b, a)
-	c.bytes.Add(uint64(n))
+	c.stats.bytes.Add(uint64(n))
 	return n, err
+}
+
+func (c *relayConn) Close() error {
+	c.once.Do(func() { c.policy.removeLive(c.relayed) })
+	return c.PacketConn.Close()
 }

@@ -283,3 +283,175 @@ func TestTCPJunkClosed(t *testing.T) {
 		t.Fatalf("malformed %d", s.Stats().Malformed)
 	}
 }
+
+// turnCreds registers a fresh identity over TCP, keeps its registration
+// alive until the test ends, and returns the TURN section the server
+// answered with.
+func turnCreds(t *testing.T, s *Server) *TURN {
+	t.Helper()
+	c := startTCPClient(t, s.Addr(), true)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			c.Tick(time.Now())
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, tr := c.state(); tr != nil {
+			return tr
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no TURN credentials in REGISTERED")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type relayed struct {
+	data string
+	from netip.AddrPort
+}
+
+// turnAllocate makes a UDP allocation on s's embedded relay from local
+// address ip.
+func turnAllocate(t *testing.T, s *Server, creds relay.Credentials, ip string) (*relay.Client, chan relayed, error) {
+	t.Helper()
+	ch := make(chan relayed, 64)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := relay.Allocate(ctx, relay.ClientConfig{Server: s.Addr(), Credentials: creds, LocalIP: ip,
+		Receive: func(b []byte, from netip.AddrPort) {
+			select {
+			case ch <- relayed{string(b), from}:
+			default:
+			}
+		}})
+	if err != nil {
+		return nil, nil, err
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, ch, nil
+}
+
+// relayExchange sends msg from a to b's relayed address until b hears it;
+// anything else b hears meanwhile is an error.
+func relayExchange(t *testing.T, a, b *relay.Client, bch chan relayed, msg string) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := a.WriteTo([]byte(msg), b.RelayedAddr()); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-bch:
+			if r.data == msg && r.from == a.RelayedAddr() {
+				return
+			}
+			t.Errorf("got %q from %v, waiting for %q from %v", r.data, r.from, msg, a.RelayedAddr())
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("%q never arrived", msg)
+		}
+	}
+}
+
+// TestTURNIsNoOpenProxy: with the credentials any registered identity
+// gets, the embedded relay gives no way to private, loopback or
+// link-local addresses, nor to the server's own ports; relay to relay on
+// the server still works. Nothing here is sent off the machine: private
+// and link-local peers are refused at CreatePermission, before any
+// datagram, and never written to.
+func TestTURNIsNoOpenProxy(t *testing.T) {
+	leakcheck.Check(t)
+	s := turnServer(t) // relayed addresses are 127.0.0.1:port
+	a, ach, err := turnAllocate(t, s, turnCreds(t, s).Credentials, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, bch, err := turnAllocate(t, s, turnCreds(t, s).Credentials, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, peer := range []string{"10.0.0.1:9", "172.16.0.1:9", "192.168.1.1:9", "100.64.0.1:9",
+		"169.254.169.254:80", "127.0.0.5:9", "0.0.0.0:9", "224.0.0.1:9", "255.255.255.255:9"} {
+		if err := a.Permit(netip.MustParseAddrPort(peer)); err == nil {
+			t.Errorf("permission to %s granted", peer)
+		}
+	}
+
+	// The relay's own IP is granted (relayed addresses have it), so
+	// what stops these is the check on each datagram.
+	echo, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	service := echo.LocalAddr().(*net.UDPAddr).AddrPort()
+	if err := a.Permit(service, s.Addr()); err != nil {
+		t.Fatalf("permission to the relay's own IP: %v", err)
+	}
+	before := s.Stats()
+	for _, w := range []struct {
+		b  []byte
+		to netip.AddrPort
+	}{{[]byte("to a loopback service"), service}, {[]byte{0xC0, 'j', 'u', 'n', 'k'}, s.Addr()}, {stunRequest(t, 0, 0), s.Addr()}} {
+		if err := a.WriteTo(w.b, w.to); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Relay to relay: the datagrams above went out of a's relay socket
+	// before these, in order, and loopback delivers at the send.
+	if err := b.Permit(a.RelayedAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Permit(b.RelayedAddr()); err != nil {
+		t.Fatal(err)
+	}
+	relayExchange(t, a, b, bch, "ping")
+	relayExchange(t, b, a, ach, "pong")
+
+	buf := make([]byte, 1500)
+	echo.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, from, err := echo.ReadFromUDPAddrPort(buf); err == nil {
+		t.Errorf("a loopback service got %q from %v through the relay", buf[:n], from)
+	}
+	// A direct STUN request answered: the rendezvous has handled all that
+	// reached its socket before.
+	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	if _, _, ok := stunExchange(t, probe, stunRequest(t, 0, 0), s.Addr()); !ok {
+		t.Fatal("no answer to a direct STUN request")
+	}
+	after := s.Stats()
+	if after.Malformed != before.Malformed || after.STUNAnswered != before.STUNAnswered+1 {
+		t.Errorf("the rendezvous port heard the relay: malformed %d→%d, STUN answered %d→%d (1 is the probe)",
+			before.Malformed, after.Malformed, before.STUNAnswered, after.STUNAnswered)
+	}
+	// 9 permissions and 3 datagrams.
+	if st := s.Relay().Stats(); st.DeniedPeers < 12 {
+		t.Errorf("relay stats %+v: want at least 12 denied peers", st)
+	}
+	for range len(ach) {
+		if r := <-ach; r.from != b.RelayedAddr() {
+			t.Errorf("a got %q from %v", r.data, r.from)
+		}
+	}
+}
