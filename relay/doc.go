@@ -31,11 +31,24 @@
 // # Server
 //
 // Server is pion's TURN server with gamewire's defaults: use-auth-secret
-// authentication, a per-user allocation quota, relay sockets opened through
-// a caller's ListenPacket (so they live in the right network namespace),
-// and counters (allocations made and live, bytes relayed, authentication
-// failures, peers denied). It relays UDP only; TCP and TLS are transports
+// authentication, allocation caps, a peer address policy, relay sockets
+// opened through a caller's ListenPacket (so they live in the right
+// network namespace), and counters (allocations made and live, bytes
+// relayed, refusals). It relays UDP only; TCP and TLS are transports
 // clients reach it over.
+//
+// # Allocation caps
+//
+// Identities cost nothing, so credentials do not bound what one host
+// takes. Allocations are capped per user (MaxPerUser, default 4; the user
+// is the username's part after "expiry:", so reissued credentials share
+// it), per client IP (MaxPerIP, default 32; an IPv6 client counts by its
+// /64) and in all (MaxAllocations, default 10000), checked in pion's
+// QuotaHandler. A granted check reserves the place at once, so Allocates
+// racing on many TCP connections cannot all pass it; the reservation
+// becomes the allocation or is given back when the request fails, and the
+// counts drop when allocations end. Refusals (486) are counted in
+// ServerStats.QuotaRefused, split by cause.
 //
 // # Peer policy
 //

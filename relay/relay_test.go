@@ -191,7 +191,7 @@ func TestQuotaPerUser(t *testing.T) {
 	if _, err := Allocate(ctx, ClientConfig{Server: s.udp, Credentials: creds, LocalIP: "127.0.0.1"}); err == nil {
 		t.Fatal("third allocation for one user succeeded")
 	}
-	if st := s.Stats(); st.Refused != 1 || st.Live != 2 {
+	if st := s.Stats(); st.QuotaRefused != 1 || st.RefusedUser != 1 || st.Live != 2 {
 		t.Fatalf("stats %+v", st)
 	}
 	allocate(t, s.udp, UDP, NewCredentials(testSecret, "other", time.Hour, time.Now()))

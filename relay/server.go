@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 const (
 	DefaultRealm          = "gamewire"
 	DefaultMaxPerUser     = 4
+	DefaultMaxPerIP       = 32
 	DefaultMaxAllocations = 10000
 	portTries             = 64
 )
@@ -64,9 +66,13 @@ type ServerConfig struct {
 	// live allocation on this server is always reachable.
 	OwnAddrs []netip.Addr
 
-	// MaxPerUser bounds the live allocations of one username (one peer),
-	// MaxAllocations all of them. Zero means 4 and 10000.
-	MaxPerUser, MaxAllocations int
+	// MaxPerUser bounds the live allocations of one user (the part of
+	// the username after "expiry:", so one peer however often its
+	// credentials are reissued), MaxPerIP those made from one client IP
+	// (an IPv6 client's /64), MaxAllocations all of them. Identities cost
+	// nothing to make, so it is MaxPerIP that keeps a few hosts from taking
+	// every allocation. Zero means 4, 32 and 10000.
+	MaxPerUser, MaxPerIP, MaxAllocations int
 
 	// Logger receives logs (pion's included). Nil means silent.
 	Logger *slog.Logger
@@ -75,11 +81,15 @@ type ServerConfig struct {
 // Server is an embedded TURN server (pion/turn/v4) with use-auth-secret
 // credentials. All methods are safe for concurrent use.
 type Server struct {
+	cfg    ServerConfig
 	srv    *turn.Server
 	policy *peerPolicy
 
-	mu      sync.Mutex // guards perUser, conns and closed
-	perUser map[string]int
+	mu      sync.Mutex           // guards the fields below
+	perUser map[string]int       // allocations held, live or pending, by user
+	perIP   map[netip.Prefix]int // by client IP (IPv6: /64)
+	held    int                  // all of them
+	pending map[string]holder    // quota granted, allocation not yet made, by client transport address
 	conns   map[*trackedConn]struct{}
 	closed  bool
 
@@ -106,6 +116,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxPerUser <= 0 {
 		cfg.MaxPerUser = DefaultMaxPerUser
 	}
+	if cfg.MaxPerIP <= 0 {
+		cfg.MaxPerIP = DefaultMaxPerIP
+	}
 	if cfg.MaxAllocations <= 0 {
 		cfg.MaxAllocations = DefaultMaxAllocations
 	}
@@ -113,7 +126,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("relay: MinPort above MaxPort")
 	}
 	log := quiet(cfg.Logger)
-	s := &Server{perUser: map[string]int{}, conns: map[*trackedConn]struct{}{}}
+	s := &Server{cfg: cfg, perUser: map[string]int{}, perIP: map[netip.Prefix]int{}, pending: map[string]holder{},
+		conns: map[*trackedConn]struct{}{}}
 	own := append([]netip.Addr(nil), cfg.OwnAddrs...)
 	if ip, err := netip.ParseAddr(cfg.RelayBind); err == nil {
 		own = append(own, ip)
@@ -134,8 +148,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		Realm:         cfg.Realm,
 		LoggerFactory: pionLogs{log},
 		AuthHandler:   s.auth(cfg.Secret),
-		QuotaHandler: func(username, _ string, _ net.Addr) bool {
-			return s.quota(username, cfg.MaxPerUser, cfg.MaxAllocations)
+		QuotaHandler: func(username, _ string, src net.Addr) bool {
+			return s.quota(username, src)
 		},
 		EventHandler: turn.EventHandler{
 			OnAuth: func(_, _ net.Addr, _, _, _, _ string, verdict bool) {
@@ -143,14 +157,17 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 					s.stats.authFailures.Add(1)
 				}
 			},
-			OnAllocationCreated: func(_, _ net.Addr, _, username, _ string, _ net.Addr, _ int) {
+			OnAllocationCreated: func(src, _ net.Addr, _, username, _ string, _ net.Addr, _ int) {
 				s.stats.allocations.Add(1)
 				s.stats.live.Add(1)
-				s.hold(username)
+				s.created(src, username)
 			},
-			OnAllocationDeleted: func(_, _ net.Addr, _, username, _ string) {
+			OnAllocationDeleted: func(src, _ net.Addr, _, username, _ string) {
 				s.stats.live.Add(-1)
-				s.release(username)
+				s.release(holderOf(src, username))
+			},
+			OnAllocationError: func(src, _ net.Addr, _, _ string) {
+				s.failed(src)
 			},
 		},
 	}
@@ -194,32 +211,110 @@ func (s *Server) auth(secret string) turn.AuthHandler {
 	}
 }
 
-// quota admits an allocation for username (pion asks before allocating).
-// The counts move when allocations are made and deleted, so an allocation
-// that fails after the check costs nothing; two requests racing past the
-// check can exceed the bound by one.
-func (s *Server) quota(username string, perUser, total int) bool {
+// holder is whom an allocation counts against.
+type holder struct {
+	user string
+	ip   netip.Prefix
+}
+
+func holderOf(src net.Addr, username string) holder {
+	user := username
+	if _, u, ok := strings.Cut(username, ":"); ok {
+		user = u
+	}
+	a := addrPortOf(src).Addr()
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits) // an invalid address gives the zero Prefix: one bucket for all such
+	return holder{user, p}
+}
+
+// transportKey names a client's transport address: requests from one are
+// handled one at a time (one reader per UDP socket, one per TCP
+// connection), so it has at most one Allocate between the quota check and
+// its outcome.
+func transportKey(src net.Addr) string { return src.Network() + " " + src.String() }
+
+// quota admits an allocation (pion asks before allocating) and reserves
+// its place at once, so requests racing on many connections cannot pass
+// the check together. The reservation becomes the allocation
+// (OnAllocationCreated) or is given back when the request fails
+// (OnAllocationError: pion reports every failure after the check).
+func (s *Server) quota(username string, src net.Addr) bool {
+	h := holderOf(src, username)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.perUser[username] >= perUser || int(s.stats.live.Load()) >= total {
+	var refused *atomic.Uint64
+	switch {
+	case s.perUser[h.user] >= s.cfg.MaxPerUser:
+		refused = &s.stats.refusedUser
+	case s.perIP[h.ip] >= s.cfg.MaxPerIP:
+		refused = &s.stats.refusedIP
+	case s.held >= s.cfg.MaxAllocations:
+		refused = &s.stats.refusedFull
+	}
+	if refused != nil {
+		refused.Add(1)
 		s.stats.refused.Add(1)
 		return false
 	}
+	k := transportKey(src)
+	if old, ok := s.pending[k]; ok {
+		// pion v4.1.4 settles each reservation before it reads the next
+		// request of a transport address; should one be left, it is
+		// given back, not leaked.
+		s.releaseLocked(old)
+	}
+	s.pending[k] = h
+	s.holdLocked(h)
 	return true
 }
 
-func (s *Server) hold(username string) {
+// created turns the reservation into the allocation.
+func (s *Server) created(src net.Addr, username string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.perUser[username]++
+	k := transportKey(src)
+	if _, ok := s.pending[k]; ok {
+		delete(s.pending, k)
+		return
+	}
+	s.holdLocked(holderOf(src, username)) // made without a quota check: count it still
 }
 
-func (s *Server) release(username string) {
+// failed gives back the reservation of a request that failed.
+func (s *Server) failed(src net.Addr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.perUser[username]--; s.perUser[username] <= 0 {
-		delete(s.perUser, username)
+	k := transportKey(src)
+	if h, ok := s.pending[k]; ok {
+		delete(s.pending, k)
+		s.releaseLocked(h)
 	}
+}
+
+func (s *Server) release(h holder) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.releaseLocked(h)
+}
+
+func (s *Server) holdLocked(h holder) {
+	s.perUser[h.user]++
+	s.perIP[h.ip]++
+	s.held++
+}
+
+func (s *Server) releaseLocked(h holder) {
+	if s.perUser[h.user]--; s.perUser[h.user] <= 0 {
+		delete(s.perUser, h.user)
+	}
+	if s.perIP[h.ip]--; s.perIP[h.ip] <= 0 {
+		delete(s.perIP, h.ip)
+	}
+	s.held--
 }
 
 // Close stops the server and closes its sockets, listeners and the TCP
@@ -276,7 +371,10 @@ func (c *trackedConn) Close() error {
 type ServerStats struct {
 	Allocations  uint64 // made since start
 	Live         int64  // held now
-	Refused      uint64 // over quota
+	QuotaRefused uint64 // allocations refused (486): RefusedUser+RefusedIP+RefusedFull
+	RefusedUser  uint64 // the user held MaxPerUser
+	RefusedIP    uint64 // the client IP held MaxPerIP
+	RefusedFull  uint64 // the server held MaxAllocations
 	AuthFailures uint64 // unknown, expired or forged credentials
 	BytesRelayed uint64 // peer datagram bytes in and out of relay sockets
 	DeniedPeers  uint64 // permissions, channel binds and datagrams refused by the peer policy
@@ -284,6 +382,7 @@ type ServerStats struct {
 
 type serverCounters struct {
 	allocations, refused, authFailures, bytes atomic.Uint64
+	refusedUser, refusedIP, refusedFull       atomic.Uint64
 	deniedPeers                               atomic.Uint64
 	live                                      atomic.Int64
 }
@@ -291,7 +390,8 @@ type serverCounters struct {
 // Stats returns the server's counters.
 func (s *Server) Stats() ServerStats {
 	c := &s.stats
-	return ServerStats{Allocations: c.allocations.Load(), Live: c.live.Load(), Refused: c.refused.Load(),
+	return ServerStats{Allocations: c.allocations.Load(), Live: c.live.Load(), QuotaRefused: c.refused.Load(),
+		RefusedUser: c.refusedUser.Load(), RefusedIP: c.refusedIP.Load(), RefusedFull: c.refusedFull.Load(),
 		AuthFailures: c.authFailures.Load(), BytesRelayed: c.bytes.Load(), DeniedPeers: c.deniedPeers.Load()}
 }
 
