@@ -50,6 +50,19 @@
 // counts drop when allocations end. Refusals (486) are counted in
 // ServerStats.QuotaRefused, split by cause.
 //
+// # Revocation
+//
+// use-auth-secret credentials cannot be revoked by themselves: they hold
+// until their expiry, and a TURN client cannot change them for the
+// refreshes of a live allocation (pion's client keeps the username it
+// started with), so their lifetime must outlast the longest relayed
+// session. ServerConfig.Authorize ties them to something that can end:
+// it is asked on every authenticated request after the expiry check, and
+// a refusal fails the request and ends the allocations the requesting
+// address holds under the username. The rendezvous server's embedded
+// relay accepts a username only while its peer is registered there,
+// under the server's current key.
+//
 // # Peer policy
 //
 // Anyone with credentials gets an allocation, and an allocation sends

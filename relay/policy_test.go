@@ -123,10 +123,11 @@ func (c *recordingConn) Close() error { return nil }
 // TestRelayConnRefusesWrites: the relay socket writes nothing to a denied
 // address, and counts it.
 func TestRelayConnRefusesWrites(t *testing.T) {
-	var stats serverCounters
 	p := newPeerPolicy(netip.MustParseAddr("198.51.100.7"), nil, nil)
+	srv := &Server{policy: p, relays: map[netip.AddrPort]*relayConn{}, owned: map[string][]*relayConn{}}
+	stats := &srv.stats
 	rec := &recordingConn{}
-	c := &relayConn{PacketConn: rec, stats: &stats, policy: p, relayed: netip.MustParseAddrPort("198.51.100.7:50000")}
+	c := &relayConn{PacketConn: rec, srv: srv, relayed: netip.MustParseAddrPort("198.51.100.7:50000")}
 	p.addLive(c.relayed)
 	for _, to := range []string{"10.0.0.1:9", "127.0.0.1:9", "[::ffff:192.168.0.1]:9", "198.51.100.7:3478", "[fe80::1]:9"} {
 		if _, err := c.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(netip.MustParseAddrPort(to))); !errors.Is(err, errDeniedPeer) {

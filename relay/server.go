@@ -74,6 +74,20 @@ type ServerConfig struct {
 	// every allocation. Zero means 4, 32 and 10000.
 	MaxPerUser, MaxPerIP, MaxAllocations int
 
+	// Authorize, when set, is asked on every authenticated request
+	// (Allocate, Refresh, CreatePermission, ChannelBind) once the
+	// username's expiry has checked out, with the username and the
+	// client's transport address. False refuses the request as bad
+	// credentials are refused (400; counted in AuthFailures and
+	// Unauthorized) and ends the allocations that client address holds
+	// under that username, so revoking takes effect at the client's next
+	// request (pion's client refreshes its permissions every 2 minutes).
+	// pion asks for the key before it checks the message's integrity, so
+	// Authorize also sees usernames whose HMAC would then fail: it must be
+	// cheap, and a refusal ends nothing but the requesting address's own
+	// allocations. Nil means the HMAC and the expiry only.
+	Authorize func(username string, src net.Addr) bool
+
 	// Logger receives logs (pion's included). Nil means silent.
 	Logger *slog.Logger
 }
@@ -85,11 +99,13 @@ type Server struct {
 	srv    *turn.Server
 	policy *peerPolicy
 
-	mu      sync.Mutex           // guards the fields below
-	perUser map[string]int       // allocations held, live or pending, by user
-	perIP   map[netip.Prefix]int // by client IP (IPv6: /64)
-	held    int                  // all of them
-	pending map[string]holder    // quota granted, allocation not yet made, by client transport address
+	mu      sync.Mutex                    // guards the fields below
+	perUser map[string]int                // allocations held, live or pending, by user
+	perIP   map[netip.Prefix]int          // by client IP (IPv6: /64)
+	held    int                           // all of them
+	pending map[string]holder             // quota granted, allocation not yet made, by client transport address
+	relays  map[netip.AddrPort]*relayConn // open relay sockets by relayed address
+	owned   map[string][]*relayConn       // those of allocations, by client transport address
 	conns   map[*trackedConn]struct{}
 	closed  bool
 
@@ -127,7 +143,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	log := quiet(cfg.Logger)
 	s := &Server{cfg: cfg, perUser: map[string]int{}, perIP: map[netip.Prefix]int{}, pending: map[string]holder{},
-		conns: map[*trackedConn]struct{}{}}
+		relays: map[netip.AddrPort]*relayConn{}, owned: map[string][]*relayConn{}, conns: map[*trackedConn]struct{}{}}
 	own := append([]netip.Addr(nil), cfg.OwnAddrs...)
 	if ip, err := netip.ParseAddr(cfg.RelayBind); err == nil {
 		own = append(own, ip)
@@ -143,11 +159,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		}
 	}
 	s.policy = newPeerPolicy(cfg.RelayIP, own, cfg.AllowPeers)
-	gen := &relayPorts{cfg: &cfg, stats: &s.stats, policy: s.policy}
+	gen := &relayPorts{cfg: &cfg, srv: s}
 	sc := turn.ServerConfig{
 		Realm:         cfg.Realm,
 		LoggerFactory: pionLogs{log},
-		AuthHandler:   s.auth(cfg.Secret),
+		AuthHandler:   s.auth(cfg.Secret, cfg.Authorize),
 		QuotaHandler: func(username, _ string, src net.Addr) bool {
 			return s.quota(username, src)
 		},
@@ -157,10 +173,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 					s.stats.authFailures.Add(1)
 				}
 			},
-			OnAllocationCreated: func(src, _ net.Addr, _, username, _ string, _ net.Addr, _ int) {
+			OnAllocationCreated: func(src, _ net.Addr, _, username, _ string, relayed net.Addr, _ int) {
 				s.stats.allocations.Add(1)
 				s.stats.live.Add(1)
 				s.created(src, username)
+				s.owns(src, username, relayed)
 			},
 			OnAllocationDeleted: func(src, _ net.Addr, _, username, _ string) {
 				s.stats.live.Add(-1)
@@ -198,16 +215,77 @@ func (s *Server) permit(_ net.Addr, peer net.IP) bool {
 	return false
 }
 
-// auth checks use-auth-secret credentials. It counts malformed and
-// expired usernames; OnAuth counts wrong passwords.
-func (s *Server) auth(secret string) turn.AuthHandler {
-	return func(username, realm string, _ net.Addr) ([]byte, bool) {
+// auth checks use-auth-secret credentials, then asks authorize. It counts
+// malformed, expired and unauthorized usernames; OnAuth counts wrong
+// passwords.
+func (s *Server) auth(secret string, authorize func(string, net.Addr) bool) turn.AuthHandler {
+	return func(username, realm string, src net.Addr) ([]byte, bool) {
 		exp, err := Credentials{Username: username}.Expires()
 		if err != nil || !time.Now().Before(exp) {
 			s.stats.authFailures.Add(1) // pion raises no OnAuth for these
 			return nil, false
 		}
+		if authorize != nil && !authorize(username, src) {
+			s.stats.authFailures.Add(1)
+			s.stats.unauthorized.Add(1)
+			s.endAllocations(username, src)
+			return nil, false
+		}
 		return turn.GenerateAuthKey(username, realm, password(secret, username)), true
+	}
+}
+
+// owns records whose allocation the relay socket at relayed serves.
+func (s *Server) owns(src net.Addr, username string, relayed net.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.relays[addrPortOf(relayed)]
+	if c == nil {
+		return
+	}
+	c.owner, c.user = transportKey(src), username
+	s.owned[c.owner] = append(s.owned[c.owner], c)
+}
+
+// endAllocations ends the allocations of username made from src, which
+// Authorize has just refused: closing the relay socket ends pion's
+// allocation. Only src's own: a request from elsewhere naming the
+// username, forged or not, ends nothing of another client's.
+func (s *Server) endAllocations(username string, src net.Addr) {
+	s.mu.Lock()
+	var end []*relayConn
+	for _, c := range s.owned[transportKey(src)] {
+		if c.user == username {
+			end = append(end, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range end {
+		c.Close()
+	}
+}
+
+// forget drops a closed relay socket.
+func (s *Server) forget(c *relayConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.relays[c.relayed] == c {
+		delete(s.relays, c.relayed)
+	}
+	if c.owner == "" {
+		return
+	}
+	list := s.owned[c.owner]
+	for i, o := range list {
+		if o == c {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(s.owned, c.owner)
+	} else {
+		s.owned[c.owner] = list
 	}
 }
 
@@ -375,7 +453,8 @@ type ServerStats struct {
 	RefusedUser  uint64 // the user held MaxPerUser
 	RefusedIP    uint64 // the client IP held MaxPerIP
 	RefusedFull  uint64 // the server held MaxAllocations
-	AuthFailures uint64 // unknown, expired or forged credentials
+	AuthFailures uint64 // unknown, expired, forged or unauthorized credentials
+	Unauthorized uint64 // of AuthFailures: refused by ServerConfig.Authorize
 	BytesRelayed uint64 // peer datagram bytes in and out of relay sockets
 	DeniedPeers  uint64 // permissions, channel binds and datagrams refused by the peer policy
 }
@@ -383,7 +462,7 @@ type ServerStats struct {
 type serverCounters struct {
 	allocations, refused, authFailures, bytes atomic.Uint64
 	refusedUser, refusedIP, refusedFull       atomic.Uint64
-	deniedPeers                               atomic.Uint64
+	deniedPeers, unauthorized                 atomic.Uint64
 	live                                      atomic.Int64
 }
 
@@ -392,16 +471,16 @@ func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	return ServerStats{Allocations: c.allocations.Load(), Live: c.live.Load(), QuotaRefused: c.refused.Load(),
 		RefusedUser: c.refusedUser.Load(), RefusedIP: c.refusedIP.Load(), RefusedFull: c.refusedFull.Load(),
-		AuthFailures: c.authFailures.Load(), BytesRelayed: c.bytes.Load(), DeniedPeers: c.deniedPeers.Load()}
+		AuthFailures: c.authFailures.Load(), BytesRelayed: c.bytes.Load(), DeniedPeers: c.deniedPeers.Load(),
+		Unauthorized: c.unauthorized.Load()}
 }
 
 // relayPorts opens relay sockets through ServerConfig.ListenPacket, in the
 // configured port range; they count the bytes they carry and write only
 // where the peer policy allows.
 type relayPorts struct {
-	cfg    *ServerConfig
-	stats  *serverCounters
-	policy *peerPolicy
+	cfg *ServerConfig
+	srv *Server
 }
 
 func (r *relayPorts) Validate() error { return nil }
@@ -412,8 +491,12 @@ func (r *relayPorts) AllocatePacketConn(network string, requestedPort int) (net.
 		return nil, nil, err
 	}
 	ap := netip.AddrPortFrom(r.cfg.RelayIP, addrPortOf(pc.LocalAddr()).Port())
-	r.policy.addLive(ap)
-	return &relayConn{PacketConn: pc, stats: r.stats, policy: r.policy, relayed: ap}, net.UDPAddrFromAddrPort(ap), nil
+	c := &relayConn{PacketConn: pc, srv: r.srv, relayed: ap}
+	r.srv.policy.addLive(ap)
+	r.srv.mu.Lock()
+	r.srv.relays[ap] = c
+	r.srv.mu.Unlock()
+	return c, net.UDPAddrFromAddrPort(ap), nil
 }
 
 func (r *relayPorts) listen(network string, requested int) (net.PacketConn, error) {
@@ -441,15 +524,16 @@ func (r *relayPorts) AllocateConn(string, int) (net.Conn, net.Addr, error) {
 // (reachable from other relay sockets) until it closes.
 type relayConn struct {
 	net.PacketConn
-	stats   *serverCounters
-	policy  *peerPolicy
+	srv     *Server
 	relayed netip.AddrPort
 	once    sync.Once
+
+	owner, user string // the allocation's client transport address and username; guarded by srv.mu
 }
 
 func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, a, err := c.PacketConn.ReadFrom(b)
-	c.stats.bytes.Add(uint64(n))
+	c.srv.stats.bytes.Add(uint64(n))
 	return n, a, err
 }
 
@@ -457,16 +541,23 @@ func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // IP, and the relay's own IP passes it for relay to relay, so this is
 // where its other ports are refused.
 func (c *relayConn) WriteTo(b []byte, a net.Addr) (int, error) {
-	if !c.policy.writable(addrPortOf(a)) {
-		c.stats.deniedPeers.Add(1)
+	if !c.srv.policy.writable(addrPortOf(a)) {
+		c.srv.stats.deniedPeers.Add(1)
 		return 0, errDeniedPeer
 	}
 	n, err := c.PacketConn.WriteTo(b, a)
-	c.stats.bytes.Add(uint64(n))
+	c.srv.stats.bytes.Add(uint64(n))
 	return n, err
 }
 
+// Close closes the socket once: endAllocations and pion may both close
+// it.
 func (c *relayConn) Close() error {
-	c.once.Do(func() { c.policy.removeLive(c.relayed) })
-	return c.PacketConn.Close()
+	var err error
+	c.once.Do(func() {
+		c.srv.policy.removeLive(c.relayed)
+		c.srv.forget(c)
+		err = c.PacketConn.Close()
+	})
+	return err
 }

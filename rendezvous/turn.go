@@ -3,11 +3,14 @@ package rendezvous
 import (
 	"bufio"
 	"encoding/base32"
+	"encoding/hex"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/crypto/blake2s"
 
 	"github.com/gamewire/gamewire/relay"
 )
@@ -15,6 +18,30 @@ import (
 // TURNConfig makes a Server hand TURN credentials to registered peers that
 // allow relay, and optionally run the embedded TURN server on its own
 // sockets.
+//
+// Credentials are coturn's use-auth-secret kind, username "expiry:user"
+// with user "PEERID.TAG": the peer's PeerID as p2p prints it and the first
+// 8 hex digits of BLAKE2s-256 of this server's public key. The embedded
+// relay accepts them only while they have not expired, the tag is this
+// server's and the peer holds a live registration here: they die with the
+// registration, and with the server (a restart under another key; one
+// under the same key accepts them again once the peer has re-registered).
+// It also refuses peers on private, loopback and link-local addresses and
+// on the server's own ports (relay to relay between allocations aside),
+// and caps allocations per user, per client IP and in all: see package
+// relay, and Embed's AllowPeers, MaxPerUser, MaxPerIP, MaxAllocations.
+//
+// An external TURN server (a coturn) checks only the HMAC and the expiry,
+// which is all use-auth-secret carries: its credentials cannot be revoked,
+// hold for TTL whatever becomes of the registration, and survive a
+// restart of this server (not a change of Secret). TTL is not lowered to
+// make up for it: a TURN client keeps the credentials an allocation was
+// made with for all its refreshes (pion's cannot change them), so a
+// relayed session ends when they expire. Give such a coturn its own
+// defences: denied-peer-ip for the private, CGNAT and link-local ranges
+// (coturn relays to them unless told not to), no-multicast-peers, no
+// loopback peers (no-loopback-peers, or allow-loopback-peers left unset,
+// by version), user-quota and total-quota.
 type TURNConfig struct {
 	// Secret is the use-auth-secret shared with the TURN server(s).
 	Secret string
@@ -27,15 +54,42 @@ type TURNConfig struct {
 	Servers []TURNServer
 	// Embed, when not nil, runs the embedded TURN server on the primary
 	// UDP socket and the TCP listeners, at the same port as the rendezvous
-	// service. Its Secret, PacketConns and Listeners are filled in here.
+	// service. Its Secret, PacketConns and Listeners are filled in here,
+	// and its Authorize is this server's check (above), and the caller's
+	// too when it sets one.
 	Embed *relay.ServerConfig
 }
 
-// peerUser is the user part of a peer's TURN username: its PeerID as
-// p2p prints it (lowercase base32, no padding).
+var peerIDEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// peerUser is a PeerID as p2p prints it (lowercase base32, no padding).
 func peerUser(k Key) string {
-	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(k[:]))
+	return strings.ToLower(peerIDEncoding.EncodeToString(k[:]))
 }
+
+// parsePeerUser reads peerUser's form, and only its canonical form: one
+// key, one user.
+func parsePeerUser(s string) (Key, bool) {
+	var k Key
+	if len(s) != peerIDEncoding.EncodedLen(len(k)) {
+		return k, false
+	}
+	b, err := peerIDEncoding.DecodeString(strings.ToUpper(s))
+	if err != nil || len(b) != len(k) {
+		return k, false
+	}
+	copy(k[:], b)
+	return k, peerUser(k) == s
+}
+
+// keyTag names a server key in TURN usernames.
+func keyTag(k Key) string {
+	h := blake2s.Sum256(k[:])
+	return hex.EncodeToString(h[:4])
+}
+
+// turnUser is the user part of a peer's TURN username.
+func turnUser(peer, server Key) string { return peerUser(peer) + "." + keyTag(server) }
 
 // turnFor issues TURN credentials to a registered peer.
 func (s *Server) turnFor(peer Key, now time.Time) *TURN {
@@ -43,7 +97,22 @@ func (s *Server) turnFor(peer Key, now time.Time) *TURN {
 	if t == nil {
 		return nil
 	}
-	return &TURN{Servers: s.turnServers, Credentials: relay.NewCredentials(t.Secret, peerUser(peer), t.TTL, now)}
+	return &TURN{Servers: s.turnServers, Credentials: relay.NewCredentials(t.Secret, turnUser(peer, s.public), t.TTL, now)}
+}
+
+// authorizeTURN is the embedded relay's Authorize: the username must name
+// this server's key and a peer registered here now.
+func (s *Server) authorizeTURN(username string, _ net.Addr) bool {
+	_, user, ok := strings.Cut(username, ":")
+	if !ok {
+		return false
+	}
+	id, tag, ok := strings.Cut(user, ".")
+	if !ok || tag != keyTag(s.public) {
+		return false
+	}
+	peer, ok := parsePeerUser(id)
+	return ok && s.IsRegistered(peer)
 }
 
 // startTURN sets up the TURN side of the server (NewServer).
@@ -64,6 +133,13 @@ func (s *Server) startTURN() error {
 	}
 	cfg := *t.Embed
 	cfg.Secret = t.Secret
+	if also := cfg.Authorize; also != nil {
+		cfg.Authorize = func(username string, src net.Addr) bool {
+			return s.authorizeTURN(username, src) && also(username, src)
+		}
+	} else {
+		cfg.Authorize = s.authorizeTURN
+	}
 	s.turnUDP = newMuxConn(s.conns[0])
 	cfg.PacketConns = []net.PacketConn{s.turnUDP}
 	if len(s.cfg.Listeners) > 0 {

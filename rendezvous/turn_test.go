@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -73,6 +74,12 @@ func FuzzDecodeTURN(f *testing.F) {
 // one UDP socket and one TCP listener at the same port.
 func turnServer(t *testing.T) *Server {
 	t.Helper()
+	return turnServerWith(t, func(*ServerConfig) {})
+}
+
+// turnServerWith is turnServer with changes to its configuration.
+func turnServerWith(t *testing.T, mutate func(*ServerConfig)) *Server {
+	t.Helper()
 	for range 20 {
 		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 		if err != nil {
@@ -83,8 +90,10 @@ func turnServer(t *testing.T) *Server {
 			pc.Close()
 			continue // the TCP port is taken: try another
 		}
-		s, err := NewServer(ServerConfig{Conns: []net.PacketConn{pc}, Listeners: []net.Listener{l}, TTL: 5 * time.Second,
-			TURN: &TURNConfig{Secret: "sekrit", Embed: &relay.ServerConfig{}}})
+		cfg := ServerConfig{Conns: []net.PacketConn{pc}, Listeners: []net.Listener{l}, TTL: 5 * time.Second,
+			TURN: &TURNConfig{Secret: "sekrit", Embed: &relay.ServerConfig{}}}
+		mutate(&cfg)
+		s, err := NewServer(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,11 +115,17 @@ type tcpClient struct {
 
 func startTCPClient(t *testing.T, srv netip.AddrPort, relayOK bool) *tcpClient {
 	t.Helper()
+	priv, pub := newKeypair(t)
+	return startTCPClientAs(t, srv, relayOK, priv, pub)
+}
+
+// startTCPClientAs is startTCPClient with a given identity.
+func startTCPClientAs(t *testing.T, srv netip.AddrPort, relayOK bool, priv [32]byte, pub Key) *tcpClient {
+	t.Helper()
 	conn, err := net.Dial("tcp4", srv.String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	priv, pub := newKeypair(t)
 	tc := &tcpClient{conn: conn}
 	var wmu sync.Mutex
 	tc.Client = NewClient(ClientConfig{Server: srv, Private: priv, Public: pub,
@@ -289,8 +304,18 @@ func TestTCPJunkClosed(t *testing.T) {
 // answered with.
 func turnCreds(t *testing.T, s *Server) *TURN {
 	t.Helper()
-	c := startTCPClient(t, s.Addr(), true)
-	stop := make(chan struct{})
+	priv, pub := newKeypair(t)
+	tr, _ := registerForTURN(t, s, priv, pub)
+	return tr
+}
+
+// registerForTURN registers pub over TCP and keeps the registration alive
+// until stop is called (or the test ends); it returns the TURN section the
+// server answered with.
+func registerForTURN(t *testing.T, s *Server, priv [32]byte, pub Key) (tr *TURN, stop func()) {
+	t.Helper()
+	c := startTCPClientAs(t, s.Addr(), true, priv, pub)
+	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -300,17 +325,19 @@ func turnCreds(t *testing.T, s *Server) *TURN {
 		for {
 			c.Tick(time.Now())
 			select {
-			case <-stop:
+			case <-done:
 				return
 			case <-tick.C:
 			}
 		}
 	}()
-	t.Cleanup(func() { close(stop); wg.Wait() })
+	var once sync.Once
+	stop = func() { once.Do(func() { close(done); wg.Wait() }) }
+	t.Cleanup(stop)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if _, tr := c.state(); tr != nil {
-			return tr
+			return tr, stop
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("no TURN credentials in REGISTERED")
@@ -452,6 +479,115 @@ func TestTURNIsNoOpenProxy(t *testing.T) {
 	for range len(ach) {
 		if r := <-ach; r.from != b.RelayedAddr() {
 			t.Errorf("a got %q from %v", r.data, r.from)
+		}
+	}
+}
+
+// TestTURNCredentialsDieWithRegistration: the embedded relay accepts a
+// peer's credentials while it is registered, and refuses them, for new
+// allocations and for requests on the one it holds, once the registration
+// has expired, long before the credentials' own expiry.
+func TestTURNCredentialsDieWithRegistration(t *testing.T) {
+	leakcheck.Check(t)
+	s := turnServerWith(t, func(c *ServerConfig) { c.TTL = time.Second })
+	priv, pub := newKeypair(t)
+	tr, stop := registerForTURN(t, s, priv, pub)
+	c, _, err := turnAllocate(t, s, tr.Credentials, "127.0.0.1")
+	if err != nil {
+		t.Fatalf("allocation while registered: %v", err)
+	}
+	if err := c.Permit(netip.MustParseAddrPort("198.51.100.1:9")); err != nil {
+		t.Fatalf("permission while registered: %v", err)
+	}
+	stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.IsRegistered(pub) {
+		if time.Now().After(deadline) {
+			t.Fatal("the registration outlived its TTL")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if exp, _ := tr.Credentials.Expires(); time.Until(exp) < time.Hour {
+		t.Fatalf("credentials expire at %v: the test wants them valid by time", exp)
+	}
+	if err := c.Permit(netip.MustParseAddrPort("198.51.100.2:9")); err == nil {
+		t.Error("permission granted on the allocation of a peer no longer registered")
+	}
+	if _, _, err := turnAllocate(t, s, tr.Credentials, "127.0.0.1"); err == nil {
+		t.Error("allocation with the credentials of a peer no longer registered")
+	}
+}
+
+// TestTURNCredentialsBoundToServerKey: credentials from a server do not
+// work on another with the same TURN secret and another key (as after a
+// restart with a new key), though the peer is registered there too.
+func TestTURNCredentialsBoundToServerKey(t *testing.T) {
+	leakcheck.Check(t)
+	first, second := turnServer(t), turnServer(t)
+	priv, pub := newKeypair(t)
+	fromFirst, _ := registerForTURN(t, first, priv, pub)
+	fromSecond, _ := registerForTURN(t, second, priv, pub)
+	if !second.IsRegistered(pub) {
+		t.Fatal("not registered on the second server")
+	}
+	if _, _, err := turnAllocate(t, second, fromFirst.Credentials, "127.0.0.1"); err == nil {
+		t.Error("the second server accepted credentials the first issued")
+	}
+	if _, _, err := turnAllocate(t, second, fromSecond.Credentials, "127.0.0.1"); err != nil {
+		t.Errorf("the second server refused its own credentials: %v", err)
+	}
+	if _, _, err := turnAllocate(t, first, fromFirst.Credentials, "127.0.0.1"); err != nil {
+		t.Errorf("the first server refused its own credentials: %v", err)
+	}
+}
+
+// TestTURNUsernames: the user part is PEERID.TAG, and the embedded
+// relay's check takes that form only, for a registered peer, under this
+// server's key.
+func TestTURNUsernames(t *testing.T) {
+	leakcheck.Check(t)
+	s := turnServer(t)
+	priv, pub := newKeypair(t)
+	tr, _ := registerForTURN(t, s, priv, pub)
+	tag := keyTag(s.PublicKey())
+	if len(tag) != 8 {
+		t.Fatalf("tag %q", tag)
+	}
+	want := peerUser(pub) + "." + tag
+	exp, user, _ := strings.Cut(tr.Credentials.Username, ":")
+	if user != want {
+		t.Fatalf("username %q, want expiry:%s", tr.Credentials.Username, want)
+	}
+	if _, err := tr.Credentials.Expires(); err != nil {
+		t.Fatalf("not coturn's expiry:user form: %v", err)
+	}
+	_, stranger := newKeypair(t)
+	other := Key{1}
+	for u, ok := range map[string]bool{
+		exp + ":" + want:                true,
+		"1:" + want:                     true, // expiry is the relay's own check
+		want:                            false,
+		exp + ":" + peerUser(pub):       false,
+		exp + ":" + peerUser(pub) + ".": false,
+		exp + ":" + peerUser(pub) + "." + keyTag(other):        false,
+		exp + ":" + strings.ToUpper(peerUser(pub)) + "." + tag: false,
+		exp + ":" + peerUser(pub)[:51] + "." + tag:             false,
+		exp + ":" + peerUser(pub) + "a." + tag:                 false,
+		exp + ":" + peerUser(stranger) + "." + tag:             false, // not registered
+		exp + ":" + want + ".x":                                false,
+	} {
+		if got := s.authorizeTURN(u, nil); got != ok {
+			t.Errorf("authorizeTURN(%q) = %v, want %v", u, got, ok)
+		}
+	}
+	// A non-canonical spelling of the same key (its last character's
+	// unused bits set) is another username: refused.
+	id := []byte(peerUser(pub))
+	last := strings.IndexByte("abcdefghijklmnopqrstuvwxyz234567", id[len(id)-1])
+	id[len(id)-1] = "abcdefghijklmnopqrstuvwxyz234567"[last|1]
+	if string(id) != peerUser(pub) {
+		if k, _ := parsePeerUser(string(id)); k == pub && s.authorizeTURN(exp+":"+string(id)+"."+tag, nil) {
+			t.Errorf("non-canonical PeerID %s accepted", id)
 		}
 	}
 }
