@@ -83,7 +83,7 @@ func peerOf(t *testing.T, out, name string) string {
 // of its flags with a description.
 func TestHelpExplainsEveryFlag(t *testing.T) {
 	flags := map[string][]string{
-		"server": {"listen", "listen2", "relay-ip", "relay-ports", "turn-secret", "turn-secret-file", "external-turn", "identity", "status"},
+		"server": {"listen", "listen2", "relay-ip", "relay-ports", "relay-allow", "relay-max-per-ip", "turn-secret", "turn-secret-file", "external-turn", "identity", "status"},
 		"peer":   {"server", "identity", "app", "listen", "no-relay", "echo", "ping", "count", "json", "timeout", "recv-dir"},
 		"demo":   {},
 		"lab":    {"count"},

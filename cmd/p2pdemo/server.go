@@ -30,6 +30,8 @@ type serverFlags struct {
 	listen, listen2 string
 	relayIP         string
 	relayPorts      string
+	relayAllow      prefixList
+	relayMaxPerIP   int
 	secret          string
 	secretFile      string
 	externalTURN    string
@@ -44,6 +46,8 @@ func parseServerFlags(args []string, stderr io.Writer) (serverFlags, error) {
 	fs.StringVar(&f.listen2, "listen2", "", "a second `HOST:PORT` (another IP and port) for RFC 5780 NAT behaviour tests")
 	fs.StringVar(&f.relayIP, "relay-ip", "", "the public `IP` put in relayed addresses (default: the --listen IP; required when that is 0.0.0.0 or behind a 1:1 NAT)")
 	fs.StringVar(&f.relayPorts, "relay-ports", "49152-65535", "UDP port range `MIN-MAX` for relay allocations")
+	fs.Var(&f.relayAllow, "relay-allow", "let the relay reach peers in `CIDR`, a range it refuses by default (private, loopback, link-local, CGNAT...; as coturn's allowed-peer-ip); repeat or comma-separate for several")
+	fs.IntVar(&f.relayMaxPerIP, "relay-max-per-ip", 0, fmt.Sprintf("at most `N` relay allocations from one client IP (an IPv6 client's /64) (0: %d)", relay.DefaultMaxPerIP))
 	fs.StringVar(&f.secret, "turn-secret", "", "TURN use-auth-secret shared with coturn (default: random, for the embedded relay only)")
 	fs.StringVar(&f.secretFile, "turn-secret-file", "", "read the TURN secret from `FILE` (keeps it out of the process list)")
 	fs.StringVar(&f.externalTURN, "external-turn", "", "use this TURN server instead of the embedded one: `URL` turn:HOST:PORT[?transport=tcp] or turns:HOST:PORT; comma-separated for several")
@@ -58,7 +62,44 @@ func parseServerFlags(args []string, stderr io.Writer) (serverFlags, error) {
 	if f.secret != "" && f.secretFile != "" {
 		return f, errors.New("server: give --turn-secret or --turn-secret-file, not both")
 	}
+	if f.relayMaxPerIP < 0 {
+		return f, fmt.Errorf("server: --relay-max-per-ip %d: want 0 or more", f.relayMaxPerIP)
+	}
+	if f.externalTURN != "" && (len(f.relayAllow) > 0 || f.relayMaxPerIP != 0) {
+		return f, errors.New("server: --relay-allow and --relay-max-per-ip set the embedded relay, not an --external-turn (configure that one's allowed-peer-ip and quotas)")
+	}
 	return f, nil
+}
+
+// prefixList is a repeatable flag of CIDR prefixes, comma-separated too;
+// a bare IP is its own /32 or /128.
+type prefixList []netip.Prefix
+
+func (l *prefixList) String() string {
+	if l == nil {
+		return ""
+	}
+	s := make([]string, len(*l))
+	for i, p := range *l {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *prefixList) Set(v string) error {
+	for _, one := range strings.Split(v, ",") {
+		one = strings.TrimSpace(one)
+		p, err := netip.ParsePrefix(one)
+		if err != nil {
+			a, aerr := netip.ParseAddr(one)
+			if aerr != nil {
+				return fmt.Errorf("%q is no CIDR prefix (such as 10.0.0.0/8) or IP", one)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		*l = append(*l, p.Masked())
+	}
+	return nil
 }
 
 // serverSetup is what runServer built: the server and what to print.
@@ -149,7 +190,7 @@ func embeddedTURN(f serverFlags, primary netip.AddrPort) (*relay.ServerConfig, u
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	cfg := &relay.ServerConfig{MinPort: lo, MaxPort: hi}
+	cfg := &relay.ServerConfig{MinPort: lo, MaxPort: hi, AllowPeers: f.relayAllow, MaxPerIP: f.relayMaxPerIP}
 	switch {
 	case f.relayIP != "":
 		ip, err := netip.ParseAddr(f.relayIP)
@@ -283,7 +324,9 @@ func statusLine(srv *rendezvous.Server) string {
 		s.Registered, s.Introductions, s.Registrations, s.Streams)
 	if r := srv.Relay(); r != nil {
 		rs := r.Stats()
-		line += fmt.Sprintf(", relay %d live of %d allocations, %s relayed", rs.Live, rs.Allocations, fmtBytes(float64(rs.BytesRelayed)))
+		line += fmt.Sprintf(", relay %d live of %d allocations, %s relayed, %d peers denied, %d refused over quota (%d user, %d IP, %d full)",
+			rs.Live, rs.Allocations, fmtBytes(float64(rs.BytesRelayed)), rs.DeniedPeers,
+			rs.QuotaRefused, rs.RefusedUser, rs.RefusedIP, rs.RefusedFull)
 	}
 	return line
 }
