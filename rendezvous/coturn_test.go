@@ -36,6 +36,9 @@ func TestCoturnClientsAgainstEmbeddedTURN(t *testing.T) {
 	stunclient := coturnTool(t, "turnutils_stunclient")
 	uclient := coturnTool(t, "turnutils_uclient")
 	s := turnServer(t)
+	// The embedded relay takes the credentials of registered peers only:
+	// uclient makes "expiry:USER" from the secret, so USER is one's.
+	_, user, _ := strings.Cut(turnCreds(t, s).Credentials.Username, ":")
 	port := strconv.Itoa(int(s.Addr().Port()))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -50,7 +53,7 @@ func TestCoturnClientsAgainstEmbeddedTURN(t *testing.T) {
 	}{{"udp", nil}, {"tcp", []string{"-t"}}} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := s.Relay().Stats().Allocations
-			args := append([]string{"-y", "-c", "-W", "sekrit", "-u", "uclient", "-n", "20", "-m", "1", "-l", "200", "-z", "5", "-p", port}, tc.flags...)
+			args := append([]string{"-y", "-c", "-W", "sekrit", "-u", user, "-n", "20", "-m", "1", "-l", "200", "-z", "5", "-p", port}, tc.flags...)
 			args = append(args, "127.0.0.1")
 			out, err := exec.CommandContext(ctx, uclient, args...).CombinedOutput()
 			text := string(out)

@@ -217,12 +217,14 @@ func TestTCPRegistrationAndTURN(t *testing.T) {
 	if st := s.Relay().Stats(); st.Allocations != 2 {
 		t.Fatalf("TURN stats %+v", st)
 	}
-	// The UDP client asks for the TCP one: both hear of each other, the
-	// TCP one through its stream.
+	// The UDP client asks for the TCP one, which consents by asking back:
+	// both hear of each other, the TCP one through its stream.
 	udpc.Introduce(tcpc.Client.cfg.Public, time.Now())
+	tcpc.Introduce(udpc.cfg.Public, time.Now())
 	deadline = time.Now().Add(5 * time.Second)
 	for {
 		udpc.Tick(time.Now())
+		tcpc.Tick(time.Now())
 		peers, _ := tcpc.state()
 		udpc.mu.Lock()
 		n := len(udpc.peers)
