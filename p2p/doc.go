@@ -51,6 +51,35 @@
 // the node "under load": it then answers initiations with cookies, so only
 // sources that receive at their address get a handshake, each rate-limited.
 //
+// # Consent before cost
+//
+// Identities are free, so a node spends nothing on a peer it has no
+// session with beyond a paced answer to the address the packet came from:
+//
+//   - With a rendezvous server, a peer's request for an introduction
+//     reaches this node first, as an ask carrying only the asker's
+//     verified address; the server hands out candidates only once both
+//     sides asked. The ask raises SessionRequest; the node asks back (so
+//     consents) only for a peer it sent to or the application accepted
+//     (AcceptP2PSessionWithUser). Until then: no probe, no birthday
+//     sockets, no TCP dial, no TURN allocation. Config.AllowIntroduction
+//     refuses strangers at no cost (the asker fails with Timeout), and an
+//     introduction for a peer this node did not consent to is ignored.
+//   - A responder sends nothing on a new session but its handshake
+//     response until the peer proves its address with an authenticated
+//     packet (the initiator sends one at once); an unaccepted session that
+//     stays unproven is forgotten after 5 s. Every answer to an
+//     unauthenticated datagram (response, cookie reply, refusal) is held to
+//     three times the bytes that address sent.
+//   - Sessions peers open are budgeted per source IP (an IPv4 address or an
+//     IPv6 /64): Config.MaxPendingPerIP unaccepted ones (8), within
+//     Config.MaxPendingSessions in all (256), where a newcomer evicts the
+//     oldest of the busiest IP rather than being locked out; while an IP
+//     holds a pending session, or a quarter of the total is pending, an
+//     initiation must bring a cookie before any state exists, whatever the
+//     rate; and Config.MaxSessionsPerIP (64) sessions an IP opened,
+//     accepted or not. NodeStats counts every refusal and eviction.
+//
 // # Transport
 //
 // Each session runs a channels.Conn (reliability, ordering, fragmentation,
