@@ -88,7 +88,7 @@
 //
 // A client registers on start, refreshes every 20 s (under Linux
 // conntrack's 30 s UDP timeout, so the mapping toward the server stays
-// open for pushed introductions), and counts as gone 60 s after its last
+// open for ASKs and introductions), and counts as gone 60 s after its last
 // refresh. The first registration takes two round trips (challenge, then
 // register with the cookie); later ones one.
 //
@@ -115,8 +115,8 @@
 // With ServerConfig.Listeners the service also listens on TCP, normally at
 // the UDP port, for clients whose network drops UDP. Each message then
 // travels in a frame: 0xBF, a 2-byte big-endian length, the message. The
-// server answers a TCP-registered client and pushes its introductions on
-// its connection, and tells peers introduced to it that it is TCP-only.
+// server answers a TCP-registered client and sends its ASKs and
+// introductions on its connection, and tells peers introduced to it that it is TCP-only.
 //
 // With ServerConfig.TURN the server issues TURN credentials (in REGISTERED)
 // to registered clients that allow relay, for its embedded TURN server or
@@ -134,14 +134,45 @@
 //
 // Nothing unauthenticated is answered with more bytes than it carried: a
 // CHALLENGE (52 bytes) answers a REGISTER of at least 76; a STUN answer is
-// trimmed to the request's size (see below). A REGISTER whose cookie does
-// not match its source address costs the server one keyed hash; a valid one
-// from a PeerID the server has no key for costs a Diffie-Hellman, limited
-// to 20 a second per source address; keys are cached per PeerID, with the
-// last timestamps, so replays stay refused. Introductions are limited to 20
-// a second per peer and go only to registered addresses, and only once both
-// peers asked (Consent); ASKs are limited as Consent says. Bad messages are
-// dropped and counted (Stats).
+// trimmed to the request's size (see below). Bad messages are dropped and
+// counted (Stats). "Per IP" below means per IPv4 address or IPv6 /64;
+// each per-IP table holds 4096 sources per 2048 of MaxPeers (at most 64
+// such shards), and a source it has no room for is refused.
+//
+// Registration. A REGISTER whose cookie does not match its source address
+// costs one keyed hash and is answered with a CHALLENGE, at most 20 a
+// second per IP (burst 40), so spoofed floods do not make the server a
+// steady sender toward anyone. A cookie is bound to the source address
+// and port and valid for at most two rotations of its secret (4 min): a
+// peer whose address changed is challenged at the new one first, then
+// registers there at once. REGISTERs with a valid cookie are limited to
+// 10 a second per IP (burst 20). One from a PeerID the server has no key
+// for costs a Diffie-Hellman, at most 20 a second per IP. A peer's refresh
+// from the origin it is registered at (the same socket and address, or
+// the same TCP stream) sooner than 1 s after its last accepted one is
+// dropped, so REGISTERED (and the TURN credentials in it) cannot be
+// farmed at line rate; a REGISTER from a new origin is not held to that.
+// An IP holds at most MaxPeersPerIP live registrations (64 by default): a
+// new PeerID registering from it, or a registered one moving to it, is
+// refused past that, before any Diffie-Hellman. The server holds at most
+// MaxPeers registrations (100000 by default).
+//
+// Expiry. A registration lasts TTL (60 s by default) past its last
+// accepted REGISTER. Expired ones are evicted from an index ordered by
+// expiry, never by scanning: on every REGISTER and INTRODUCE, on Stats,
+// and every second by a sweep. An evicted registration leaves a tombstone
+// for 4 min (two cookie rotations, the longest a cookie of a replayed
+// REGISTER stays valid) with its key and last timestamps, so replays of
+// its messages stay refused and a returning peer costs no Diffie-Hellman;
+// at most MaxPeers tombstones are kept, the oldest giving way.
+//
+// Introductions. An INTRODUCE is acted on only when it comes from the
+// origin its sender is registered at (else it is dropped and counted,
+// Unverified, and does not move the registration), with a timestamp past
+// the sender's last; at most 20 a second per peer and 20 a second per IP
+// (burst 40 each). A peer learns another's addresses only when both asked
+// (Consent); ASKs are limited to one a second per pair and 10 a second
+// (burst 20) per target, and a peer holds at most 16 standing requests.
 //
 // # STUN
 //

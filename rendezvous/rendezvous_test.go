@@ -13,7 +13,6 @@ import (
 	"golang.org/x/crypto/curve25519"
 
 	"github.com/gamewire/gamewire/internal/leakcheck"
-	"github.com/gamewire/gamewire/internal/secure"
 )
 
 func newKeypair(t testing.TB) (priv [32]byte, pub Key) {
@@ -452,9 +451,8 @@ func FuzzServerHandle(f *testing.F) {
 	f.Add(append([]byte{TypeAsk}, make([]byte, askLen-1)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rec := &recordConn{}
-		s := &Server{conns: []net.PacketConn{rec}, addrs: []netip.AddrPort{netip.MustParseAddrPort("203.0.113.1:3478")},
-			peers: map[Key]*registration{}, cfg: ServerConfig{TTL: time.Minute, MaxPeers: 10}}
-		s.newKeys = secure.NewRateLimiter(newKeysPerSecond, newKeysBurst)
+		s := newServer(ServerConfig{Conns: []net.PacketConn{rec}, TTL: time.Minute, MaxPeers: 10})
+		s.addrs = []netip.AddrPort{netip.MustParseAddrPort("203.0.113.1:3478")}
 		s.handle(origin{addr: netip.MustParseAddrPort("198.51.100.7:40000")}, b)
 		for _, w := range rec.writes {
 			if w > max(len(b), stunAnswerFloor) {

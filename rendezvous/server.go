@@ -13,28 +13,38 @@ import (
 	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/curve25519"
 
-	"github.com/gamewire/gamewire/internal/secure"
 	"github.com/gamewire/gamewire/relay"
 )
 
 // Server defaults.
 const (
-	DefaultTTL        = 60 * time.Second // a registration lasts this long unless refreshed
-	DefaultMaxPeers   = 100000
-	cookieRotate      = 2 * time.Minute
-	newKeysPerSecond  = 20 // per source address: Diffie-Hellman for a client not yet known
-	newKeysBurst      = 20
-	introducePerSec   = 20 // per registered peer
-	introduceBurst    = 40
-	requestTTL        = 10 * time.Second // an INTRODUCE stands as consent this long
-	maxRequests       = 16               // outstanding introduction requests per peer
-	askRepeat         = time.Second      // at most one ASK a second per (asker, target)
-	asksPerSec        = 10               // ASKs toward one target, from all askers
-	asksBurst         = 20
-	maxPacketSize     = 1500
-	stunMinRequestLen = 20
-	DefaultMaxStreams = 10000
-	firstByteTimeout  = 10 * time.Second // a TCP connection must say what it is by then
+	DefaultTTL      = 60 * time.Second // a registration lasts this long unless refreshed
+	DefaultMaxPeers = 100000
+	// DefaultMaxPeersPerIP bounds the live registrations of one IPv4
+	// address or IPv6 /64.
+	DefaultMaxPeersPerIP = 64
+	cookieRotate         = 2 * time.Minute
+	newKeysPerSecond     = 20 // per source IP: Diffie-Hellman for a client not yet known
+	newKeysBurst         = 20
+	registerPerSecIP     = 10 // per source IP: REGISTERs with a valid cookie
+	registerBurstIP      = 20
+	challengesPerSecIP   = 20 // per source IP: CHALLENGEs sent
+	challengeBurstIP     = 40
+	refreshMin           = time.Second // per peer: the least time between two accepted REGISTERs from one origin
+	introducePerSec      = 20          // per registered peer
+	introduceBurst       = 40
+	introducePerSecIP    = 20 // per source IP, on top of the per-peer bucket
+	introduceBurstIP     = 40
+	sweepEvery           = time.Second      // expired registrations are evicted at least this often
+	requestTTL           = 10 * time.Second // an INTRODUCE stands as consent this long
+	maxRequests          = 16               // outstanding introduction requests per peer
+	askRepeat            = time.Second      // at most one ASK a second per (asker, target)
+	asksPerSec           = 10               // ASKs toward one target, from all askers
+	asksBurst            = 20
+	maxPacketSize        = 1500
+	stunMinRequestLen    = 20
+	DefaultMaxStreams    = 10000
+	firstByteTimeout     = 10 * time.Second // a TCP connection must say what it is by then
 )
 
 // ServerConfig configures a Server. Zero values select the documented
@@ -52,11 +62,20 @@ type ServerConfig struct {
 	Conns []net.PacketConn
 
 	// TTL is how long a registration lasts without a refresh. Zero means
-	// 60 s.
+	// 60 s. Clients refresh at a third of it, and a refresh sooner than
+	// 1 s after the last accepted one is dropped: keep it well above 3 s.
 	TTL time.Duration
 
-	// MaxPeers bounds the registrations held. Zero means 100000.
+	// MaxPeers bounds the registrations held, and apart from them the
+	// tombstones of evicted ones (see doc.go, Abuse). Zero means 100000.
 	MaxPeers int
+
+	// MaxPeersPerIP bounds the live registrations of one IPv4 address or
+	// IPv6 /64: a new identity registering from there, or a registered
+	// one moving there, is refused while it holds that many. Zero means
+	// 64. Behind a carrier-grade NAT many players share an address: raise
+	// it for such networks.
+	MaxPeersPerIP int
 
 	// Listeners are TCP listeners, normally at the primary port: clients
 	// whose UDP is blocked register over them (frames, see WriteFrame), and
@@ -88,10 +107,14 @@ type Server struct {
 	conns   []net.PacketConn
 	addrs   []netip.AddrPort
 	log     *slog.Logger
-	newKeys *secure.RateLimiter
 	wg      sync.WaitGroup
-	done    chan struct{}
-	closed  atomic.Bool
+	// Per source IP (ipGroup) token buckets.
+	newKeys     *ipLimiter // Diffie-Hellmans for PeerIDs the server has no key for
+	registerIP  *ipLimiter // REGISTERs that passed the cookie check
+	challengeIP *ipLimiter // CHALLENGEs sent
+	introduceIP *ipLimiter // authenticated INTRODUCEs from registered origins
+	done        chan struct{}
+	closed      atomic.Bool
 
 	turnServers []TURNServer
 	turnUDP     *muxConn
@@ -99,33 +122,13 @@ type Server struct {
 	relay       *relay.Server
 
 	mu        sync.Mutex // guards the fields below
-	peers     map[Key]*registration
+	peers     *peerTable
 	streams   map[*stream]struct{}
 	secret    [32]byte // current cookie secret
 	oldSecret [32]byte
 	rotated   time.Time
 
 	stats serverCounters
-}
-
-// registration is what the server knows of a peer. The key and the
-// timestamps outlive the registration itself, so a replay of an old
-// REGISTER stays refused.
-type registration struct {
-	key        SessionKey
-	at         origin // where the peer registered from: pushes go there
-	candidates []netip.AddrPort
-	mapping    Mapping
-	relayOK    bool
-	relayAddr  netip.AddrPort
-	expires    time.Time
-	lastReg    uint64
-	lastIntro  uint64
-	intro      bucket // INTRODUCEs from this peer
-	asks       bucket // ASKs toward this peer, from every asker
-	// requests are the introductions this peer asked for that their
-	// targets have not answered yet, by target: at most maxRequests.
-	requests map[Key]*request
 }
 
 // request is a peer's standing INTRODUCE toward a target: its consent to
@@ -191,35 +194,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if len(cfg.Conns) == 0 {
 		return nil, errors.New("rendezvous: no sockets")
 	}
-	if cfg.TTL == 0 {
-		cfg.TTL = DefaultTTL
-	}
-	if cfg.MaxPeers == 0 {
-		cfg.MaxPeers = DefaultMaxPeers
-	}
-	if cfg.MaxStreams == 0 {
-		cfg.MaxStreams = DefaultMaxStreams
-	}
-	if cfg.requestTTL == 0 {
-		cfg.requestTTL = requestTTL
-	}
-	if cfg.TURN != nil {
-		t := *cfg.TURN
-		cfg.TURN = &t
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	s := &Server{
-		cfg:     cfg,
-		private: cfg.PrivateKey,
-		conns:   cfg.Conns,
-		log:     cfg.Logger,
-		newKeys: secure.NewRateLimiter(newKeysPerSecond, newKeysBurst),
-		done:    make(chan struct{}),
-		peers:   make(map[Key]*registration),
-		streams: make(map[*stream]struct{}),
-	}
+	s := newServer(cfg)
 	if s.private == ([32]byte{}) {
 		rand.Read(s.private[:])
 	}
@@ -228,8 +203,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	copy(s.public[:], pub)
-	rand.Read(s.secret[:])
-	s.rotated = time.Now()
 	for _, c := range cfg.Conns {
 		ap, err := netip.ParseAddrPort(c.LocalAddr().String())
 		if err != nil {
@@ -248,7 +221,71 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		s.wg.Add(1)
 		go s.acceptLoop(l)
 	}
+	s.wg.Add(1)
+	go s.sweepLoop()
 	return s, nil
+}
+
+// newServer makes a server's state from cfg, with the defaults filled in:
+// no key, addresses or goroutines yet.
+func newServer(cfg ServerConfig) *Server {
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.MaxPeers == 0 {
+		cfg.MaxPeers = DefaultMaxPeers
+	}
+	if cfg.MaxPeersPerIP == 0 {
+		cfg.MaxPeersPerIP = DefaultMaxPeersPerIP
+	}
+	if cfg.MaxStreams == 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
+	if cfg.requestTTL == 0 {
+		cfg.requestTTL = requestTTL
+	}
+	if cfg.TURN != nil {
+		t := *cfg.TURN
+		cfg.TURN = &t
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	shards := limiterShards(cfg.MaxPeers)
+	s := &Server{
+		cfg:         cfg,
+		private:     cfg.PrivateKey,
+		conns:       cfg.Conns,
+		log:         cfg.Logger,
+		newKeys:     newIPLimiter(newKeysPerSecond, newKeysBurst, shards),
+		registerIP:  newIPLimiter(registerPerSecIP, registerBurstIP, shards),
+		challengeIP: newIPLimiter(challengesPerSecIP, challengeBurstIP, shards),
+		introduceIP: newIPLimiter(introducePerSecIP, introduceBurstIP, shards),
+		done:        make(chan struct{}),
+		peers:       newPeerTable(cfg.TTL, cfg.MaxPeers, cfg.MaxPeersPerIP),
+		streams:     make(map[*stream]struct{}),
+	}
+	rand.Read(s.secret[:])
+	s.rotated = time.Now()
+	return s
+}
+
+// sweepLoop evicts expired registrations every sweepEvery, so they go
+// even when no message comes to do it.
+func (s *Server) sweepLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			s.peers.evict(time.Now())
+			s.mu.Unlock()
+		}
+	}
 }
 
 // Listen opens the server's sockets and starts it: one at primary, and for
@@ -411,41 +448,80 @@ func (s *Server) handleRegister(o origin, b []byte) {
 	now := time.Now()
 	cur, valid := s.cookies(src, r.Cookie, now)
 	if !valid {
+		if !s.challengeIP.Allow(src.Addr(), now) {
+			s.stats.rateLimited.Add(1)
+			return
+		}
 		s.stats.challenges.Add(1)
 		s.send(o, encodeChallenge(cur, s.public)) // 52 bytes for at least 76
 		return
 	}
-	key, ok := s.keyFor(r.Peer, src.Addr(), now)
-	if !ok {
+	if !s.registerIP.Allow(src.Addr(), now) {
 		s.stats.rateLimited.Add(1)
 		return
+	}
+	group := ipGroup(src.Addr())
+	s.mu.Lock()
+	s.peers.evict(now)
+	key, known, live := s.peers.known(r.Peer)
+	ipFull := s.peers.ipFull(group)
+	s.mu.Unlock()
+	if !live && ipFull {
+		s.stats.peersPerIPRefused.Add(1) // before any Diffie-Hellman
+		return
+	}
+	if !known {
+		if !s.newKeys.Allow(src.Addr(), now) {
+			s.stats.rateLimited.Add(1)
+			return
+		}
+		var err error
+		if key, err = DeriveKey(s.private, r.Peer, r.Peer, s.public); err != nil {
+			s.stats.badMAC.Add(1) // a low-order PeerID: no one holds its key
+			return
+		}
 	}
 	if !checkMAC(&key, b) {
 		s.stats.badMAC.Add(1)
 		return
 	}
 	s.mu.Lock()
-	reg := s.peers[r.Peer]
-	if reg == nil {
-		if len(s.peers) >= s.cfg.MaxPeers && !s.evictExpiredLocked(now) {
-			s.mu.Unlock()
-			s.stats.full.Add(1)
-			return
-		}
-		reg = &registration{key: key}
-		s.peers[r.Peer] = reg
-	}
-	if r.Timestamp <= reg.lastReg {
+	t := s.peers
+	t.evict(now)
+	reg := t.peers[r.Peer]
+	switch {
+	case reg == nil && r.Timestamp <= t.tombReg(r.Peer):
 		s.mu.Unlock()
 		s.stats.replayed.Add(1)
 		return
+	case reg == nil && len(t.peers) >= t.maxPeers:
+		s.mu.Unlock()
+		s.stats.full.Add(1)
+		return
+	case reg == nil && t.ipFull(group):
+		s.mu.Unlock()
+		s.stats.peersPerIPRefused.Add(1)
+		return
+	case reg == nil:
+		reg = t.add(r.Peer, key)
+	case r.Timestamp <= reg.lastReg:
+		s.mu.Unlock()
+		s.stats.replayed.Add(1)
+		return
+	case reg.at == o && now.Sub(reg.accepted) < refreshMin:
+		s.mu.Unlock()
+		s.stats.refreshLimited.Add(1)
+		return
+	case reg.group != group && t.ipFull(group):
+		s.mu.Unlock()
+		s.stats.peersPerIPRefused.Add(1) // a move into a full IP
+		return
 	}
 	reg.lastReg = r.Timestamp
-	reg.at = o
 	reg.candidates = r.Candidates
 	reg.mapping = r.Mapping
 	reg.relayOK, reg.relayAddr = r.RelayAllowed, r.Relay
-	reg.expires = now.Add(s.cfg.TTL)
+	t.accept(reg, o, now)
 	s.mu.Unlock()
 	s.stats.registrations.Add(1)
 	reply := Registered{Observed: src, TTL: uint16(s.cfg.TTL / time.Second), Timestamp: r.Timestamp}
@@ -453,35 +529,6 @@ func (s *Server) handleRegister(o origin, b []byte) {
 		reply.TURN = s.turnFor(r.Peer, now)
 	}
 	s.send(o, reply.encode(&key))
-}
-
-// keyFor returns the session key of peer: cached, or computed (a
-// Diffie-Hellman, rate-limited per source address).
-func (s *Server) keyFor(peer Key, src netip.Addr, now time.Time) (SessionKey, bool) {
-	s.mu.Lock()
-	reg := s.peers[peer]
-	s.mu.Unlock()
-	if reg != nil {
-		return reg.key, true
-	}
-	if !s.newKeys.Allow(src, now) {
-		return SessionKey{}, false
-	}
-	k, err := DeriveKey(s.private, peer, peer, s.public)
-	return k, err == nil
-}
-
-// evictExpiredLocked drops expired registrations; it reports whether any
-// room was made.
-func (s *Server) evictExpiredLocked(now time.Time) bool {
-	freed := false
-	for k, r := range s.peers {
-		if now.After(r.expires) {
-			delete(s.peers, k)
-			freed = true
-		}
-	}
-	return freed
 }
 
 func (s *Server) handleIntroduce(o origin, b []byte) {
@@ -492,7 +539,8 @@ func (s *Server) handleIntroduce(o origin, b []byte) {
 	}
 	now := time.Now()
 	s.mu.Lock()
-	req := s.peers[m.Peer]
+	s.peers.evict(now)
+	req := s.peers.peers[m.Peer]
 	if req == nil || now.After(req.expires) {
 		s.mu.Unlock()
 		s.stats.unregistered.Add(1) // it must register (again) first
@@ -504,20 +552,27 @@ func (s *Server) handleIntroduce(o origin, b []byte) {
 		s.stats.badMAC.Add(1)
 		return
 	}
+	// Only from where the peer registered, which its cookie proved it
+	// receives at: a copy sent from elsewhere is nobody's request, and a
+	// peer that moved registers again (its cookie does not hold at its
+	// new address, so it is challenged there first).
+	if o != req.at {
+		s.mu.Unlock()
+		s.stats.unverified.Add(1)
+		return
+	}
 	if m.Timestamp <= req.lastIntro {
 		s.mu.Unlock()
 		s.stats.replayed.Add(1)
 		return
 	}
 	req.lastIntro = m.Timestamp
-	if !req.intro.take(now, introducePerSec, introduceBurst) {
+	if !req.intro.take(now, introducePerSec, introduceBurst) || !s.introduceIP.Allow(o.addr.Addr(), now) {
 		s.mu.Unlock()
 		s.stats.rateLimited.Add(1)
 		return
 	}
-	// The requester's own address follows where it asks from.
-	req.at = o
-	target := s.peers[m.Target]
+	target := s.peers.peers[m.Target]
 	if target == nil || now.After(target.expires) || m.Target == m.Peer {
 		s.mu.Unlock()
 		s.stats.unknown.Add(1)
@@ -568,16 +623,48 @@ func (r *registration) peerMessage(about Key, ts uint64) Peer {
 
 // ServerStats counts what a Server did and dropped.
 type ServerStats struct {
-	Packets, Registrations, Introductions, Unknown uint64
-	Challenges, STUNAnswered, STUNDropped          uint64
-	Malformed, BadMAC, Replayed, RateLimited       uint64
-	Unregistered, Full, ReadErrors, WriteErrors    uint64
-	Streams, StreamsRefused, TURNDropped           uint64 // TCP connections accepted and refused; TURN datagrams dropped at a full queue
-	Registered                                     int    // registrations held now (expired ones included until evicted)
+	Packets       uint64 // datagrams and frames handled
+	Registrations uint64 // REGISTERs accepted (new, refreshed or moved)
+	Introductions uint64 // pairs introduced (PEER to both)
+	Unknown       uint64 // INTRODUCEs answered UNKNOWN
+	Challenges    uint64 // CHALLENGEs sent
+	STUNAnswered  uint64
+	STUNDropped   uint64
+	Malformed     uint64
+	BadMAC        uint64
+	Replayed      uint64 // REGISTERs and INTRODUCEs with a timestamp not past the last
+	// RateLimited counts what a token bucket dropped: REGISTERs past 10 a
+	// second (burst 20) per source IP, Diffie-Hellmans for unknown PeerIDs
+	// past 20 a second per source IP, CHALLENGEs past 20 a second (burst
+	// 40) per source IP, INTRODUCEs past 20 a second (burst 40) per peer
+	// or per source IP.
+	RateLimited  uint64
+	Unregistered uint64 // INTRODUCEs from a PeerID not registered
+	Full         uint64 // new registrations refused at MaxPeers
+	ReadErrors   uint64
+	WriteErrors  uint64
+	Streams      uint64 // TCP connections accepted
+	// StreamsRefused: TCP connections refused at MaxStreams; TURNDropped:
+	// TURN datagrams dropped at a full queue.
+	StreamsRefused, TURNDropped uint64
+	// Registered is the number of live registrations.
+	Registered int
 	// Asks counts ASKs sent to the targets of introductions; AsksLimited
 	// those held back by the per-target rate (10 a second, burst 20).
 	// Retries of a request within a second of its ASK are neither.
 	Asks, AsksLimited uint64
+	// Unverified counts INTRODUCEs with a valid MAC that did not come from
+	// the origin (socket and address, or TCP stream) their sender is
+	// registered at: dropped.
+	Unverified uint64
+	// PeersPerIPRefused counts REGISTERs refused because the source IP
+	// (IPv4 address or IPv6 /64) holds MaxPeersPerIP live registrations.
+	PeersPerIPRefused uint64
+	// RefreshLimited counts REGISTERs dropped because the peer's last one
+	// from the same origin was accepted less than a second before.
+	RefreshLimited uint64
+	// Evicted counts registrations dropped on expiry.
+	Evicted uint64
 }
 
 type serverCounters struct {
@@ -586,14 +673,16 @@ type serverCounters struct {
 	malformed, badMAC, replayed, rateLimited       atomic.Uint64
 	unregistered, full, readErrors, writeErrors    atomic.Uint64
 	streams, streamsRefused, turnDropped           atomic.Uint64
-	asks, asksLimited                              atomic.Uint64
+	asks, asksLimited, unverified                  atomic.Uint64
+	peersPerIPRefused, refreshLimited              atomic.Uint64
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	s.mu.Lock()
-	n := len(s.peers)
+	s.peers.evict(time.Now())
+	n, evicted := len(s.peers.peers), s.peers.evicted
 	s.mu.Unlock()
 	return ServerStats{
 		Packets: c.packets.Load(), Registrations: c.registrations.Load(),
@@ -603,7 +692,8 @@ func (s *Server) Stats() ServerStats {
 		RateLimited: c.rateLimited.Load(), Unregistered: c.unregistered.Load(), Full: c.full.Load(),
 		ReadErrors: c.readErrors.Load(), WriteErrors: c.writeErrors.Load(), Registered: n,
 		Streams: c.streams.Load(), StreamsRefused: c.streamsRefused.Load(), TURNDropped: c.turnDropped.Load(),
-		Asks: c.asks.Load(), AsksLimited: c.asksLimited.Load(),
+		Asks: c.asks.Load(), AsksLimited: c.asksLimited.Load(), Unverified: c.unverified.Load(),
+		PeersPerIPRefused: c.peersPerIPRefused.Load(), RefreshLimited: c.refreshLimited.Load(), Evicted: evicted,
 	}
 }
 
@@ -611,6 +701,6 @@ func (s *Server) Stats() ServerStats {
 func (s *Server) IsRegistered(peer Key) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.peers[peer]
+	r := s.peers.peers[peer]
 	return r != nil && time.Now().Before(r.expires)
 }
