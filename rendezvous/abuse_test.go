@@ -362,3 +362,46 @@ func TestReplayAfterEviction(t *testing.T) {
 		t.Fatalf("replay after eviction: registrations %d→%d, replayed %d→%d", before.Registrations, st.Registrations, before.Replayed, st.Replayed)
 	}
 }
+
+// TestCookieNotForgeable: a cookie nobody was sent is not valid. The
+// previous secret used to start as zeros, so for the first rotation
+// period anyone could compute a valid cookie for any address (a spoofed
+// one included) without a CHALLENGE; and rotation is lazy, so after a
+// quiet spell a cookie must not outlive two periods.
+func TestCookieNotForgeable(t *testing.T) {
+	leakcheck.Check(t)
+	s := listenServer(t, ServerConfig{})
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	src := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	priv, pub := newKeypair(t)
+	server := s.PublicKey()
+	k, err := DeriveKey(priv, server, pub, server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := Register{Peer: pub, Timestamp: uint64(time.Now().UnixNano()), Cookie: s.cookie(&[32]byte{}, src)}
+	conn.WriteToUDPAddrPort(r.encode(&k), s.Addr())
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2048)
+	n, _, err := conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	if buf[0] != TypeChallenge || n != challengeLen {
+		t.Fatalf("a cookie made with a zero secret got a %#x answer of %d bytes, want a CHALLENGE", buf[0], n)
+	}
+
+	t0 := time.Now()
+	c, _ := s.cookies(src, [cookieLen]byte{}, t0)
+	if _, ok := s.cookies(src, c, t0.Add(cookieRotate+time.Second)); !ok {
+		t.Fatal("a cookie is refused one rotation on")
+	}
+	c, _ = s.cookies(src, [cookieLen]byte{}, t0.Add(cookieRotate+time.Second))
+	if _, ok := s.cookies(src, c, t0.Add(4*cookieRotate)); ok {
+		t.Fatalf("a cookie is valid %v after it was issued, past two rotations", 3*cookieRotate)
+	}
+}

@@ -266,6 +266,7 @@ func newServer(cfg ServerConfig) *Server {
 		streams:     make(map[*stream]struct{}),
 	}
 	rand.Read(s.secret[:])
+	rand.Read(s.oldSecret[:])
 	s.rotated = time.Now()
 	return s
 }
@@ -429,7 +430,14 @@ func (s *Server) cookie(secret *[32]byte, src netip.AddrPort) [cookieLen]byte {
 func (s *Server) cookies(src netip.AddrPort, c [cookieLen]byte, now time.Time) ([cookieLen]byte, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if now.Sub(s.rotated) >= cookieRotate {
+	// Rotation is lazy; after a quiet spell of two periods or more both
+	// secrets are new, so a cookie is never valid past 2×cookieRotate.
+	switch since := now.Sub(s.rotated); {
+	case since >= 2*cookieRotate:
+		rand.Read(s.oldSecret[:])
+		rand.Read(s.secret[:])
+		s.rotated = now
+	case since >= cookieRotate:
 		s.oldSecret = s.secret
 		rand.Read(s.secret[:])
 		s.rotated = now
