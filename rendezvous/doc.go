@@ -1,8 +1,9 @@
 // Package rendezvous is gamewire's signalling service: a server that
 // registers peers by PeerID at the public address it sees them at,
 // introduces two of them to each other once both asked for it, so both
-// punch through their NATs at the same moment, and answers STUN Binding requests on the same sockets; and
-// the client a p2p.Node runs over its own socket.
+// punch through their NATs at the same moment, and answers STUN Binding
+// requests on the same sockets; and the client a p2p.Node runs over its
+// own socket.
 //
 // # Protocol
 //
@@ -34,7 +35,8 @@
 //	CHALLENGE  0xA1  server → client, to a REGISTER without a valid cookie
 //	  0  type, 3 reserved
 //	  4  cookie (16): BLAKE2s-128 keyed with a secret rotated every 2 minutes,
-//	     over the client's source address; only a client that receives there learns it
+//	     over the client's source address and port; only a client that receives
+//	     there learns it; valid until two rotations have passed (4 min at most)
 //	  20 the server's public key (32)
 //
 //	REGISTERED 0xA2  server → client
