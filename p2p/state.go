@@ -48,8 +48,8 @@ func (k PathKind) String() string {
 // SessionState is what GetP2PSessionState reports: Steam's P2PSessionState_t
 // and more.
 type SessionState struct {
-	// ConnectionActive: the transport is up and the peer accepted the
-	// session. Connecting: this node is still trying (path, handshake, or
+	// ConnectionActive: the transport is up (both sides proved their
+	// addresses) and the peer accepted the session. Connecting: this node is still trying (path, handshake, or
 	// waiting for the peer to accept).
 	ConnectionActive, Connecting bool
 	// SessionError is the last error recorded: set when an attempt failed.
@@ -106,7 +106,7 @@ func (n *Node) GetP2PSessionState(p PeerID) (SessionState, bool) {
 		return SessionState{}, false
 	}
 	st := SessionState{
-		ConnectionActive: s.state == stEstablished && s.peerAccepted,
+		ConnectionActive: s.state == stEstablished && s.peerAccepted && s.confirmed.Load(),
 		SessionError:     s.lastErr,
 		Accepted:         s.accepted,
 		PeerAccepted:     s.peerAccepted,
