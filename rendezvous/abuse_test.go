@@ -405,3 +405,30 @@ func TestCookieNotForgeable(t *testing.T) {
 		t.Fatalf("a cookie is valid %v after it was issued, past two rotations", 3*cookieRotate)
 	}
 }
+
+// TestRefreshWithNewsPasses: a REGISTER that changes what the server keeps
+// (a candidate, a relayed address just allocated) is accepted within the
+// 1 s refresh limit; a bare repeat is not.
+func TestRefreshWithNewsPasses(t *testing.T) {
+	leakcheck.Check(t)
+	s := listenServer(t, ServerConfig{})
+	cands := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:1000")}
+	c := startClient(t, s.Addr(), nil, cands)
+	registerAll(t, c)
+	c.barrier(t, s.Addr())
+	replies := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.registered
+	}
+	base := replies()
+	cands[0] = netip.MustParseAddrPort("192.0.2.1:1001")
+	c.Reregister(time.Now())
+	waitFor(t, 2*time.Second, "the REGISTER with a new candidate to be answered", func() bool { return replies() == base+1 })
+	limited := s.Stats().RefreshLimited
+	c.Reregister(time.Now())
+	c.barrier(t, s.Addr())
+	if got := replies(); got != base+1 || s.Stats().RefreshLimited != limited+1 {
+		t.Fatalf("a bare repeat within 1 s was answered: %d replies (want %d), %d limited", got, base+1, s.Stats().RefreshLimited)
+	}
+}

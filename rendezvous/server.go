@@ -516,7 +516,7 @@ func (s *Server) handleRegister(o origin, b []byte) {
 		s.mu.Unlock()
 		s.stats.replayed.Add(1)
 		return
-	case reg.at == o && now.Sub(reg.accepted) < refreshMin:
+	case reg.at == o && now.Sub(reg.accepted) < refreshMin && reg.holds(r):
 		s.mu.Unlock()
 		s.stats.refreshLimited.Add(1)
 		return

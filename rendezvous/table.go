@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"container/list"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -12,6 +13,14 @@ import (
 const tombstoneTTL = 2 * cookieRotate
 
 // registration is what the server knows of a registered peer.
+// holds reports whether r would change nothing the server keeps for the
+// peer: a bare refresh, which the 1 s limit drops. A REGISTER with news (a
+// relayed address just allocated, say) goes through at once.
+func (reg *registration) holds(r *Register) bool {
+	return reg.mapping == r.Mapping && reg.relayOK == r.RelayAllowed && reg.relayAddr == r.Relay &&
+		slices.Equal(reg.candidates, r.Candidates)
+}
+
 type registration struct {
 	peer       Key
 	key        SessionKey

@@ -320,8 +320,10 @@ func printServerBanner(w io.Writer, st *serverSetup) {
 
 func statusLine(srv *rendezvous.Server) string {
 	s := srv.Stats()
-	line := fmt.Sprintf("status: %d peers registered, %d introductions, %d registrations, %d TCP streams",
-		s.Registered, s.Introductions, s.Registrations, s.Streams)
+	line := fmt.Sprintf("status: %d peers registered, %d introductions, %d asks (%d over a target's rate), %d registrations, %d evicted, %d TCP streams",
+		s.Registered, s.Introductions, s.Asks, s.AsksLimited, s.Registrations, s.Evicted, s.Streams)
+	line += fmt.Sprintf(", refused: %d unverified sources, %d rate-limited, %d refreshes too soon, %d over an IP's identities",
+		s.Unverified, s.RateLimited, s.RefreshLimited, s.PeersPerIPRefused)
 	if r := srv.Relay(); r != nil {
 		rs := r.Stats()
 		line += fmt.Sprintf(", relay %d live of %d allocations, %s relayed, %d peers denied, %d refused over quota (%d user, %d IP, %d full)",
