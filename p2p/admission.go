@@ -222,6 +222,22 @@ func (g *ampGuard) sweepLocked(now time.Time) {
 	}
 }
 
+// proven reports whether the node already knows that peer receives at src
+// over sock, so a session it wants with the peer may send there at once
+// (as responder, without waiting for the peer's first packet): a relay or
+// TCP link (proven when it was set up), the address the application gave
+// (AddPeerAddr), the public address the server verified for the peer, or
+// a path a connectivity check validated.
+func (n *Node) proven(peer PeerID, src netip.AddrPort, sock *nodeSocket) bool {
+	if sock != nil && sock.kind() != PathDirect {
+		return true
+	}
+	if a, ok := n.peerAddr(peer); ok && a == src {
+		return true
+	}
+	return n.trav != nil && n.trav.proven(peer, src)
+}
+
 // answer sends an answer to an unauthenticated datagram from src, within
 // the amplification bound.
 func (n *Node) answer(sock *nodeSocket, pkt []byte, src netip.AddrPort) {

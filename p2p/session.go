@@ -403,7 +403,7 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock *
 		src, sock = n.trav.better(s.peer, src, sock)
 	}
 	s.setPath(src, sock)
-	s.confirmed.Store(s.initiator)
+	s.confirmed.Store(s.initiator || (s.accepted && n.proven(s.peer, src, sock)))
 	s.keys.Store(kp)
 	s.lastRecv.Store(time.Now().UnixNano())
 	s.introducing = false

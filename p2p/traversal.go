@@ -60,7 +60,8 @@ type traversal struct {
 	ready     bool // the mapping test is done: registration may start
 	punches   map[PeerID]*punchState
 	keys      map[PeerID]nat.ProbeKey
-	routes    map[PeerID]Traversal // the last path found per peer, while it has a session or a punch
+	routes    map[PeerID]Traversal      // the last path found per peer, while it has a session or a punch
+	observed  map[PeerID]netip.AddrPort // the public address the server verified for a peer it introduced
 }
 
 type punchState struct {
@@ -104,7 +105,8 @@ func newTraversal(n *Node) (*traversal, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &traversal{n: n, server: server, punches: map[PeerID]*punchState{}, keys: map[PeerID]nat.ProbeKey{}, routes: map[PeerID]Traversal{}}
+	t := &traversal{n: n, server: server, punches: map[PeerID]*punchState{}, keys: map[PeerID]nat.ProbeKey{},
+		routes: map[PeerID]Traversal{}, observed: map[PeerID]netip.AddrPort{}}
 	for _, s := range n.cfg.STUNServers {
 		a, err := resolveUDP(s)
 		if err != nil {
@@ -350,6 +352,22 @@ func (t *traversal) better(peer PeerID, remote netip.AddrPort, sock *nodeSocket)
 	return best.Remote, bs
 }
 
+// proven reports whether peer is known to receive at addr: the server
+// verified it (a cookie round trip there), or a check validated it.
+func (t *traversal) proven(peer PeerID, addr netip.AddrPort) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.observed[peer] == addr {
+		return true
+	}
+	ps := t.punches[peer]
+	if ps == nil {
+		return false
+	}
+	best, ok := ps.p.Best()
+	return ok && best.Remote == addr
+}
+
 // route is what traversal found for peer (zero if nothing).
 func (t *traversal) route(peer PeerID) Traversal {
 	t.mu.Lock()
@@ -363,6 +381,7 @@ func (t *traversal) forget(peer PeerID) {
 	gone := t.punches[peer] == nil
 	if gone {
 		delete(t.routes, peer)
+		delete(t.observed, peer)
 	}
 	t.mu.Unlock()
 	if gone {
@@ -503,6 +522,7 @@ func (t *traversal) onPeer(p *rendezvous.Peer) {
 	t.relay.onPeer(p, time.Now())
 	t.direct.onPeer(peer, p, true)
 	t.mu.Lock()
+	t.observed[peer] = p.Observed
 	if ps := t.punches[peer]; ps != nil {
 		t.mu.Unlock()
 		ps.p.AddCandidates(cands)
