@@ -155,6 +155,20 @@ func (p *Punch) AddCandidates(cs []Candidate) {
 	}
 }
 
+// SetPeerMapping tells a punch started before the peer's NAT behaviour
+// was known (MappingUnknown) what it is, which may start the birthday
+// approach; the punch's schedule then counts from now, as if it started
+// with it. A known mapping is not changed.
+func (p *Punch) SetPeerMapping(m Mapping) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if m == MappingUnknown || p.cfg.PeerMapping != MappingUnknown {
+		return
+	}
+	p.cfg.PeerMapping = m
+	p.start = time.Now()
+}
+
 func (p *Punch) addRemoteLocked(c Candidate, sock Socket) *remote {
 	if !c.Addr.IsValid() || c.Addr.Port() == 0 {
 		return nil

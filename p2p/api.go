@@ -139,7 +139,11 @@ func (n *Node) AcceptP2PSessionWithUser(p PeerID) bool {
 func (n *Node) CloseP2PSessionWithUser(p PeerID) bool {
 	s := n.lookupSession(p)
 	if s == nil {
-		return n.trav != nil && n.trav.asks.take(p) // a request through the server, refused
+		if n.trav == nil {
+			return false
+		}
+		_, asked := n.trav.asks.take(p) // a request through the server, refused
+		return asked
 	}
 	s.mu.Lock()
 	open := s.state != stClosed

@@ -68,13 +68,17 @@ func (a *asks) dropOldestLocked() {
 	delete(a.m, oldest)
 }
 
-// take removes peer's ask and reports whether there was one.
-func (a *asks) take(peer PeerID) bool {
+// take removes peer's ask and returns the address it came with, and
+// whether there was one.
+func (a *asks) take(peer PeerID) (netip.AddrPort, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	_, ok := a.m[peer]
+	e, ok := a.m[peer]
 	delete(a.m, peer)
-	return ok
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	return e.from, true
 }
 
 // expire forgets asks not repeated within ttl: the asker gave up.
@@ -98,6 +102,7 @@ func (t *traversal) onAsk(peer PeerID, from netip.AddrPort) {
 	}
 	if t.n.wants(peer) {
 		t.consent(peer) // a session of ours waits for it, or it moved
+		t.prePunch(peer, from)
 		return
 	}
 	if f := n.cfg.AllowIntroduction; f != nil && !f(peer) {
@@ -151,9 +156,19 @@ func (n *Node) sessionsFrom(ip netip.Addr) int {
 // acceptAsked opens the session a peer asked for through the server, if it
 // did: the application's acceptance is this node's consent.
 func (n *Node) acceptAsked(p PeerID) bool {
-	if n.trav == nil || !n.trav.asks.take(p) {
+	if n.trav == nil {
 		return false
 	}
+	from, ok := n.trav.asks.take(p)
+	if !ok || !n.openAsked(p) {
+		return false
+	}
+	n.trav.prePunch(p, from)
+	return true
+}
+
+// openAsked opens an accepted session with a peer that asked for us.
+func (n *Node) openAsked(p PeerID) bool {
 	now := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()

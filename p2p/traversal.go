@@ -523,9 +523,33 @@ func (t *traversal) onPeer(p *rendezvous.Peer) {
 	t.direct.onPeer(peer, p, true)
 	t.mu.Lock()
 	t.observed[peer] = p.Observed
+	t.mu.Unlock()
+	t.startPunch(peer, cands, p.Mapping)
+}
+
+// prePunch starts checks toward the address the server verified for an
+// asker, as soon as this node consents: its NAT opens toward the asker
+// a round trip before the introduction brings the other candidates, so
+// the asker's first packets are not dropped there.
+func (t *traversal) prePunch(peer PeerID, from netip.AddrPort) {
+	if !from.IsValid() {
+		return
+	}
+	t.mu.Lock()
+	if _, ok := t.observed[peer]; !ok {
+		t.observed[peer] = from
+	}
+	t.mu.Unlock()
+	t.startPunch(peer, []nat.Candidate{{Addr: from, Kind: nat.KindServerRefl}}, rendezvous.MappingUnknown)
+}
+
+// startPunch starts the punch toward peer, or feeds the one running.
+func (t *traversal) startPunch(peer PeerID, cands []nat.Candidate, mapping rendezvous.Mapping) {
+	t.mu.Lock()
 	if ps := t.punches[peer]; ps != nil {
 		t.mu.Unlock()
 		ps.p.AddCandidates(cands)
+		ps.p.SetPeerMapping(mapping)
 		return
 	}
 	key, err := t.probeKeyLocked(peer)
@@ -543,7 +567,7 @@ func (t *traversal) onPeer(p *rendezvous.Peer) {
 		OpenSocket:    t.openSocket,
 		LocalPrefixes: t.prefixes(),
 		LocalMapping:  local,
-		PeerMapping:   p.Mapping,
+		PeerMapping:   mapping,
 		Candidates:    cands,
 		OnPath:        func(path nat.Path) { t.onPath(peer, path) },
 		Logger:        t.n.log,
@@ -554,6 +578,7 @@ func (t *traversal) onPeer(p *rendezvous.Peer) {
 		punch.Stop() // lost a race with another introduction, or closing
 		if old != nil {
 			old.p.AddCandidates(cands)
+			old.p.SetPeerMapping(mapping)
 		}
 		return
 	}
