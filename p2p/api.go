@@ -222,7 +222,9 @@ func (n *Node) AddPeerAddr(p PeerID, addr netip.AddrPort) {
 
 // Events returns the channel of session events. It shares one bounded
 // queue with RunCallbacks: use one or the other. Events that do not fit are
-// dropped and counted (NodeStats.EventsDropped).
+// dropped and counted (NodeStats.EventsDropped). Close closes the channel
+// once the node has stopped, after the events still waiting, so
+// `for e := range node.Events()` ends.
 func (n *Node) Events() <-chan Event { return n.events.ch }
 
 // RunCallbacks calls the Config callbacks for the events waiting, on the
@@ -232,7 +234,10 @@ func (n *Node) Events() <-chan Event { return n.events.ch }
 func (n *Node) RunCallbacks() {
 	for {
 		select {
-		case e := <-n.events.ch:
+		case e, ok := <-n.events.ch:
+			if !ok {
+				return // closed: Close ran
+			}
 			n.dispatch(e)
 		default:
 			return

@@ -193,7 +193,10 @@ func acceptAll(ctx context.Context, n *Node) {
 		select {
 		case <-ctx.Done():
 			return
-		case e := <-n.Events():
+		case e, open := <-n.Events():
+			if !open {
+				return
+			}
 			if r, ok := e.(SessionRequest); ok {
 				n.AcceptP2PSessionWithUser(r.Peer)
 			}

@@ -3,6 +3,7 @@ package p2p
 import (
 	"log/slog"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 )
 
@@ -47,10 +48,26 @@ func (SessionClosed) isEvent()      {}
 
 // eventQueue is the one bounded queue behind Events and RunCallbacks. Push
 // never blocks: past the bound events are dropped, counted and logged.
+// Close closes the channel (Events readers see it end); pushes after it are
+// dropped. mu is a leaf lock.
 type eventQueue struct {
 	ch      chan Event
 	dropped atomic.Uint64
 	log     *slog.Logger
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// close ends the queue: events still in it stay readable, then the channel
+// reports closed.
+func (q *eventQueue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.closed {
+		q.closed = true
+		close(q.ch)
+	}
 }
 
 func newEventQueue(size int, log *slog.Logger) *eventQueue {
@@ -58,6 +75,11 @@ func newEventQueue(size int, log *slog.Logger) *eventQueue {
 }
 
 func (q *eventQueue) push(e Event) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
 	select {
 	case q.ch <- e:
 	default:

@@ -157,3 +157,29 @@ func TestPeerRestart(t *testing.T) {
 		}
 	})
 }
+
+// TestEventsClosedOnClose: Close closes the Events channel after the
+// events still waiting, so a range loop over it ends, and RunCallbacks
+// returns.
+func TestEventsClosedOnClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newMemNet(5 * time.Millisecond)
+		a := newMemNode(t, m, 1, Config{})
+		b := newMemNode(t, m, 2, Config{})
+		introduce(a, b)
+		a.SendP2PPacket(b.PeerID(), []byte("x"), SendReliable, 0)
+		time.Sleep(time.Second) // b holds a SessionRequest
+		b.Close()
+		var got []Event
+		for e := range b.Events() {
+			got = append(got, e)
+		}
+		if len(got) == 0 {
+			t.Fatal("the event waiting before Close was lost")
+		}
+		if _, ok := got[0].(SessionRequest); !ok {
+			t.Fatalf("got %#v", got)
+		}
+		b.RunCallbacks() // returns on a closed queue
+	})
+}

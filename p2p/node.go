@@ -204,6 +204,7 @@ func (n *Node) Close() error {
 	}
 	n.wg.Wait()
 	n.recvq.close()
+	n.events.close()
 	return nil
 }
 

@@ -32,7 +32,9 @@ type ClientConfig struct {
 	Mapping    func() Mapping
 	// RelayAllowed says whether the client allows relay (and so asks for
 	// TURN credentials); Relay returns its relayed address, if any. Either
-	// may be nil.
+	// may be nil. Candidates, Mapping, RelayAllowed and Relay are called
+	// with no lock of the client held, so they may take the node's locks
+	// and the node may call the client while holding them.
 	RelayAllowed func() bool
 	Relay        func() netip.AddrPort
 	// OnPeer is called for an introduction; OnUnknown when the target of
@@ -161,10 +163,11 @@ func (c *Client) Cancel(target Key) {
 // Reregister registers again now, e.g. when the path to peers looks broken
 // and the node's public address may have changed.
 func (c *Client) Reregister(now time.Time) {
+	news := c.news()
 	c.mu.Lock()
 	c.nextReg = now
 	c.regRetry = retryFirst
-	b := c.registerLocked(now)
+	b := c.registerLocked(now, news)
 	c.mu.Unlock()
 	c.send(b)
 }
@@ -174,11 +177,18 @@ func (c *Client) Reregister(now time.Time) {
 func (c *Client) Tick(now time.Time) {
 	var out [][]byte
 	c.mu.Lock()
+	due := !now.Before(c.nextReg)
+	c.mu.Unlock()
+	var news Register
+	if due {
+		news = c.news()
+	}
+	c.mu.Lock()
 	if c.registered && now.Sub(c.lastOK) > registeredGrace*c.refresh {
 		c.registered = false // the server has surely forgotten us
 	}
-	if !now.Before(c.nextReg) {
-		out = append(out, c.registerLocked(now))
+	if due && !now.Before(c.nextReg) {
+		out = append(out, c.registerLocked(now, news))
 	}
 	for target, p := range c.intros {
 		if !now.Before(p.next) {
@@ -197,18 +207,12 @@ func (c *Client) send(b []byte) {
 	}
 }
 
-// registerLocked builds a REGISTER and schedules the next one.
-func (c *Client) registerLocked(now time.Time) []byte {
-	if c.closed {
-		return nil
-	}
-	if c.registered {
-		c.nextReg = now.Add(c.refresh)
-	} else {
-		c.nextReg = now.Add(c.regRetry)
-		c.regRetry = min(2*c.regRetry, retryMax)
-	}
-	r := Register{Peer: c.cfg.Public, Timestamp: c.timestampLocked(now), Cookie: c.cookie}
+// news asks the node what a REGISTER says of it (ClientConfig's
+// Candidates, Mapping, RelayAllowed and Relay), with no lock of the client
+// held: the node's callbacks take its own locks, which may be held while
+// it calls the client.
+func (c *Client) news() Register {
+	var r Register
 	if c.cfg.Candidates != nil {
 		r.Candidates = c.cfg.Candidates()
 	}
@@ -221,6 +225,22 @@ func (c *Client) registerLocked(now time.Time) []byte {
 	if c.cfg.Relay != nil {
 		r.Relay = c.cfg.Relay()
 	}
+	return r
+}
+
+// registerLocked builds a REGISTER from news and schedules the next one.
+func (c *Client) registerLocked(now time.Time, news Register) []byte {
+	if c.closed {
+		return nil
+	}
+	if c.registered {
+		c.nextReg = now.Add(c.refresh)
+	} else {
+		c.nextReg = now.Add(c.regRetry)
+		c.regRetry = min(2*c.regRetry, retryMax)
+	}
+	r := news
+	r.Peer, r.Timestamp, r.Cookie = c.cfg.Public, c.timestampLocked(now), c.cookie
 	return r.encode(c.key)
 }
 
@@ -264,6 +284,7 @@ func (c *Client) handleChallenge(b []byte, now time.Time) {
 	if !ok {
 		return
 	}
+	news := c.news()
 	c.mu.Lock()
 	if c.serverKey != nil && *c.serverKey != server {
 		c.mu.Unlock()
@@ -275,7 +296,7 @@ func (c *Client) handleChallenge(b []byte, now time.Time) {
 		c.deriveLocked(server)
 	}
 	c.cookie = cookie
-	out := c.registerLocked(now) // at once, with the cookie
+	out := c.registerLocked(now, news) // at once, with the cookie
 	c.mu.Unlock()
 	c.send(out)
 }

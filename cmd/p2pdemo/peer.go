@@ -232,7 +232,10 @@ func (p *peer) eventLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case ev := <-p.node.Events():
+		case ev, ok := <-p.node.Events():
+			if !ok {
+				return // the node closed
+			}
 			p.onEvent(ev)
 		}
 	}

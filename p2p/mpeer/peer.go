@@ -194,7 +194,8 @@ func (p *Peer) start(node *p2p.Node, cfg Config, r role, id int32) error {
 func (p *Peer) discardStale() {
 	for drained := false; !drained; {
 		select {
-		case <-p.node.Events():
+		case _, ok := <-p.node.Events():
+			drained = !ok // closed: nothing stale is left
 		default:
 			drained = true
 		}

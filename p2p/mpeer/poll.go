@@ -82,7 +82,10 @@ func (p *Peer) nodeClosed() {
 func (p *Peer) pollNodeEvents(now time.Time) {
 	for p.role != roleNone {
 		select {
-		case e := <-p.node.Events():
+		case e, ok := <-p.node.Events():
+			if !ok {
+				return // the node closed
+			}
 			p.nodeEvent(e, now)
 		default:
 			return

@@ -261,7 +261,10 @@ func (c *Client) readEvents() {
 			return
 		}
 		select {
-		case e := <-c.node.Events():
+		case e, ok := <-c.node.Events():
+			if !ok {
+				return // the node closed
+			}
 			c.handleEvent(e)
 		default:
 			return

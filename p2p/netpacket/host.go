@@ -452,7 +452,10 @@ func (h *Host) refuse(peer p2p.PeerID, why *RefusedError, now time.Time) {
 func (h *Host) readEvents(now time.Time) {
 	for range maxDrain {
 		select {
-		case e := <-h.node.Events():
+		case e, ok := <-h.node.Events():
+			if !ok {
+				return // the node closed
+			}
 			h.handleEvent(e, now)
 		default:
 			return
