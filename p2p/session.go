@@ -160,28 +160,34 @@ func (s *session) setPath(remote netip.AddrPort, sock *nodeSocket) {
 }
 
 // pathQuiet is how long the current path must stay silent before the
-// session follows the peer to a worse-looking address.
+// session follows the peer to a worse socket kind.
 const pathQuiet = time.Second
 
 // follow reports whether packets from src (which is not the current path)
-// should move the session there. A peer that moved (NAT rebinding, a new
-// network) sends from an address as good as the old one, or the old one
-// goes quiet; stragglers from a path both sides left (say the public one,
-// after the LAN won) do not pull the session back. Without this rule two
-// peers that switched at different moments could chase each other's
-// source addresses forever.
-func (s *session) follow(src netip.AddrPort, sock *nodeSocket, now int64) bool {
+// should move the session there. Another socket kind moves it when it ranks
+// higher (direct UDP, then direct TCP, then the relay) or the current path
+// went quiet for pathQuiet: stragglers on a worse kind do not pull a
+// session back. Within a kind, an address of a better class (our subnet,
+// then private or loopback, then public) moves it at once; one no better
+// moves it only when the current path is failing, that is what we send
+// there goes unacknowledged past its due time (a NAT rebinding, or a peer
+// that moved to another network). A peer heard from an address it is not
+// sent to while its acknowledgements come back (two dual-stack peers, one
+// on the other's IPv4 address and the other on IPv6) is left where it is:
+// following every source address would move both sides back and forth on
+// every packet in flight.
+func (s *session) follow(src netip.AddrPort, sock *nodeSocket, conn *channels.Conn, now int64) bool {
 	cur := s.remote.Load()
-	if cur == nil || time.Duration(now-s.lastPath.Load()) > pathQuiet {
+	if cur == nil {
 		return true
 	}
-	// Direct UDP beats direct TCP beats the relay: stragglers on a worse
-	// kind do not pull a session back, and a packet on a better kind moves
-	// it.
 	if from, at := sock.kind(), s.socket().kind(); from != at {
-		return from.rank() > at.rank()
+		return from.rank() > at.rank() || time.Duration(now-s.lastPath.Load()) > pathQuiet
 	}
-	return s.node.addrRank(src.Addr()) >= s.node.addrRank(cur.Addr())
+	if s.node.addrRank(src.Addr()) > s.node.addrRank(cur.Addr()) {
+		return true
+	}
+	return conn != nil && conn.AckOverdue() >= ackOverdue
 }
 
 type preMsg struct {
@@ -459,17 +465,6 @@ func (s *session) deliver(m channels.Message) {
 func (s *session) onPacket(src netip.AddrPort, sock *nodeSocket, flags byte, plain []byte) {
 	now := time.Now().UnixNano()
 	s.lastRecv.Store(now)
-	moved := false
-	if r := s.remote.Load(); r == nil || *r != src || s.socket() != sock {
-		if moved = s.follow(src, sock, now); moved {
-			s.setPath(src, sock) // the peer moved (NAT rebinding): follow it, it proved its keys
-			if t := s.node.trav; t != nil {
-				t.followed(s.peer, src, sock)
-			}
-		}
-	} else {
-		s.lastPath.Store(now)
-	}
 	s.mu.Lock()
 	switch s.state {
 	case stClosed:
@@ -502,12 +497,30 @@ func (s *session) onPacket(src netip.AddrPort, sock *nodeSocket, flags byte, pla
 	}
 	conn := s.conn
 	s.mu.Unlock()
+	moved := s.notePath(src, sock, conn, now)
 	if len(plain) > 0 {
 		conn.HandleDatagram(plain)
 	}
 	if moved || confirmedNow {
 		conn.ProbeNow() // what the old path swallowed goes again at once
 	}
+}
+
+// notePath follows the peer to src when follow says so (no lock held: it
+// asks the Conn), and reports whether the session moved.
+func (s *session) notePath(src netip.AddrPort, sock *nodeSocket, conn *channels.Conn, now int64) bool {
+	if r := s.remote.Load(); r != nil && *r == src && s.socket() == sock {
+		s.lastPath.Store(now)
+		return false
+	}
+	if !s.follow(src, sock, conn, now) {
+		return false
+	}
+	s.setPath(src, sock) // the peer moved (NAT rebinding): follow it, it proved its keys
+	if t := s.node.trav; t != nil {
+		t.followed(s.peer, src, sock)
+	}
+	return true
 }
 
 // keepEarly keeps a copy of a data packet that arrived while our handshake
