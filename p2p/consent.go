@@ -32,10 +32,11 @@ type ask struct {
 	first, last time.Time // first and latest ask
 	raised      time.Time // last SessionRequest raised for it
 	from        netip.AddrPort
+	mapping     rendezvous.Mapping
 }
 
 // note records an ask and reports whether a SessionRequest is due.
-func (a *asks) note(peer PeerID, from netip.AddrPort, now time.Time) bool {
+func (a *asks) note(peer PeerID, from netip.AddrPort, m rendezvous.Mapping, now time.Time) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.m == nil {
@@ -49,7 +50,7 @@ func (a *asks) note(peer PeerID, from netip.AddrPort, now time.Time) bool {
 		e = &ask{first: now}
 		a.m[peer] = e
 	}
-	e.last, e.from = now, from
+	e.last, e.from, e.mapping = now, from, m
 	if !e.raised.IsZero() && now.Sub(e.raised) < requestRepeat {
 		return false
 	}
@@ -68,17 +69,16 @@ func (a *asks) dropOldestLocked() {
 	delete(a.m, oldest)
 }
 
-// take removes peer's ask and returns the address it came with, and
-// whether there was one.
-func (a *asks) take(peer PeerID) (netip.AddrPort, bool) {
+// take removes peer's ask and returns it, if there was one.
+func (a *asks) take(peer PeerID) (ask, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	e, ok := a.m[peer]
 	delete(a.m, peer)
 	if !ok {
-		return netip.AddrPort{}, false
+		return ask{}, false
 	}
-	return e.from, true
+	return *e, true
 }
 
 // expire forgets asks not repeated within ttl: the asker gave up.
@@ -92,9 +92,10 @@ func (a *asks) expire(now time.Time, ttl time.Duration) {
 	}
 }
 
-// onAsk handles the server's word that peer asks for an introduction
+// onAsk handles the server's word that a peer asks for an introduction
 // (the reader's goroutine, no lock held).
-func (t *traversal) onAsk(peer PeerID, from netip.AddrPort) {
+func (t *traversal) onAsk(a *rendezvous.Ask) {
+	peer, from := PeerID(a.Asker), a.Observed
 	n := t.n
 	n.stats.asks.Add(1)
 	if peer == n.id.PeerID() {
@@ -102,7 +103,7 @@ func (t *traversal) onAsk(peer PeerID, from netip.AddrPort) {
 	}
 	if t.n.wants(peer) {
 		t.consent(peer) // a session of ours waits for it, or it moved
-		t.prePunch(peer, from)
+		t.prePunch(peer, from, a.Mapping)
 		return
 	}
 	if f := n.cfg.AllowIntroduction; f != nil && !f(peer) {
@@ -113,7 +114,7 @@ func (t *traversal) onAsk(peer PeerID, from netip.AddrPort) {
 		n.stats.introRefused.Add(1)
 		return
 	}
-	if t.asks.note(peer, from, time.Now()) {
+	if t.asks.note(peer, from, a.Mapping, time.Now()) {
 		n.events.push(SessionRequest{Peer: peer})
 	}
 }
@@ -159,11 +160,11 @@ func (n *Node) acceptAsked(p PeerID) bool {
 	if n.trav == nil {
 		return false
 	}
-	from, ok := n.trav.asks.take(p)
+	a, ok := n.trav.asks.take(p)
 	if !ok || !n.openAsked(p) {
 		return false
 	}
-	n.trav.prePunch(p, from)
+	n.trav.prePunch(p, a.from, a.mapping)
 	return true
 }
 

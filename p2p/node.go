@@ -467,8 +467,12 @@ func (n *Node) answerInitiation(s *session, inc *secure.IncomingInitiation, p in
 	case s.state == stConnecting && s.hs != nil && lessPeer(n.id.PeerID(), s.peer):
 		// Both initiated: the lower PeerID stays initiator and the peer
 		// answers ours. Remember this one's time, so it cannot be replayed
-		// later to open a session.
+		// later to open a session. Ours goes again, straight to where the
+		// peer's came from: that path works both ways now (a birthday hole
+		// the peer found first, say), and ours may not have found it yet.
 		n.raiseLastTimestamp(s.peer, p.timestamp)
+		s.setPath(src, sock)
+		sock.WriteTo(s.hs.Message(), src)
 		return
 	}
 	if s.state == stEstablished {

@@ -139,7 +139,7 @@ func (t *traversal) rvConfig() rendezvous.ClientConfig {
 		Candidates:   t.hostCandidates,
 		Mapping:      t.mapping,
 		OnPeer:       t.onPeer,
-		OnAsk:        func(k rendezvous.Key, from netip.AddrPort) { t.onAsk(PeerID(k), from) },
+		OnAsk:        t.onAsk,
 		OnUnknown:    func(k rendezvous.Key) { t.onUnknown(PeerID(k)) },
 		OnTURN:       t.relay.setTURN,
 		Relay:        t.relay.addr,
@@ -530,9 +530,12 @@ func (t *traversal) onPeer(p *rendezvous.Peer) {
 // prePunch starts checks toward the address the server verified for an
 // asker, as soon as this node consents: its NAT opens toward the asker
 // a round trip before the introduction brings the other candidates, so
-// the asker's first packets are not dropped there.
-func (t *traversal) prePunch(peer PeerID, from netip.AddrPort) {
-	if !from.IsValid() {
+// the asker's first packets are not dropped there. Only when both NATs map
+// endpoint-independently: behind a NAT that maps per destination the
+// address the server saw is not the one the peer will use, and the
+// birthday approach needs the whole introduction to start right.
+func (t *traversal) prePunch(peer PeerID, from netip.AddrPort, m rendezvous.Mapping) {
+	if !from.IsValid() || m != rendezvous.MappingEndpointIndependent || t.mapping() != rendezvous.MappingEndpointIndependent {
 		return
 	}
 	t.mu.Lock()
@@ -540,7 +543,7 @@ func (t *traversal) prePunch(peer PeerID, from netip.AddrPort) {
 		t.observed[peer] = from
 	}
 	t.mu.Unlock()
-	t.startPunch(peer, []nat.Candidate{{Addr: from, Kind: nat.KindServerRefl}}, rendezvous.MappingUnknown)
+	t.startPunch(peer, []nat.Candidate{{Addr: from, Kind: nat.KindServerRefl}}, m)
 }
 
 // startPunch starts the punch toward peer, or feeds the one running.

@@ -45,8 +45,9 @@ type ClientConfig struct {
 	OnUnknown    func(target Key)
 	OnRegistered func(observed netip.AddrPort)
 	// OnAsk is called when another peer asks the server to be introduced
-	// to this client (an ASK with a valid MAC from our server): asker is
-	// its PeerID, observed the address the server registered it at. The
+	// to this client (an ASK with a valid MAC from our server): the
+	// asker's PeerID, the address the server registered it at and the NAT
+	// mapping it registered with. The
 	// server tells neither peer anything of the other until both asked: to
 	// consent, call Introduce(asker, now), and both sides get OnPeer at the
 	// same moment. To refuse, do nothing: the asker's attempt goes
@@ -54,7 +55,7 @@ type ClientConfig struct {
 	// does. Nil refuses every ask. It runs as the callbacks above do (on
 	// the goroutine that called Handle, no lock held, must not block;
 	// calling Introduce from it is fine).
-	OnAsk func(asker Key, observed netip.AddrPort)
+	OnAsk func(*Ask)
 	// OnTURN is called with the TURN servers and credentials a
 	// registration brought. Unspecified server IPs are replaced by the
 	// rendezvous server's.
@@ -390,6 +391,6 @@ func (c *Client) handleAsk(b []byte) {
 	cb := c.cfg.OnAsk
 	c.mu.Unlock()
 	if ok && cb != nil {
-		cb(a.Asker, a.Observed)
+		cb(a)
 	}
 }

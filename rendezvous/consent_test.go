@@ -51,7 +51,7 @@ func TestConsentBeforeIntroduction(t *testing.T) {
 	if len(pb) != 0 {
 		t.Fatalf("the target was told the asker's candidates before consenting: %+v", pb[0])
 	}
-	if len(asksB) != 1 || asksB[0].Asker != a.pub || asksB[0].Observed != a.addr {
+	if len(asksB) != 1 || asksB[0].Asker != a.pub || asksB[0].Observed != a.addr || asksB[0].Mapping != MappingEndpointIndependent {
 		t.Fatalf("target got asks %+v, want one from %x at %v", asksB, a.pub[:4], a.addr)
 	}
 	if st := s.Stats(); st.Asks != 1 || st.Introductions != 0 {
@@ -188,7 +188,7 @@ func TestAskWire(t *testing.T) {
 	var k, other SessionKey
 	rand.Read(k[:])
 	rand.Read(other[:])
-	a := Ask{Asker: Key{7, 8}, Timestamp: 99, Observed: netip.MustParseAddrPort("198.51.100.4:5000")}
+	a := Ask{Asker: Key{7, 8}, Timestamp: 99, Observed: netip.MustParseAddrPort("198.51.100.4:5000"), Mapping: MappingEndpointDependent}
 	b := a.encode(&k)
 	if len(b) != 78 || b[0] != TypeAsk || !IsRendezvous(b) {
 		t.Fatalf("ASK is %d bytes, type %#x", len(b), b[0])

@@ -82,7 +82,9 @@
 //	  44 MAC (16)
 //
 //	ASK        0xA6  server → the target of an introduction it has not asked for itself
-//	  0  type, 3 reserved
+//	  0  type
+//	  1  flags: bits 0–1 the asker's NAT mapping, as in REGISTER
+//	  2  2 reserved
 //	  4  the asker's PeerID (32)
 //	  36 the introduction's timestamp (8)
 //	  44 the asker's registered (cookie-verified) address (18)

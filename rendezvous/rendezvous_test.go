@@ -79,12 +79,12 @@ func startClientAt(t *testing.T, ip string, srv netip.AddrPort, pin *Key, candid
 			tc.registered++
 			tc.mu.Unlock()
 		},
-		OnAsk: func(asker Key, observed netip.AddrPort) {
+		OnAsk: func(a *Ask) {
 			tc.mu.Lock()
-			tc.asks = append(tc.asks, Ask{Asker: asker, Observed: observed})
+			tc.asks = append(tc.asks, *a)
 			tc.mu.Unlock()
 			if tc.consent.Load() {
-				tc.Introduce(asker, time.Now())
+				tc.Introduce(a.Asker, time.Now())
 			}
 		},
 	})

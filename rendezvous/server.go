@@ -617,7 +617,7 @@ func (s *Server) handleIntroduce(o origin, b []byte) {
 		return
 	}
 	q.asked = now
-	ask := Ask{Asker: m.Peer, Timestamp: m.Timestamp, Observed: req.at.addr}
+	ask := Ask{Asker: m.Peer, Timestamp: m.Timestamp, Observed: req.at.addr, Mapping: req.mapping}
 	s.mu.Unlock()
 	s.stats.asks.Add(1)
 	s.send(tat, ask.encode(&tkey))

@@ -469,11 +469,12 @@ type Ask struct {
 	Asker     Key
 	Timestamp uint64         // the asker's INTRODUCE's timestamp
 	Observed  netip.AddrPort // the asker's registered (cookie-verified) address
+	Mapping   Mapping        // the asker's NAT mapping, as it registered it
 }
 
 func (a *Ask) encode(k *SessionKey) []byte {
 	b := make([]byte, askLen-macLen, askLen)
-	b[0] = TypeAsk
+	b[0], b[1] = TypeAsk, byte(a.Mapping)&registerFlagMap
 	copy(b[4:], a.Asker[:])
 	binary.BigEndian.PutUint64(b[36:], a.Timestamp)
 	putAddr(b[44:], a.Observed)
@@ -484,7 +485,7 @@ func decodeAsk(b []byte, k *SessionKey) (*Ask, bool) {
 	if len(b) != askLen || b[0] != TypeAsk || !checkMAC(k, b) {
 		return nil, false
 	}
-	a := &Ask{Timestamp: binary.BigEndian.Uint64(b[36:]), Observed: getAddr(b[44:])}
+	a := &Ask{Timestamp: binary.BigEndian.Uint64(b[36:]), Observed: getAddr(b[44:]), Mapping: Mapping(b[1] & registerFlagMap)}
 	copy(a.Asker[:], b[4:])
 	return a, true
 }
