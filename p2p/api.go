@@ -263,5 +263,9 @@ func (n *Node) dispatch(e Event) {
 		if f := n.cfg.OnPathChanged; f != nil {
 			f(e)
 		}
+	case RegistrationChanged:
+		if f := n.cfg.OnRegistrationChanged; f != nil {
+			f(e)
+		}
 	}
 }

@@ -147,8 +147,10 @@ type Config struct {
 	OnSessionRequest     func(PeerID)
 	OnSessionConnectFail func(PeerID, SessionError)
 	OnSessionClosed      func(PeerID)
-	// OnPathChanged is called by RunCallbacks for PathChanged.
-	OnPathChanged func(PathChanged)
+	// OnPathChanged is called by RunCallbacks for PathChanged, and
+	// OnRegistrationChanged for RegistrationChanged.
+	OnPathChanged         func(PathChanged)
+	OnRegistrationChanged func(RegistrationChanged)
 
 	// EventQueueSize bounds the events waiting for RunCallbacks or Events.
 	// Past it events are dropped and counted. Zero means 1024.

@@ -3,6 +3,8 @@ package p2p
 import (
 	"errors"
 	"net"
+
+	"github.com/gamewire/gamewire/rendezvous"
 )
 
 // Errors returned by Node methods. Match them with errors.Is.
@@ -45,6 +47,21 @@ var (
 	errTCPTooLarge = errors.New("p2p: datagram too large for a TCP frame")
 	errTCPBacklog  = errors.New("p2p: TCP link backlogged: datagram dropped")
 	errTCPFrame    = errors.New("p2p: malformed TCP frame")
+
+	// ErrServerKey: the rendezvous server answered with a key other than
+	// the one pinned in Config.Rendezvous ("peerid@host:port"), or its key
+	// changed since the node first trusted it. The node keeps trying, and
+	// never registers under that key. It is rendezvous.ErrServerKey.
+	ErrServerKey = rendezvous.ErrServerKey
+
+	// ErrServerUnreachable: the rendezvous server has not answered the
+	// node's registration for a few seconds. It is
+	// rendezvous.ErrUnreachable.
+	ErrServerUnreachable = rendezvous.ErrUnreachable
+
+	// ErrNoRendezvous: the node has no rendezvous server (Config.Rendezvous
+	// is empty).
+	ErrNoRendezvous = errors.New("p2p: no rendezvous server configured")
 
 	// ErrBadPeerID: the text is not a PeerID.
 	ErrBadPeerID = errors.New("p2p: malformed peer ID")

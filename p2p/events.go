@@ -8,8 +8,8 @@ import (
 )
 
 // Event is delivered by Node.Events and, through RunCallbacks, to the
-// Config callbacks: SessionRequest, SessionConnectFail, SessionClosed or
-// PathChanged.
+// Config callbacks: SessionRequest, SessionConnectFail, SessionClosed,
+// PathChanged or RegistrationChanged.
 type Event interface{ isEvent() }
 
 // SessionRequest: Peer wants a session this node has not accepted: it sent
@@ -41,10 +41,21 @@ type PathChanged struct {
 	Remote netip.AddrPort
 }
 
-func (PathChanged) isEvent()        {}
-func (SessionRequest) isEvent()     {}
-func (SessionConnectFail) isEvent() {}
-func (SessionClosed) isEvent()      {}
+// RegistrationChanged: the node's registration with the rendezvous server
+// came or went. Err says why it is not registered, when the node knows:
+// ErrServerKey (the server's key is not the pinned one, or changed) or
+// ErrServerUnreachable; nil while it is still trying. Raised on every
+// change of either.
+type RegistrationChanged struct {
+	Registered bool
+	Err        error
+}
+
+func (PathChanged) isEvent()         {}
+func (RegistrationChanged) isEvent() {}
+func (SessionRequest) isEvent()      {}
+func (SessionConnectFail) isEvent()  {}
+func (SessionClosed) isEvent()       {}
 
 // eventQueue is the one bounded queue behind Events and RunCallbacks. Push
 // never blocks: past the bound events are dropped, counted and logged.

@@ -50,6 +50,7 @@ type traversal struct {
 	stun      *nat.STUN
 	relay     *relayer
 	asks      asks             // strangers' requests for an introduction
+	reg       *registration    // what WaitRegistered and RegistrationChanged report
 	extra     []netip.AddrPort // Config.STUNServers
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -120,6 +121,7 @@ func newTraversal(n *Node) (*traversal, error) {
 	t.tcp = &tcpRendezvous{t: t}
 	t.direct = newTCPDirect(t)
 	t.started = time.Now() // before the maintenance goroutine reads it
+	t.reg = newRegistration()
 	t.serverKey = key
 	cfg := t.rvConfig()
 	cfg.Send = func(b []byte, to netip.AddrPort) { n.main.WriteTo(b, to) }
@@ -278,6 +280,7 @@ func (t *traversal) tick(now time.Time) {
 	if ready {
 		t.rv.Tick(now)
 	}
+	t.noteRegistration(now)
 	t.tcp.tick(now)
 	t.direct.tick(now)
 	if ready || t.udpBlocked() {

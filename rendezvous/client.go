@@ -13,6 +13,10 @@ const (
 	retryFirst      = 250 * time.Millisecond
 	retryMax        = 2 * time.Second
 	registeredGrace = 3 // refreshes missed before the client counts itself unregistered
+	// unreachableAfter: trying this long with no answer at all makes
+	// Status report ErrUnreachable (the first registration takes two round
+	// trips, retried from 250 ms).
+	unreachableAfter = 3 * time.Second
 )
 
 // ClientConfig configures a Client.
@@ -76,6 +80,9 @@ type Client struct {
 	key        *SessionKey
 	cookie     [cookieLen]byte
 	registered bool
+	trying     time.Time // the first REGISTER since the client was last registered
+	heard      bool      // the server answered since then
+	keyErr     bool      // a CHALLENGE with a key other than the pinned one came since then
 	observed   netip.AddrPort
 	lastOK     time.Time // last registration confirmed
 	refresh    time.Duration
@@ -130,6 +137,23 @@ func (c *Client) Registered() (netip.AddrPort, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.observed, c.registered
+}
+
+// Status reports whether the client is registered and, when it is not,
+// why if it knows: ErrServerKey, or ErrUnreachable after trying for a
+// while with no answer; nil while it is still trying.
+func (c *Client) Status(now time.Time) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.registered:
+		return true, nil
+	case c.keyErr:
+		return false, ErrServerKey
+	case !c.heard && !c.trying.IsZero() && now.Sub(c.trying) >= unreachableAfter:
+		return false, ErrUnreachable
+	}
+	return false, nil
 }
 
 // Close stops the client's sends.
@@ -187,6 +211,7 @@ func (c *Client) Tick(now time.Time) {
 	c.mu.Lock()
 	if c.registered && now.Sub(c.lastOK) > registeredGrace*c.refresh {
 		c.registered = false // the server has surely forgotten us
+		c.trying, c.heard, c.keyErr = time.Time{}, false, false
 	}
 	if due && !now.Before(c.nextReg) {
 		out = append(out, c.registerLocked(now, news))
@@ -239,6 +264,9 @@ func (c *Client) registerLocked(now time.Time, news Register) []byte {
 	} else {
 		c.nextReg = now.Add(c.regRetry)
 		c.regRetry = min(2*c.regRetry, retryMax)
+		if c.trying.IsZero() {
+			c.trying = now
+		}
 	}
 	r := news
 	r.Peer, r.Timestamp, r.Cookie = c.cfg.Public, c.timestampLocked(now), c.cookie
@@ -288,6 +316,7 @@ func (c *Client) handleChallenge(b []byte, now time.Time) {
 	news := c.news()
 	c.mu.Lock()
 	if c.serverKey != nil && *c.serverKey != server {
+		c.keyErr = true
 		c.mu.Unlock()
 		c.cfg.Logger.Warn("rendezvous: the server's key is not the one pinned")
 		return
@@ -296,6 +325,7 @@ func (c *Client) handleChallenge(b []byte, now time.Time) {
 		c.serverKey = &server
 		c.deriveLocked(server)
 	}
+	c.heard = true
 	c.cookie = cookie
 	out := c.registerLocked(now, news) // at once, with the cookie
 	c.mu.Unlock()
@@ -315,6 +345,7 @@ func (c *Client) handleRegistered(b []byte, now time.Time) {
 	}
 	first := !c.registered
 	c.registered, c.observed, c.lastOK = true, r.Observed, now
+	c.trying, c.heard, c.keyErr = time.Time{}, true, false
 	c.regRetry = retryFirst
 	// Refresh well within the server's TTL, whatever this client assumed.
 	c.refresh = min(c.cfg.Refresh, max(time.Duration(r.TTL)*time.Second/3, retryFirst))

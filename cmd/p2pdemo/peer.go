@@ -255,6 +255,15 @@ func (p *peer) onEvent(ev p2p.Event) {
 		p.con.println("session with %s closed", short(e.Peer))
 	case p2p.PathChanged:
 		p.con.println("path to %s: %v via %v", short(e.Peer), e.Path, e.Remote)
+	case p2p.RegistrationChanged:
+		switch {
+		case e.Registered:
+			p.con.println("registered with the server")
+		case e.Err != nil:
+			p.con.println("not registered: %v", e.Err)
+		default:
+			p.con.println("registration lost: registering again")
+		}
 	}
 }
 
