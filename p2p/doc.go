@@ -85,7 +85,7 @@
 // Each session runs a channels.Conn (reliability, ordering, fragmentation,
 // coalescing, congestion control) over its encrypted datagrams. The socket
 // is read and written in batches (recvmmsg/sendmmsg on Linux) and the first
-// byte of each datagram says what it is (DESIGN.md §5): 0x80–0xBF gamewire;
+// byte of each datagram says what it is (docs/ARCHITECTURE.md, "The first byte"): 0x80–0xBF gamewire;
 // STUN (0x00–0x03) answers NAT traversal's requests. TURN never shares the
 // socket: the relay client (package relay) has a socket or TCP connection
 // of its own, and what its allocation receives enters the node as if read

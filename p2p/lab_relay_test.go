@@ -294,7 +294,7 @@ func TestLabCoturn(t *testing.T) {
 // two symmetric NATs (the relay at once), and two port-restricted NATs
 // whose direct traffic a rule drops (the relay after the RelayAfter
 // budget of 1 s). delay is added to every datagram nodes and the server
-// send (TURN included). DESIGN.md §10's target is 2 s; run with
+// send (TURN included). The target is 2 s (docs/ARCHITECTURE.md, "Performance targets"); run with
 // -benchtime=10x or more.
 func BenchmarkLabRelayConnect(b *testing.B) {
 	netlab.Require(b)

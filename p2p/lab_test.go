@@ -919,7 +919,7 @@ func streamOrdered(t *testing.T, a, b *Node, total, disruptAt int, disrupt func(
 // hole punching, handshake and the first reliable message. delay is added
 // to every datagram the nodes and the server send, so one round trip to
 // the server or between the peers is twice it. It reports the median and
-// p95 over b.N connections and the target of DESIGN.md §10 (3 round
+// p95 over b.N connections and the target of docs/ARCHITECTURE.md, "Performance targets" (3 round
 // trips to the server + 1 between the peers); run with -benchtime=20x or
 // more.
 func BenchmarkLabConnect(b *testing.B) {

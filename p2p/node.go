@@ -217,7 +217,7 @@ func (n *Node) isClosed() bool {
 	}
 }
 
-// handlePacket dispatches a datagram by its first byte (DESIGN.md §5):
+// handlePacket dispatches a datagram by its first byte (docs/ARCHITECTURE.md, "The first byte"):
 // 0x00–0x03 STUN, 0x40–0x7F TURN channel data (not served yet), 0x80–0xBF
 // gamewire: handshakes and data (internal/secure), probes (nat),
 // rendezvous.

@@ -167,7 +167,7 @@ func addrOfConn(pc net.PacketConn) netip.AddrPort {
 }
 
 // readLoop reads a socket's datagrams and dispatches them by their first
-// byte (DESIGN.md §5).
+// byte (docs/ARCHITECTURE.md, "The first byte").
 func (n *Node) readLoop(s *nodeSocket) {
 	defer n.wg.Done()
 	batch := readBatch

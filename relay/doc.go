@@ -17,7 +17,7 @@
 // A Client runs on a socket of its own: a UDP socket, or a TCP or TLS
 // connection to the server (RFC 6062 framing through turn.NewSTUNConn). It
 // does not share the node's game socket, so TURN ChannelData and game
-// packets are never told apart by guesswork (DESIGN.md §5): everything the
+// packets are never told apart by guesswork (docs/ARCHITECTURE.md, "The first byte"): everything the
 // client's socket reads is TURN, and everything the allocation delivers is
 // a peer's datagram. Writes go through a bounded queue and a writer
 // goroutine: a full queue drops the datagram (the channels layer above

@@ -8,7 +8,7 @@
 // # Protocol
 //
 // Every message starts with a type byte in gamewire's range (0x80–0xBF,
-// DESIGN.md §5). Integers are big-endian. An address is 18 bytes: a 16-byte
+// docs/ARCHITECTURE.md, "The first byte"). Integers are big-endian. An address is 18 bytes: a 16-byte
 // IPv6 address (IPv4 as IPv4-mapped) and a 2-byte port; all zeros is none.
 // A MAC is BLAKE2s-128 keyed with the session key over every byte before it.
 //

@@ -64,7 +64,7 @@
 // # Packet types
 //
 // The first byte of every gamewire packet is its type, within 0x80–0xBF
-// (DESIGN.md §5): 0x80 initiation, 0x81 response, 0x82 cookie reply, 0x83
+// (docs/ARCHITECTURE.md, "The first byte"): 0x80 initiation, 0x81 response, 0x82 cookie reply, 0x83
 // data. Integers are little-endian. Reserved bytes are zero; a packet with
 // a reserved byte set, of another size than its type's, or of another type
 // than expected is rejected with ErrMalformed before any cryptography.

@@ -6,8 +6,9 @@ import (
 	"golang.org/x/crypto/blake2s"
 )
 
-// Packet types: the first byte of every gamewire packet. DESIGN.md §5
-// reserves 0x80–0xBF for gamewire, apart from STUN and TURN ChannelData.
+// Packet types: the first byte of every gamewire packet. The range
+// 0x80–0xBF is gamewire's, apart from STUN and TURN ChannelData
+// (docs/ARCHITECTURE.md, "The first byte").
 const (
 	TypeInitiation  byte = 0x80
 	TypeResponse    byte = 0x81

@@ -65,7 +65,7 @@
 // # Transfer modes, flags and channels
 //
 // Each transfer mode maps onto netpacket flags (package channels) on its
-// own node channel. The table relates Steam's send types (DESIGN.md §3),
+// own node channel. The table relates Steam's send types (docs/ARCHITECTURE.md, "Send types"),
 // netpacket flags, ENet packet flags and Godot's transfer modes:
 //
 //	Steam send type                netpacket flags                       ENet flags (+ action)           Godot transfer mode             mpeer mode (flags)

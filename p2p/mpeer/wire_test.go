@@ -31,7 +31,7 @@ func TestDataChannelMapping(t *testing.T) {
 	}
 }
 
-// TestModeFlags: the flags of DESIGN.md §3 and the package table.
+// TestModeFlags: the flags of docs/ARCHITECTURE.md ("Send types") and the package table.
 func TestModeFlags(t *testing.T) {
 	for m, want := range map[TransferMode]channels.Flags{Unreliable: 6, UnreliableOrdered: 4, Reliable: 5} {
 		if got := m.Flags(); got != want || got.Validate() != nil {

@@ -68,7 +68,7 @@
 // from another sender overtook it.
 //
 // The send types of Steam, this package's flags, ENet's packet flags and
-// Godot's transfer modes map as follows (DESIGN.md §3; ENet and Godot as
+// Godot's transfer modes map as follows (docs/ARCHITECTURE.md, "Send types"; ENet and Godot as
 // in reference/semantics.md §3 and §5.1):
 //
 //	Steam send type (p2p)         netpacket flags                   ENet packet flags   Godot transfer mode
