@@ -591,6 +591,14 @@ func (t *traversal) startPunch(peer PeerID, cands []nat.Candidate, mapping rende
 	t.punches[peer] = &punchState{p: punch, started: time.Now()}
 	t.mu.Unlock()
 	t.speculate(peer, cands)
+	// The peer's initiation may have come through before the introduction
+	// reached us (its checks started first): the session is up, and this
+	// is the first moment a route can describe its path.
+	if s := t.n.lookupSession(peer); s != nil && s.live.Load() {
+		if r := s.remote.Load(); r != nil {
+			t.established(peer, *r, s.socket())
+		}
+	}
 }
 
 // speculate sends the handshake of a session waiting for this peer to its
