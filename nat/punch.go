@@ -83,17 +83,19 @@ type PunchStats struct {
 // an endpoint-dependent NAT against an endpoint-independent one, the
 // birthday approach. Safe for concurrent use. One goroutine, until Stop.
 type Punch struct {
+	// cfg is immutable after StartPunch, but for cfg.PeerMapping, which
+	// SetPeerMapping sets under mu and is read under mu only.
 	cfg  PunchConfig
-	done chan struct{}
+	done chan struct{} // closed by Stop
 	wg   sync.WaitGroup
 
-	mu      sync.Mutex // guards the fields below
+	mu      sync.Mutex // guards the fields below; every read and write holds it
 	start   time.Time
 	remotes []*remote
 	txs     map[[12]byte]*tx
 	best    *Path
-	extra   []Socket // birthday sockets
-	kept    map[Socket]bool
+	extra   []Socket        // birthday sockets
+	kept    map[Socket]bool // birthday sockets Stop leaves open: adopted (a path on them) or Keep
 	sprayed int
 	// sprayedTo marks the ports sprayed at the peer's public address (a
 	// bitmap, made on the first spray): a probe from one of them came
@@ -101,7 +103,9 @@ type Punch struct {
 	sprayedTo *[65536 / 64]uint64
 	checks    int
 	lastSock  time.Time
-	stopped   bool
+	// stopped: Stop has begun. No tick runs after it, and no birthday
+	// socket that is not kept is adopted after it: Stop closes those.
+	stopped bool
 }
 
 type remote struct {
@@ -219,14 +223,17 @@ func (p *Punch) Stats() PunchStats {
 }
 
 // Keep marks a birthday socket as adopted by the owner: Stop leaves it
-// open.
+// open. A Keep that returns before Stop's does is honoured.
 func (p *Punch) Keep(s Socket) {
 	p.mu.Lock()
 	p.kept[s] = true
 	p.mu.Unlock()
 }
 
-// Stop ends the checks and closes the birthday sockets not kept.
+// Stop ends the checks and closes the birthday sockets not kept. Once it
+// has begun, an ack arriving on a birthday socket not kept validates no
+// path (the socket is being closed); every birthday socket is either
+// reported by OnPath and left open, or closed.
 func (p *Punch) Stop() {
 	p.mu.Lock()
 	if p.stopped {
@@ -234,15 +241,20 @@ func (p *Punch) Stop() {
 		return
 	}
 	p.stopped = true
-	extra := p.extra
-	p.extra = nil
 	p.mu.Unlock()
 	close(p.done)
-	p.wg.Wait()
-	for _, s := range extra {
+	p.wg.Wait() // no tick opens sockets from here on
+	p.mu.Lock()
+	var closing []Socket
+	for _, s := range p.extra {
 		if !p.kept[s] {
-			s.Close()
+			closing = append(closing, s)
 		}
+	}
+	p.extra = nil
+	p.mu.Unlock()
+	for _, s := range closing {
+		s.Close()
 	}
 }
 
@@ -269,6 +281,10 @@ type send struct {
 // tick sends this pace's probes.
 func (p *Punch) tick(now time.Time) {
 	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return // Stop is waiting for this goroutine
+	}
 	var out []send
 	if r := p.dueLocked(now); r != nil {
 		out = append(out, p.probeLocked(r, r.cand.Addr, now))
@@ -472,8 +488,9 @@ func (p *Punch) HandleProbe(b []byte, from netip.AddrPort, sock Socket) bool {
 		ack := Probe{Ack: true, Sender: p.cfg.Local, TxID: pr.TxID, Observed: from}
 		out = append(out, send{sock: sock, to: from, b: ack.Append(nil, &p.cfg.Key)})
 		// A triggered check: the peer reaches us from there, so probe it
-		// back that way (it may be a new, peer-reflexive address).
-		if r := p.addRemoteLocked(Candidate{Addr: from, Kind: KindPeerRefl}, sock); r != nil && !p.validatedLocked(r) {
+		// back that way (it may be a new, peer-reflexive address). A
+		// stopped punch only answers: nothing would prune its checks.
+		if r := p.addRemoteLocked(Candidate{Addr: from, Kind: KindPeerRefl}, sock); !p.stopped && r != nil && !p.validatedLocked(r) {
 			r.spray = r.spray || p.sprayedLocked(from)
 			out = append(out, p.probeLocked(r, from, now))
 		}
@@ -506,6 +523,9 @@ func (p *Punch) ackLocked(pr Probe, from netip.AddrPort, now time.Time) *Path {
 	}
 	delete(p.txs, pr.TxID)
 	r := t.r
+	if p.stopped && r.sock != nil && !p.kept[r.sock] {
+		return nil // Stop is closing that socket
+	}
 	kind := r.cand.Kind
 	if from != r.cand.Addr {
 		kind = KindPeerRefl // the peer answers from elsewhere: that is where to send
