@@ -6,23 +6,32 @@ import (
 	"net/netip"
 	"sync"
 	"time"
-
-	"github.com/gamewire/gamewire/rendezvous"
 )
 
 // Mapping is a NAT's mapping behaviour (RFC 4787 §4.1): unknown,
 // endpoint-independent (one public address for every destination: full,
 // restricted and port-restricted cone NATs, or no NAT) or
-// endpoint-dependent (a public port per destination: "symmetric"). It is
-// the rendezvous wire's type, so what discovery learns is what peers are
-// told, without conversion.
-type Mapping = rendezvous.Mapping
+// endpoint-dependent (a public port per destination: "symmetric"). Package
+// rendezvous puts it on the wire as it is (rendezvous.Mapping is this
+// type), so what discovery learns is what peers are told, without
+// conversion; its values are the wire's.
+type Mapping uint8
 
 const (
-	MappingUnknown             = rendezvous.MappingUnknown
-	MappingEndpointIndependent = rendezvous.MappingEndpointIndependent
-	MappingEndpointDependent   = rendezvous.MappingEndpointDependent
+	MappingUnknown             Mapping = 0
+	MappingEndpointIndependent Mapping = 1 // the same public address for every destination
+	MappingEndpointDependent   Mapping = 2 // a new public port per destination ("symmetric")
 )
+
+func (m Mapping) String() string {
+	switch m {
+	case MappingEndpointIndependent:
+		return "endpoint-independent"
+	case MappingEndpointDependent:
+		return "endpoint-dependent"
+	}
+	return "unknown"
+}
 
 // Filtering is a NAT's filtering behaviour (RFC 4787 §5).
 type Filtering uint8

@@ -4,8 +4,10 @@
 // peer-reflexive addresses and, when one side's NAT maps per destination,
 // run the birthday approach; and the TCP sockets of TCP hole punching
 // (ListenTCP, DialTCP: dials leave from the listener's port). It knows
-// nothing of sessions: package p2p
-// feeds it datagrams and acts on the paths it validates.
+// nothing of sessions: package p2p feeds it datagrams and acts on the
+// paths it validates. Nor does it know the rendezvous protocol: it imports
+// no other gamewire package, and package rendezvous puts its Mapping on the
+// wire as it is (rendezvous.Mapping is nat.Mapping).
 //
 // # STUN
 //

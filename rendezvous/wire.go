@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 
+	"github.com/gamewire/gamewire/nat"
 	"github.com/gamewire/gamewire/relay"
 
 	"golang.org/x/crypto/blake2s"
@@ -60,24 +61,16 @@ const (
 	maxCredLen     = 255
 )
 
-// Mapping is what a node knows of its NAT's mapping behaviour (RFC 4787).
-type Mapping uint8
+// Mapping is what a node knows of its NAT's mapping behaviour (RFC 4787),
+// as the two low bits of REGISTER's and PEER's flags: package nat's type,
+// which discovery fills in.
+type Mapping = nat.Mapping
 
 const (
-	MappingUnknown             Mapping = 0
-	MappingEndpointIndependent Mapping = 1 // the same public address for every destination
-	MappingEndpointDependent   Mapping = 2 // a new public port per destination ("symmetric")
+	MappingUnknown             = nat.MappingUnknown
+	MappingEndpointIndependent = nat.MappingEndpointIndependent // the same public address for every destination
+	MappingEndpointDependent   = nat.MappingEndpointDependent   // a new public port per destination ("symmetric")
 )
-
-func (m Mapping) String() string {
-	switch m {
-	case MappingEndpointIndependent:
-		return "endpoint-independent"
-	case MappingEndpointDependent:
-		return "endpoint-dependent"
-	}
-	return "unknown"
-}
 
 // Key is an X25519 public key: a PeerID, or the server's key.
 type Key = [32]byte
