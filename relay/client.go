@@ -3,13 +3,16 @@ package relay
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 )
 
@@ -42,6 +45,18 @@ const (
 	MaxDatagram  = 1500
 	readBufSize  = 64 << 10 // a TCP frame can be up to 64 KiB
 	relayBufSize = 2048
+
+	// DefaultCheckInterval and DefaultCheckTimeout: how often a client
+	// refreshes its allocation itself, and how long it waits for the
+	// answer before it counts the allocation dead.
+	DefaultCheckInterval = 15 * time.Second
+	DefaultCheckTimeout  = 3 * time.Second
+	// checkGap is the least time between two checks that Check (or a
+	// failure pion logged) asked for.
+	checkGap = time.Second
+	// authTries bounds the attempts of one check: the first may lack a
+	// nonce (401), and a nonce may go stale (438).
+	authTries = 3
 )
 
 // ClientConfig configures a Client. Zero values select the documented
@@ -72,25 +87,52 @@ type ClientConfig struct {
 	// DefaultQueueLen.
 	QueueLen int
 
+	// CheckInterval is how often the client refreshes its allocation
+	// itself, to learn that it still exists; CheckTimeout bounds the wait
+	// for the server's answer, past which the allocation counts as dead
+	// (Dead). Zero (or less) means DefaultCheckInterval and
+	// DefaultCheckTimeout. Check runs one at once. A check within
+	// CheckTimeout survives lost datagrams: pion retransmits every 200,
+	// 400, 800 ms and then 1.6 s.
+	CheckInterval, CheckTimeout time.Duration
+
 	// Logger receives logs (pion's included). Nil means silent.
 	Logger *slog.Logger
 }
 
 // Client holds one allocation on a TURN server. All methods are safe for
 // concurrent use.
+//
+// A client finds out when its allocation is dead, and says so (Dead, Err):
+// its own refreshes (every CheckInterval, or Check) go unanswered for
+// CheckTimeout or are refused (437 Allocation Mismatch, 403, 401 with
+// our credentials, any error but a stale nonce), a CreatePermission is
+// answered 437, or the TCP or TLS connection to the server ends. pion runs
+// its own refresh timers (allocation, permissions, channel bindings) and
+// only logs their failures; those log lines make the client check at once.
+// A server that restarted has forgotten every allocation: gamewire's
+// (pion's) server then answers nothing, coturn 437.
 type Client struct {
-	cfg      ClientConfig
-	base     net.PacketConn // the socket or stream to the server
-	tc       *turn.Client
-	relayed  net.PacketConn
-	addr     netip.AddrPort
-	queue    chan outbound
-	pool     sync.Pool
-	done     chan struct{}
-	baseDone chan struct{} // closed when the connection to the server ends
-	once     sync.Once
-	wg       sync.WaitGroup
-	stats    clientCounters
+	cfg       ClientConfig
+	base      net.PacketConn // the socket or stream to the server
+	tc        *turn.Client
+	relayed   net.PacketConn
+	addr      netip.AddrPort
+	integrity stun.MessageIntegrity // read-only once allocated
+	queue     chan outbound
+	pool      sync.Pool
+	done      chan struct{}
+	baseDone  chan struct{} // closed when the connection to the server ends
+	once      sync.Once
+	wg        sync.WaitGroup
+	stats     clientCounters
+
+	checkNow chan struct{} // one pending request for a check
+	dead     chan struct{} // closed when the allocation is found dead
+	deadOnce sync.Once
+	mu       sync.Mutex // guards the fields below
+	nonce    stun.Nonce // the server's, for the client's own requests
+	err      error      // why the allocation is dead
 }
 
 type outbound struct {
@@ -110,24 +152,32 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = DefaultQueueLen
 	}
+	if cfg.CheckInterval <= 0 {
+		cfg.CheckInterval = DefaultCheckInterval
+	}
+	if cfg.CheckTimeout <= 0 {
+		cfg.CheckTimeout = DefaultCheckTimeout
+	}
 	cfg.Logger = quiet(cfg.Logger)
 	base, err := openBase(ctx, &cfg)
 	if err != nil {
 		return nil, err
 	}
+	c := &Client{cfg: cfg, base: base, queue: make(chan outbound, cfg.QueueLen), done: make(chan struct{}), baseDone: make(chan struct{}),
+		checkNow: make(chan struct{}, 1), dead: make(chan struct{})}
 	tc, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: cfg.Server.String(),
 		TURNServerAddr: cfg.Server.String(),
 		Username:       cfg.Credentials.Username,
 		Password:       cfg.Credentials.Password,
 		Conn:           base,
-		LoggerFactory:  pionLogs{cfg.Logger},
+		LoggerFactory:  pionLogs{log: cfg.Logger, failed: c.Check},
 	})
 	if err != nil {
 		base.Close()
 		return nil, err
 	}
-	c := &Client{cfg: cfg, base: base, tc: tc, queue: make(chan outbound, cfg.QueueLen), done: make(chan struct{}), baseDone: make(chan struct{})}
+	c.tc = tc
 	c.wg.Add(1)
 	go c.readBase()
 	relayed, err := c.allocate(ctx)
@@ -137,9 +187,11 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}
 	c.relayed = relayed
 	c.addr = addrPortOf(relayed.LocalAddr())
-	c.wg.Add(2)
+	c.integrity = stun.NewLongTermIntegrity(cfg.Credentials.Username, tc.Realm().String(), cfg.Credentials.Password)
+	c.wg.Add(3)
 	go c.readRelayed()
 	go c.writeLoop()
+	go c.checkLoop()
 	return c, nil
 }
 
@@ -207,6 +259,7 @@ func (c *Client) readBase() {
 	for {
 		n, from, err := c.base.ReadFrom(buf)
 		if err != nil {
+			c.die(fmt.Errorf("connection to the server ended: %w", err))
 			return
 		}
 		if _, err := c.tc.HandleInbound(buf[:n], from); err != nil {
@@ -267,6 +320,8 @@ func (c *Client) WriteTo(b []byte, to netip.AddrPort) error {
 	select {
 	case <-c.done:
 		return ErrClosed
+	case <-c.dead:
+		return c.Err()
 	default:
 	}
 	buf, ok := c.pool.Get().(*[]byte)
@@ -287,13 +342,182 @@ func (c *Client) WriteTo(b []byte, to netip.AddrPort) error {
 
 // Permit installs permissions for peers' IPs, so their datagrams reach
 // this client before it has sent them anything. It blocks for a round trip
-// to the server.
+// to the server. An answer 437 (Allocation Mismatch) means the allocation
+// is dead (Dead); other refusals (403 for a peer the server's policy
+// denies) concern the peers only.
 func (c *Client) Permit(peers ...netip.AddrPort) error {
+	select {
+	case <-c.dead:
+		return c.Err()
+	default:
+	}
 	addrs := make([]net.Addr, len(peers))
 	for i, p := range peers {
 		addrs[i] = net.UDPAddrFromAddrPort(p)
 	}
-	return c.tc.CreatePermission(addrs...)
+	err := c.tc.CreatePermission(addrs...)
+	if code, ok := turnCode(err); ok && code == stun.CodeAllocMismatch {
+		c.die(fmt.Errorf("CreatePermission: %w", err))
+	}
+	return err
+}
+
+// Check asks for a check of the allocation now (a refresh, see
+// ClientConfig.CheckInterval), e.g. when traffic through it has stopped;
+// it does not wait. Checks asked for this way run at most once a second.
+func (c *Client) Check() {
+	select {
+	case c.checkNow <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// Dead is closed when the allocation is found dead (see Client); Err
+// then says why. The client stays open, refusing writes, until closed: a
+// new allocation takes a new Client.
+func (c *Client) Dead() <-chan struct{} { return c.dead }
+
+// Err reports why the allocation is dead: an error matching ErrDead, and
+// the cause. It is nil while the allocation is thought alive, and after a
+// Close of a live one.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// die records that the allocation is dead, once; a closed client does not
+// die.
+func (c *Client) die(cause error) {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	c.deadOnce.Do(func() {
+		c.mu.Lock()
+		c.err = fmt.Errorf("%w: %w", ErrDead, cause)
+		c.mu.Unlock()
+		c.cfg.Logger.Debug("relay: allocation dead", "server", c.cfg.Server, "transport", c.cfg.Transport, "relayed", c.addr, "err", cause)
+		close(c.dead)
+	})
+}
+
+// checkLoop refreshes the allocation every CheckInterval, and when Check
+// asks (at most once per checkGap), until it is closed or found dead.
+func (c *Client) checkLoop() {
+	defer c.wg.Done()
+	gap := min(checkGap, c.cfg.CheckInterval)
+	var last time.Time
+	next := time.Now().Add(c.cfg.CheckInterval)
+	t := time.NewTimer(c.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.dead:
+			return
+		case <-c.checkNow:
+			if soon := last.Add(gap); soon.Before(next) {
+				next = soon
+				t.Reset(time.Until(next))
+			}
+			continue
+		case <-t.C:
+		}
+		last = time.Now()
+		if err := c.check(); err != nil {
+			c.die(err)
+			return
+		}
+		next = time.Now().Add(c.cfg.CheckInterval)
+		t.Reset(c.cfg.CheckInterval)
+	}
+}
+
+// check refreshes the allocation and waits CheckTimeout for the answer.
+// The refresh goroutine ends with pion's transaction, at the latest when
+// Close closes the TURN client.
+func (c *Client) check() error {
+	res := make(chan error, 1)
+	c.wg.Add(1) // the loop's count is held: no Wait has returned
+	go func() {
+		defer c.wg.Done()
+		_, err := c.request(stun.MethodRefresh)
+		res <- err
+	}()
+	timeout := time.NewTimer(c.cfg.CheckTimeout)
+	defer timeout.Stop()
+	select {
+	case err := <-res:
+		if err != nil {
+			return fmt.Errorf("refresh: %w", err)
+		}
+		c.stats.checks.Add(1)
+		return nil
+	case <-timeout.C:
+		return fmt.Errorf("refresh unanswered for %v", c.cfg.CheckTimeout)
+	case <-c.done:
+		return nil
+	}
+}
+
+// request runs an authenticated request on the allocation's five-tuple,
+// with the client's own nonce: pion keeps the allocation's to itself. It
+// learns a nonce from a 401 or 438 answer and tries again, authTries
+// times in all. A refusal comes back as a stun.TurnError.
+func (c *Client) request(method stun.Method, setters ...stun.Setter) (*stun.Message, error) {
+	for range authTries {
+		c.mu.Lock()
+		nonce := c.nonce
+		c.mu.Unlock()
+		attrs := append([]stun.Setter{stun.TransactionID, stun.NewType(method, stun.ClassRequest)}, setters...)
+		if nonce != nil {
+			attrs = append(attrs, c.tc.Username(), c.tc.Realm(), nonce, c.integrity)
+		}
+		msg, err := stun.Build(append(attrs, stun.Fingerprint)...)
+		if err != nil {
+			return nil, err
+		}
+		tr, err := c.tc.PerformTransaction(msg, c.tc.TURNServerAddr(), false)
+		if err != nil {
+			return nil, err
+		}
+		res := tr.Msg
+		if res.Type.Class != stun.ClassErrorResponse {
+			if err := c.integrity.Check(res); err != nil {
+				return nil, fmt.Errorf("answer fails its integrity check: %w", err)
+			}
+			return res, nil
+		}
+		var code stun.ErrorCodeAttribute
+		if err := code.GetFrom(res); err != nil {
+			return nil, fmt.Errorf("%v without an error code", res.Type)
+		}
+		var fresh stun.Nonce
+		if (code.Code == stun.CodeStaleNonce || (code.Code == stun.CodeUnauthorized && nonce == nil)) && fresh.GetFrom(res) == nil {
+			c.mu.Lock()
+			c.nonce = fresh
+			c.mu.Unlock()
+			continue
+		}
+		return nil, stun.TurnError{StunMessageType: res.Type, ErrorCodeAttr: code}
+	}
+	return nil, errNonceRefused
+}
+
+// turnCode is the error code of a TURN refusal.
+func turnCode(err error) (stun.ErrorCode, bool) {
+	var te stun.TurnError
+	if errors.As(err, &te) {
+		return te.ErrorCodeAttr.Code, true
+	}
+	var pte *stun.TurnError
+	if errors.As(err, &pte) && pte != nil {
+		return pte.ErrorCodeAttr.Code, true
+	}
+	return 0, false
 }
 
 // Close releases the allocation (a refresh with lifetime zero, not waited
@@ -318,15 +542,18 @@ func (c *Client) shutdown() {
 // Done is closed when the client is closed.
 func (c *Client) Done() <-chan struct{} { return c.done }
 
-// ClientStats counts a client's traffic.
+// ClientStats counts a client's traffic, and its checks that the
+// allocation lives (refreshes answered).
 type ClientStats struct {
 	Sent, Received, Dropped, WriteErrors, Malformed uint64
 	BytesOut, BytesIn                               uint64
+	Checks                                          uint64
 }
 
 type clientCounters struct {
 	sent, received, dropped, writeErrors, malformed atomic.Uint64
 	bytesOut, bytesIn                               atomic.Uint64
+	checks                                          atomic.Uint64
 }
 
 // Stats returns the client's counters.
@@ -336,6 +563,7 @@ func (c *Client) Stats() ClientStats {
 		Sent: s.sent.Load(), Received: s.received.Load(), Dropped: s.dropped.Load(),
 		WriteErrors: s.writeErrors.Load(), Malformed: s.malformed.Load(),
 		BytesOut: s.bytesOut.Load(), BytesIn: s.bytesIn.Load(),
+		Checks: s.checks.Load(),
 	}
 }
 

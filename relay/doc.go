@@ -24,9 +24,22 @@
 // resends what was reliable), so a stalled TCP connection never blocks the
 // node or grows memory without bound.
 //
+// A client knows when its allocation is dead and says so (Client.Dead,
+// Client.Err, matching ErrDead): it refreshes the allocation itself every
+// ClientConfig.CheckInterval (15 s), or at once on Client.Check, and a
+// refresh unanswered for CheckTimeout (3 s) or refused (437 Allocation
+// Mismatch, 403, anything but a stale nonce) kills it, as does a
+// CreatePermission answered 437 or the end of its TCP or TLS connection.
+// pion's own refresh timers (allocation, permissions, channel bindings)
+// only log their failures; those log lines make the client check at once.
+// A TURN server that restarted has forgotten every allocation: gamewire's
+// answers nothing about them, coturn 437. A dead client refuses writes;
+// its owner closes it and allocates again with a new one.
+//
 // Ownership: the reader goroutine owns the TURN client's inbound path, the
 // relayed reader owns delivery to ClientConfig.Receive, the writer owns
-// every write on the allocation. Close stops all three.
+// every write on the allocation, the checker owns the client's own
+// refreshes (and the nonce they carry). Close stops all four.
 //
 // # Server
 //

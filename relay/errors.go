@@ -13,6 +13,11 @@ var (
 	ErrNoCredentials = errors.New("relay: no TURN credentials")
 	// ErrTooLarge: a datagram larger than MaxDatagram.
 	ErrTooLarge = errors.New("relay: datagram too large")
+	// ErrDead: the client's allocation is gone from its server, or the
+	// server is out of reach (Client.Dead); Client.Err wraps the cause.
+	ErrDead = errors.New("relay: allocation dead")
+
+	errNonceRefused = errors.New("relay: the server refused every nonce")
 
 	errBadTransport = errors.New("relay: unknown transport")
 	errNoTCPRelay   = errors.New("relay: TCP relay allocations are not served")

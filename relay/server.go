@@ -162,7 +162,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	gen := &relayPorts{cfg: &cfg, srv: s}
 	sc := turn.ServerConfig{
 		Realm:         cfg.Realm,
-		LoggerFactory: pionLogs{log},
+		LoggerFactory: pionLogs{log: log},
 		AuthHandler:   s.auth(cfg.Secret, cfg.Authorize),
 		QuotaHandler: func(username, _ string, src net.Addr) bool {
 			return s.quota(username, src)
