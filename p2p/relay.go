@@ -13,17 +13,39 @@ import (
 
 // Relay timing.
 const (
-	allocateTimeout  = 5 * time.Second
-	allocateRetry    = 5 * time.Second
-	relayIntroEvery  = 500 * time.Millisecond // asking for a peer's relayed address
-	permitRetry      = time.Second
-	directFirstRetry = 5 * time.Second // a relayed session looks for a direct path again
-	directMaxRetry   = 40 * time.Second
-	relayIdleRelease = 30 * time.Second // an allocation no session has needed this long is released
+	allocateTimeout = 5 * time.Second
+	// A failed allocation is tried again after allocateRetryFirst, doubling
+	// up to allocateRetry; so is a dead one that lived less than
+	// allocateRetry (a server that kills them at once). One that lived
+	// longer is replaced at once.
+	allocateRetryFirst = 250 * time.Millisecond
+	allocateRetry      = 5 * time.Second
+	// The relay client refreshes its allocation every relayCheckEvery, and
+	// at once when a session on it goes quiet; no answer within
+	// relayCheckTimeout and the allocation is dead (relay.Client.Dead).
+	// Detection, a new allocation and the exchange of relayed addresses
+	// fit in the session's 10 s dead-peer interval.
+	relayCheckEvery   = 5 * time.Second
+	relayCheckTimeout = 2 * time.Second
+	relayIntroEvery   = 500 * time.Millisecond // asking for a peer's relayed address
+	permitRetry       = time.Second
+	directFirstRetry  = 5 * time.Second // a relayed session looks for a direct path again
+	directMaxRetry    = 40 * time.Second
+	relayIdleRelease  = 30 * time.Second // an allocation no session has needed this long is released
 )
 
 // relayer is a node's TURN side: the credentials the rendezvous server
 // issued, at most one allocation, and the peers that may need it.
+//
+// An allocation the relay client finds dead (its server restarted, say) is
+// dropped at the next tick: sessions on it fall back to the main socket,
+// every permission is forgotten, and the node registers again (the server
+// learns it has no relayed address). Sessions that need the relay then
+// bring a new allocation (serve), registered with its relayed address,
+// with permissions installed again for each of them; while a session
+// stays down its peer is introduced again every relayIntroEvery, since the
+// peer's allocation, on the same server, likely died too and its new
+// relayed address comes with the introduction.
 //
 // Ownership: fields under mu are touched by the maintenance goroutine
 // (tick), the reader (onPeer, setTURN, through the rendezvous client) and
@@ -41,7 +63,9 @@ type relayer struct {
 	allocating bool
 	failures   int // allocations that failed: each failure moves to the next server
 	retryAt    time.Time
-	usedAt     time.Time // last tick a peer needed the relay
+	retryGap   time.Duration // the wait after the next failure
+	madeAt     time.Time     // when the allocation was made
+	usedAt     time.Time     // last tick a peer needed the relay
 	peers      map[PeerID]*relayPeer
 }
 
@@ -53,14 +77,17 @@ type relayPeer struct {
 	addr      netip.AddrPort // its relayed address
 	permitted netip.AddrPort // the relayed address our permission covers
 	permitAt  time.Time      // a permission request is under way or failed: not before this
-	since     time.Time      // first introduction: the direct budget counts from here
+	// stale is addr when our allocation died: the peer's may have died
+	// with it, so while its session is down it is introduced again.
+	stale     netip.AddrPort
+	since     time.Time // first introduction: the direct budget counts from here
 	introAt   time.Time
 	directAt  time.Time // next search for a direct path while relayed
 	directGap time.Duration
 }
 
 func newRelayer(n *Node, t *traversal) *relayer {
-	return &relayer{n: n, t: t, peers: map[PeerID]*relayPeer{}}
+	return &relayer{n: n, t: t, peers: map[PeerID]*relayPeer{}, retryGap: allocateRetryFirst}
 }
 
 // setTURN takes the TURN servers and credentials of a registration.
@@ -102,8 +129,9 @@ func (r *relayer) onPeer(p *rendezvous.Peer, now time.Time) {
 		r.peers[peer] = rp
 	}
 	rp.allowed, rp.tcp, rp.mapping = p.RelayAllowed, p.TCP, p.Mapping
-	if p.Relay.IsValid() {
+	if p.Relay.IsValid() && p.Relay != rp.addr {
 		rp.addr = p.Relay
+		rp.permitAt = time.Time{} // a new address: its permission goes at once
 	}
 }
 
@@ -122,36 +150,48 @@ func (r *relayer) forget(peer PeerID) {
 	r.mu.Unlock()
 }
 
-// need reports whether peer's session (or the punch toward a peer that
-// asked for us) should use the relay now (use), or have it ready (prepare:
-// half the budget is gone, so the allocation and the exchange of relayed
-// addresses overlap the rest of it), and whether the session sits on the
-// relay already.
-func (r *relayer) need(peer PeerID, rp relayPeer, now time.Time) (prepare, use, relayed bool) {
+// relayNeed is what a peer's session wants of the relay now.
+type relayNeed struct {
+	// use: the session (or the punch toward a peer that asked for us)
+	// should use the relay now; prepare: have it ready (half the budget is
+	// gone, so the allocation and the exchange of relayed addresses
+	// overlap the rest of it).
+	prepare, use bool
+	relayed      bool // the session sits on the relay (the allocation we hold)
+	down         bool // it is connecting, or established with its path lost
+}
+
+// need reports what peer's session needs of the relay.
+func (r *relayer) need(peer PeerID, rp relayPeer, now time.Time) relayNeed {
 	if !rp.allowed {
-		return false, false, false
+		return relayNeed{}
 	}
 	s := r.n.lookupSession(peer)
 	if s == nil {
 		if !r.n.relayAllowed.Load() || !r.t.punching(peer) {
-			return false, false, false
+			return relayNeed{}
 		}
-		return r.overBudget(rp, now, 2), r.overBudget(rp, now, 1), false
+		return relayNeed{prepare: r.overBudget(rp, now, 2), use: r.overBudget(rp, now, 1)}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.relayOK {
-		return false, false, false
+		return relayNeed{}
 	}
 	switch s.state {
 	case stConnecting:
-		return r.overBudget(rp, now, 2), r.overBudget(rp, now, 1), false
+		return relayNeed{prepare: r.overBudget(rp, now, 2), use: r.overBudget(rp, now, 1), down: true}
 	case stEstablished:
-		relayed = s.socket().kind() == PathRelay
-		use = relayed || s.pathLostLocked(now)
-		return use, use, relayed
+		relayed := s.socket().kind() == PathRelay
+		lost := s.pathLostLocked(now)
+		// A session on an allocation that was dropped as dead needs the
+		// relay back before its path even counts as lost.
+		so := s.sock.Load()
+		dropped := so != nil && so.relay != nil && so.closed.Load()
+		use := relayed || lost || dropped
+		return relayNeed{prepare: use, use: use, relayed: relayed, down: lost || dropped}
 	}
-	return false, false, false
+	return relayNeed{}
 }
 
 // overBudget: direct paths had the budget's 1/div, or cannot work.
@@ -163,19 +203,27 @@ func (r *relayer) overBudget(rp relayPeer, now time.Time, div time.Duration) boo
 // tick runs the relay's timers (the maintenance goroutine).
 func (r *relayer) tick(now time.Time) {
 	r.mu.Lock()
+	dropped := r.dropDeadLocked(now)
+	client := r.client
 	peers := make(map[PeerID]relayPeer, len(r.peers))
 	for p, rp := range r.peers {
 		peers[p] = *rp
 	}
 	r.mu.Unlock()
+	if dropped {
+		r.t.reregister(now) // no relayed address now; and a restarted server learns of us again
+	}
 	needed := false
 	for peer, rp := range peers {
-		prepare, use, relayed := r.need(peer, rp, now)
-		if !prepare {
+		nd := r.need(peer, rp, now)
+		if !nd.prepare {
 			continue
 		}
 		needed = true
-		r.serve(peer, rp, use, relayed, now)
+		if nd.relayed && nd.down && client != nil {
+			client.Check() // traffic through it stopped: is the allocation still there?
+		}
+		r.serve(peer, rp, nd, now)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -184,13 +232,40 @@ func (r *relayer) tick(now time.Time) {
 	}
 	if r.client != nil && now.Sub(r.usedAt) >= relayIdleRelease {
 		r.releaseLocked()
+		r.retryGap = allocateRetryFirst // it lived: the backoff starts over
 	}
+}
+
+// dropDeadLocked drops the allocation if the relay client found it dead,
+// and schedules the next one: at once after a long life, else after the
+// backoff. It reports whether it dropped one.
+func (r *relayer) dropDeadLocked(now time.Time) bool {
+	if r.client == nil {
+		return false
+	}
+	select {
+	case <-r.client.Dead():
+	default:
+		return false
+	}
+	srv, tr := r.client.Server()
+	r.n.log.Debug("p2p: TURN allocation dead", "server", srv, "transport", tr, "relayed", r.client.RelayedAddr(), "err", r.client.Err())
+	for _, rp := range r.peers {
+		rp.stale = rp.addr
+	}
+	if now.Sub(r.madeAt) >= allocateRetry {
+		r.retryAt, r.retryGap = now, allocateRetryFirst
+	} else {
+		r.retryAt, r.retryGap = now.Add(r.retryGap), min(2*r.retryGap, allocateRetry)
+	}
+	r.releaseLocked()
+	return true
 }
 
 // serve moves a peer that needs the relay along: an allocation, the
 // peer's relayed address, a permission, then the session onto the relay;
 // and while relayed, a search for a direct path now and then.
-func (r *relayer) serve(peer PeerID, rp relayPeer, use, relayed bool, now time.Time) {
+func (r *relayer) serve(peer PeerID, rp relayPeer, nd relayNeed, now time.Time) {
 	r.mu.Lock()
 	if r.client == nil {
 		r.allocateLocked(now)
@@ -201,6 +276,9 @@ func (r *relayer) serve(peer PeerID, rp relayPeer, use, relayed bool, now time.T
 	if live == nil {
 		r.mu.Unlock()
 		return
+	}
+	if nd.relayed && !nd.down {
+		live.stale = netip.AddrPort{} // carrying traffic: the address is good
 	}
 	switch {
 	case !rp.addr.IsValid():
@@ -213,9 +291,17 @@ func (r *relayer) serve(peer PeerID, rp relayPeer, use, relayed bool, now time.T
 	case rp.permitted != rp.addr:
 		if now.After(rp.permitAt) {
 			live.permitAt = now.Add(permitRetry)
-			r.permitLocked(peer, rp.addr, use)
+			r.permitLocked(peer, rp.addr, nd.use)
 		}
-	case relayed:
+	case nd.down && rp.addr == rp.stale && now.Sub(rp.introAt) >= relayIntroEvery:
+		// Our allocation died and the peer's may have: its new relayed
+		// address, once it has registered it, comes with an introduction
+		// (which brings it ours too). Meanwhile the session uses the old one.
+		live.introAt = now
+		r.mu.Unlock()
+		r.t.introduce(peer, now)
+		return
+	case nd.relayed && !nd.down:
 		if live.directGap == 0 {
 			live.directGap, live.directAt = directFirstRetry, now.Add(directFirstRetry)
 		}
@@ -226,7 +312,7 @@ func (r *relayer) serve(peer PeerID, rp relayPeer, use, relayed bool, now time.T
 			r.t.introduce(peer, now) // punches start on both sides
 			return
 		}
-	case use:
+	case nd.use:
 		sock := r.sock
 		r.mu.Unlock()
 		r.use(peer, rp.addr, sock, now)
@@ -254,6 +340,7 @@ func (r *relayer) allocateLocked(now time.Time) {
 	cfg := relay.ClientConfig{
 		Server: srv.Addr, Transport: srv.Transport, TLSConfig: n.cfg.RelayTLS, Credentials: creds,
 		ListenPacket: n.cfg.ListenPacket, LocalIP: n.bindIP(), Dial: n.cfg.Dial, Logger: n.log,
+		CheckInterval: relayCheckEvery, CheckTimeout: relayCheckTimeout,
 		Receive: func(b []byte, from netip.AddrPort) {
 			if ready.Load() {
 				n.handlePacket(b, from, sock)
@@ -269,7 +356,8 @@ func (r *relayer) allocateLocked(now time.Time) {
 		r.mu.Lock()
 		r.allocating = false
 		if err != nil || r.t.ctx.Err() != nil {
-			r.retryAt = time.Now().Add(allocateRetry)
+			r.retryAt = time.Now().Add(r.retryGap)
+			r.retryGap = min(2*r.retryGap, allocateRetry)
 			r.failures++
 			r.mu.Unlock()
 			if c != nil {
@@ -281,7 +369,7 @@ func (r *relayer) allocateLocked(now time.Time) {
 		}
 		sock.relay = c
 		ready.Store(true)
-		r.client, r.sock, r.usedAt = c, sock, time.Now()
+		r.client, r.sock, r.usedAt, r.madeAt = c, sock, time.Now(), time.Now()
 		r.mu.Unlock()
 		n.stats.relayAllocations.Add(1)
 		n.log.Debug("p2p: TURN allocation", "server", srv.Addr, "transport", srv.Transport, "relayed", c.RelayedAddr())
@@ -336,9 +424,10 @@ func (r *relayer) permitLocked(peer PeerID, addr netip.AddrPort, use bool) {
 }
 
 // use puts peer's session on the relay: a connecting session sends its
-// initiation there, an established one whose direct path is lost moves
-// there. A peer without a session (it asked for us) needs nothing: its
-// initiation will arrive through the relay.
+// initiation there, an established one whose path is lost moves there (or,
+// on the relay already, to addr: the peer's relayed address changed). A
+// peer without a session (it asked for us) needs nothing: its initiation
+// will arrive through the relay.
 func (r *relayer) use(peer PeerID, addr netip.AddrPort, sock *nodeSocket, now time.Time) {
 	s := r.n.lookupSession(peer)
 	if s == nil {
@@ -357,7 +446,7 @@ func (r *relayer) use(peer PeerID, addr netip.AddrPort, sock *nodeSocket, now ti
 		// they start over, as the peer's permission for us may still be
 		// on its way.
 		s.hsInterval, s.hsNext = handshakeFirstRetry, now.Add(handshakeFirstRetry)
-	case s.state == stEstablished && !onRelay && s.pathLostLocked(now):
+	case s.state == stEstablished && s.pathLostLocked(now) && (!onRelay || s.remote.Load() == nil || *s.remote.Load() != addr):
 		s.setPath(addr, sock)
 		s.conn.ProbeNow()
 	}
