@@ -398,7 +398,7 @@ func (c *Client) die(cause error) {
 		c.mu.Lock()
 		c.err = fmt.Errorf("%w: %w", ErrDead, cause)
 		c.mu.Unlock()
-		c.cfg.Logger.Debug("relay: allocation dead", "server", c.cfg.Server, "transport", c.cfg.Transport, "relayed", c.addr, "err", cause)
+		c.cfg.Logger.Debug("relay: allocation dead", "server", c.cfg.Server, "transport", c.cfg.Transport, "err", cause)
 		close(c.dead)
 	})
 }
