@@ -28,7 +28,7 @@ const (
 	maxRemote      = 24 // candidates and learnt addresses per punch
 	txLife         = 5 * time.Second
 	birthdayDelay  = 400 * time.Millisecond // ordinary checks first: they win whenever they can
-	birthdaySocks  = 256                    // mappings the hard side opens (DESIGN.md §6)
+	birthdaySocks  = 256                    // mappings the hard side opens (docs/ARCHITECTURE.md, "NAT traversal and the relay")
 	sprayPerSecond = 500                    // probes from the easy side
 	sprayMax       = 4096                   // about 8 s; 2048 random ones give 99.97 % against 256 mappings
 	predictWindow  = 1024                   // ports above the peer's public port tried in order
@@ -353,11 +353,11 @@ func (p *Punch) pruneLocked(now time.Time) {
 	}
 }
 
-// birthdayLocked runs the birthday approach (DESIGN.md §6) once ordinary
-// checks have had birthdayDelay to work: the endpoint-dependent side opens
-// birthdaySocks mappings toward the peer's public address, the other side
-// probes random ports at that address at sprayPerSecond. Once a path is
-// found it stops.
+// birthdayLocked runs the birthday approach (docs/ARCHITECTURE.md, "NAT
+// traversal and the relay") once ordinary checks have had birthdayDelay to
+// work: the endpoint-dependent side opens birthdaySocks mappings toward the
+// peer's public address, the other side probes random ports at that
+// address at sprayPerSecond. Once a path is found it stops.
 func (p *Punch) birthdayLocked(now time.Time) []send {
 	if p.best != nil || now.Sub(p.start) < birthdayDelay {
 		return nil
