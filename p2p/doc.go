@@ -107,7 +107,11 @@
 // Packets from the relay never pull a direct session back unless the
 // direct path has gone quiet. The channels.Conn is the same across every
 // switch, so reliable messages are neither lost nor duplicated. An
-// allocation no session needed for 30 s is released.
+// allocation no session needed for 30 s is released. One the server forgot
+// (a restart: the relay client's own refreshes go unanswered or are
+// refused, or its TCP connection ends) is dropped and replaced, usually
+// within 2 to 5 s: the node re-registers with the new relayed address,
+// learns the peer's, and installs the permissions again.
 //
 // When a peer registered over TCP, or we did (a network that drops UDP),
 // the node also listens on TCP (at its UDP port number when that is free,
