@@ -69,7 +69,7 @@ func (n *Node) censusLocked() census {
 		s.mu.Lock()
 		live := s.state == stConnecting || s.state == stEstablished
 		if s.peerOpened && live {
-			if r := s.remote.Load(); r != nil {
+			if r, ok := s.remoteAddr(); ok {
 				ip := ipKey(r.Addr())
 				c.opened[ip]++
 				if s.state == stEstablished && !s.accepted {

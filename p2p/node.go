@@ -386,8 +386,8 @@ func (n *Node) handleCookieReply(b []byte) {
 	if err := s.hs.ConsumeCookieReply(b); err != nil {
 		return
 	}
-	if addr := s.remote.Load(); addr != nil {
-		s.socket().WriteTo(s.hs.Message(), *addr) // at once, now with mac2
+	if r := s.route.Load(); r != nil {
+		r.socketOr(n.main).WriteTo(s.hs.Message(), r.remote) // at once, now with mac2
 	}
 }
 

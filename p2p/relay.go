@@ -186,8 +186,8 @@ func (r *relayer) need(peer PeerID, rp relayPeer, now time.Time) relayNeed {
 		lost := s.pathLostLocked(now)
 		// A session on an allocation that was dropped as dead needs the
 		// relay back before its path even counts as lost.
-		so := s.sock.Load()
-		dropped := so != nil && so.relay != nil && so.closed.Load()
+		r := s.route.Load()
+		dropped := r != nil && r.sock != nil && r.sock.relay != nil && r.sock.closed.Load()
 		use := relayed || lost || dropped
 		return relayNeed{prepare: use, use: use, relayed: relayed, down: lost || dropped}
 	}
@@ -446,7 +446,7 @@ func (r *relayer) use(peer PeerID, addr netip.AddrPort, sock *nodeSocket, now ti
 		// they start over, as the peer's permission for us may still be
 		// on its way.
 		s.hsInterval, s.hsNext = handshakeFirstRetry, now.Add(handshakeFirstRetry)
-	case s.state == stEstablished && s.pathLostLocked(now) && (!onRelay || s.remote.Load() == nil || *s.remote.Load() != addr):
+	case s.state == stEstablished && s.pathLostLocked(now) && (!onRelay || s.route.Load() == nil || s.route.Load().remote != addr):
 		s.setPath(addr, sock)
 		s.conn.ProbeNow()
 	}

@@ -53,10 +53,10 @@ const (
 // Ownership: fields under mu are changed by whichever goroutine holds mu:
 // the application's (Send, Accept, Close...), the reader's (packets, and the
 // channels.Conn's Deliver callback), the handshake worker's, and the
-// maintenance goroutine's. remote, keys and txFlags are atomics so the
+// maintenance goroutine's. route, keys and txFlags are atomics so the
 // packet paths (sessionLink, the reader) read them without mu. Lock order:
 // Node.mu, then session.mu, then the leaf locks Node.tabMu and
-// recvQueues.mu. So session code never touches Node.sessions: a session
+// recvQueues.mu (docs/ARCHITECTURE.md has the whole order). So session code never touches Node.sessions: a session
 // that ends stays there in stFailed or stClosed, lookups treat stClosed as
 // absent, and the maintenance goroutine removes it when its time is up.
 // Calling the Conn with mu held is allowed: the Conn's Link only reads the
@@ -65,8 +65,7 @@ type session struct {
 	node *Node
 	peer PeerID
 
-	remote   atomic.Pointer[netip.AddrPort]
-	sock     atomic.Pointer[nodeSocket] // nil: the main socket
+	route    atomic.Pointer[route] // where the session sends: address and socket, swapped whole
 	keys     atomic.Pointer[secure.Keypair]
 	txFlags  atomic.Uint32
 	lastRecv atomic.Int64 // unix ns of the last authenticated packet
@@ -129,12 +128,34 @@ type earlyPacket struct {
 // maxEarly bounds the early packets kept per handshake.
 const maxEarly = 8
 
+// route is a session's path: the peer's address and the socket that
+// reaches it (nil: the main socket). It is immutable; a move stores a new
+// one, so readers never see the address of one path with the socket of
+// another.
+type route struct {
+	remote netip.AddrPort
+	sock   *nodeSocket
+}
+
+// remoteAddr returns the peer's address on the current path, if any.
+func (s *session) remoteAddr() (netip.AddrPort, bool) {
+	if r := s.route.Load(); r != nil {
+		return r.remote, true
+	}
+	return netip.AddrPort{}, false
+}
+
 // socket returns the socket the session sends on.
 func (s *session) socket() *nodeSocket {
-	if so := s.sock.Load(); so != nil && !so.closed.Load() {
-		return so
+	return s.route.Load().socketOr(s.node.main)
+}
+
+// socketOr is r's socket, or main when r has none or it closed.
+func (r *route) socketOr(main *nodeSocket) *nodeSocket {
+	if r != nil && r.sock != nil && !r.sock.closed.Load() {
+		return r.sock
 	}
-	return s.node.main
+	return main
 }
 
 // setPath points the session at remote through sock (nil: main). An
@@ -143,15 +164,13 @@ func (s *session) setPath(remote netip.AddrPort, sock *nodeSocket) {
 	if sock != nil && sock.main {
 		sock = nil
 	}
-	oldRemote, oldSock := s.remote.Load(), s.socket()
-	s.remote.Store(&remote)
-	s.sock.Store(sock)
+	old := s.route.Swap(&route{remote: remote, sock: sock})
 	s.lastPath.Store(time.Now().UnixNano())
-	if !s.live.Load() || oldRemote == nil {
+	if !s.live.Load() || old == nil {
 		return // not established: no path to change from
 	}
 	kind := s.socket().kind()
-	if *oldRemote != remote || oldSock.kind() != kind {
+	if old.remote != remote || old.socketOr(s.node.main).kind() != kind {
 		n := s.node
 		n.stats.pathChanges.Add(1)
 		n.log.Debug("p2p: path changed", "peer", s.peer, "path", kind, "remote", remote)
@@ -177,14 +196,14 @@ const pathQuiet = time.Second
 // following every source address would move both sides back and forth on
 // every packet in flight.
 func (s *session) follow(src netip.AddrPort, sock *nodeSocket, conn *channels.Conn, now int64) bool {
-	cur := s.remote.Load()
+	cur := s.route.Load()
 	if cur == nil {
 		return true
 	}
-	if from, at := sock.kind(), s.socket().kind(); from != at {
+	if from, at := sock.kind(), cur.socketOr(s.node.main).kind(); from != at {
 		return from.rank() > at.rank() || time.Duration(now-s.lastPath.Load()) > pathQuiet
 	}
-	if s.node.addrRank(src.Addr()) > s.node.addrRank(cur.Addr()) {
+	if s.node.addrRank(src.Addr()) > s.node.addrRank(cur.remote.Addr()) {
 		return true
 	}
 	return conn != nil && conn.AckOverdue() >= ackOverdue
@@ -509,7 +528,7 @@ func (s *session) onPacket(src netip.AddrPort, sock *nodeSocket, flags byte, pla
 // notePath follows the peer to src when follow says so (no lock held: it
 // asks the Conn), and reports whether the session moved.
 func (s *session) notePath(src netip.AddrPort, sock *nodeSocket, conn *channels.Conn, now int64) bool {
-	if r := s.remote.Load(); r != nil && *r == src && s.socket() == sock {
+	if r := s.route.Load(); r != nil && r.remote == src && r.socketOr(s.node.main) == sock {
 		s.lastPath.Store(now)
 		return false
 	}
@@ -552,8 +571,8 @@ func (s *session) replyTombstoneLocked(peerFlags byte) {
 // sendControl sends a packet with no payload, carrying only the session
 // flags.
 func (s *session) sendControl() {
-	kp, addr := s.keys.Load(), s.remote.Load()
-	if kp == nil || addr == nil || !s.confirmed.Load() {
+	kp, r := s.keys.Load(), s.route.Load()
+	if kp == nil || r == nil || !s.confirmed.Load() {
 		return
 	}
 	buf := make([]byte, secure.DataHeaderLen, secure.DataHeaderLen+secure.TagLen)
@@ -561,7 +580,7 @@ func (s *session) sendControl() {
 	if err != nil {
 		return
 	}
-	s.socket().WriteTo(pkt, *addr)
+	r.socketOr(s.node.main).WriteTo(pkt, r.remote)
 }
 
 // failLocked ends the attempt with e: queued and held data are dropped and
@@ -601,8 +620,9 @@ func (s *session) stopLocked(tell bool) {
 	s.live.Store(false)
 	s.abandonHandshakeLocked()
 	defer func() {
-		if so := s.sock.Swap(nil); so != nil {
-			so.Close() // an extra socket the session lived on
+		if r := s.route.Load(); r != nil && r.sock != nil {
+			s.route.Store(&route{remote: r.remote})
+			r.sock.Close() // an extra socket the session lived on
 		}
 	}()
 	if s.conn != nil {
@@ -663,8 +683,8 @@ func (s *session) tick(now time.Time) (forget bool) {
 		case s.hs == nil:
 			s.startHandshakeLocked(now)
 		case !now.Before(s.hsNext):
-			if addr := s.remote.Load(); addr != nil {
-				s.socket().WriteTo(s.hs.Message(), *addr)
+			if r := s.route.Load(); r != nil {
+				r.socketOr(s.node.main).WriteTo(s.hs.Message(), r.remote)
 			}
 			s.hsSentAt = time.Time{} // a response can no longer time one round trip
 			s.hsInterval = min(2*s.hsInterval, handshakeMaxRetry)
@@ -758,8 +778,8 @@ type sessionLink struct{ s *session }
 
 func (l sessionLink) SendDatagrams(dgrams [][]byte) error {
 	s := l.s
-	kp, addr := s.keys.Load(), s.remote.Load()
-	if kp == nil || addr == nil {
+	kp, r := s.keys.Load(), s.route.Load()
+	if kp == nil || r == nil {
 		return errNoTransport
 	}
 	if !s.confirmed.Load() {
@@ -777,9 +797,9 @@ func (l sessionLink) SendDatagrams(dgrams [][]byte) error {
 		if err != nil {
 			return err
 		}
-		(*msgs)[i] = udpbatch.Message{Buf: pkt, Addr: *addr}
+		(*msgs)[i] = udpbatch.Message{Buf: pkt, Addr: r.remote}
 	}
-	return s.socket().writeBatch(*msgs)
+	return r.socketOr(s.node.main).writeBatch(*msgs)
 }
 
 var errNoTransport = errors.New("p2p: session has no keys or address")

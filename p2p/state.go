@@ -112,8 +112,8 @@ func (n *Node) GetP2PSessionState(p PeerID) (SessionState, bool) {
 		PeerAccepted:     s.peerAccepted,
 	}
 	st.Connecting = !st.ConnectionActive && s.state != stFailed
-	if addr := s.remote.Load(); addr != nil && s.state != stFailed {
-		st.RemoteAddr = *addr
+	if addr, ok := s.remoteAddr(); ok && s.state != stFailed {
+		st.RemoteAddr = addr
 	}
 	st.BytesQueuedForSend, st.PacketsQueuedForSend = s.preBytes, len(s.pre)
 	if s.conn != nil {

@@ -595,8 +595,8 @@ func (t *traversal) startPunch(peer PeerID, cands []nat.Candidate, mapping rende
 	// reached us (its checks started first): the session is up, and this
 	// is the first moment a route can describe its path.
 	if s := t.n.lookupSession(peer); s != nil && s.live.Load() {
-		if r := s.remote.Load(); r != nil {
-			t.established(peer, *r, s.socket())
+		if r := s.route.Load(); r != nil {
+			t.established(peer, r.remote, r.socketOr(t.n.main))
 		}
 	}
 }
@@ -676,7 +676,7 @@ func (t *traversal) onPath(peer PeerID, path nat.Path) {
 		if want == nil {
 			want = t.n.main
 		}
-		if r := s.remote.Load(); r != nil && *r == path.Remote && s.socket() == want {
+		if r := s.route.Load(); r != nil && r.remote == path.Remote && r.socketOr(t.n.main) == want {
 			return // a re-confirmation of the path in use
 		}
 		s.setPath(path.Remote, sock)
