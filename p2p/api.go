@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"time"
 
@@ -268,4 +269,54 @@ func (n *Node) dispatch(e Event) {
 			f(e)
 		}
 	}
+}
+
+// SendContext is Send that waits for room instead of returning
+// ErrQueueFull: when the peer's send queue is full it blocks until the
+// queue drains to half (the peer acknowledged), the session ends, or ctx
+// is done, and returns ctx's error then. Other errors return at once.
+// Before the session connects, the wait is for the pre-connect queue to be
+// sent, checked every 20 ms.
+func (n *Node) SendContext(ctx context.Context, to PeerID, data []byte, flags channels.Flags, channel int) error {
+	for {
+		err := n.Send(to, data, flags, channel)
+		if !errors.Is(err, ErrQueueFull) {
+			return err
+		}
+		if err := n.waitRoom(ctx, to); err != nil {
+			return err
+		}
+	}
+}
+
+// waitRoom waits until a send to peer may find room: the Conn's queue
+// drained, the session changed, or a short while passed before it
+// connected. It returns only ctx's error or ErrClosed.
+func (n *Node) waitRoom(ctx context.Context, peer PeerID) error {
+	var conn *channels.Conn
+	if s := n.lookupSession(peer); s != nil {
+		s.mu.Lock()
+		if s.state == stEstablished && s.confirmed.Load() {
+			conn = s.conn
+		}
+		s.mu.Unlock()
+	}
+	if conn != nil {
+		conn.WaitSendQueue(ctx) // a Conn that ended returns at once: the next send restarts the session
+	} else {
+		t := time.NewTimer(20 * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		case <-n.done:
+		}
+	}
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case n.isClosed():
+		return ErrClosed
+	}
+	return nil
 }

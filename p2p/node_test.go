@@ -534,3 +534,51 @@ func connectedPair(t *testing.T, m *memNet) (a, b *Node) {
 	recvData(t, b, 0, time.Second)
 	return a, b
 }
+
+// TestSendContextWaitsForRoom: with the peer not reading, sends fill the
+// queue; SendContext then waits (until its deadline, which it returns) and
+// goes through once the peer reads and acknowledges.
+func TestSendContextWaitsForRoom(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newMemNet(5 * time.Millisecond)
+		a, b := connectedPair(t, m)
+		msg := make([]byte, MaxReliableSize)
+		// Fill b's receive window and a's queue: full, and still full once
+		// whatever was in flight has been acknowledged.
+		full := false
+		for range 256 {
+			if err := a.Send(b.PeerID(), msg, channels.Reliable, 3); errors.Is(err, ErrQueueFull) {
+				time.Sleep(2 * time.Second)
+				if err := a.Send(b.PeerID(), msg, channels.Reliable, 3); errors.Is(err, ErrQueueFull) {
+					full = true
+					break
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !full {
+			t.Fatal("the queue never filled with the peer not reading")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := a.SendContext(ctx, b.PeerID(), msg, channels.Reliable, 3)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("with no room: %v, want the deadline", err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- a.SendContext(context.Background(), b.PeerID(), msg, channels.Reliable, 3) }()
+		for {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			default:
+			}
+			if _, ok := b.ReadP2PPacket(3); !ok {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	})
+}
