@@ -86,7 +86,9 @@ type Config struct {
 	ReleaseOnRead bool
 
 	// ReassemblyBytes bounds the bytes held for partly received fragmented
-	// unreliable messages; the oldest is dropped past it. Zero means 256 KiB.
+	// unreliable messages; the oldest is dropped past it. It also bounds
+	// the unreliable messages waiting for a Deliver call under way (see
+	// Deliver). Zero means 256 KiB.
 	ReassemblyBytes int
 
 	// NoRedundancy turns off redundant copies: by default, room left in a
@@ -115,13 +117,21 @@ type Config struct {
 
 	// Deliver receives each message when it becomes deliverable: reliable
 	// messages in order per channel, sequenced ones only if newer than any
-	// delivered on their channel. It runs on the goroutine that called
-	// HandleDatagram, with no lock of the Conn held; it may call Send, Flush,
-	// Stats and Close but not HandleDatagram. The message's Data belongs to
-	// the callee. Nil means messages are counted and dropped.
+	// delivered on their channel. Calls never overlap and come in the
+	// order the messages became deliverable, each message exactly once.
+	// It runs on a goroutine that called HandleDatagram (with several
+	// readers, not always the one whose datagram completed the message),
+	// with no lock of the Conn held: it may call any Conn method, and may
+	// take a lock that is held elsewhere around calls to the Conn. While it
+	// runs, later messages wait in a queue; unreliable ones past
+	// ReassemblyBytes of them are dropped (Stats.DeliveryDrops), and
+	// reliable ones hold their receive window until delivered. The
+	// message's Data belongs to the callee. Nil means messages are counted
+	// and dropped.
 	Deliver func(Message)
 
-	// Logger receives debug logs. Nil means silent.
+	// Logger receives debug logs. Nil means silent. Its handler may be
+	// called with the Conn's locks held, so it must not call the Conn.
 	Logger *slog.Logger
 }
 

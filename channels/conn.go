@@ -15,6 +15,13 @@ type Link interface {
 	// write into both, for example to seal in place. The slices are reused
 	// once SendDatagrams returns. Errors are counted, not retried: the Conn
 	// treats what was not sent as lost.
+	//
+	// SendDatagrams is called with the Conn's write lock held, which keeps
+	// datagrams in packet-number order and which every Conn method may wait
+	// for with the Conn's state locked. So it must not call the Conn, nor
+	// wait for anything that may itself be waiting for the Conn, such as a
+	// mutex held by code that calls the Conn or by a Deliver callback; and
+	// while it blocks, the Conn's methods block too.
 	SendDatagrams(dgrams [][]byte) error
 }
 
@@ -30,7 +37,16 @@ type Link interface {
 // done inline on the calling goroutine rather than handed to a goroutine per
 // packet. Datagrams built under mu are written after mu is released, under
 // writeMu, which is taken before mu is released so writes leave in packet
-// number order; deliveries likewise run under deliverMu, outside mu.
+// number order.
+//
+// Deliver is called with no lock held, so it may call the Conn and take
+// locks of its own that callers of the Conn hold. HandleDatagram queues the
+// messages it makes deliverable under mu; the call that finds no delivery
+// under way becomes the deliverer and, with mu released, hands the queue
+// to Deliver until it is empty, while other calls only add to it and
+// return (as pion's handler notifiers do). So messages are delivered once
+// each, in the order they became deliverable, one at a time, and a slow
+// Deliver never holds up another reader's acknowledgements.
 type Conn struct {
 	// Immutable after New.
 	cfg      Config
@@ -42,13 +58,12 @@ type Conn struct {
 	runDone  chan struct{}
 	wake     chan struct{} // capacity 1: the deadline moved earlier
 
-	writeMu   sync.Mutex // serializes Link writes; taken with mu held, kept after
-	deliverMu sync.Mutex // serializes Deliver calls; taken with mu held, kept after
+	writeMu sync.Mutex // serializes Link writes; taken with mu held, kept after
 
 	mu sync.Mutex // guards everything below
 
 	closed   bool
-	closeErr error
+	closeErr error     // set once, before done is closed
 	armed    time.Time // deadline the run goroutine sleeps until
 
 	// Sender.
@@ -106,7 +121,19 @@ type Conn struct {
 	sentMaxData    uint64   // limit last carried by a MAX_DATA frame
 	partials       []*rxMsg // unreliable messages under reassembly, oldest first
 	partialBytes   int
-	deliveries     []Message
+
+	// Delivery queue: messages ready for Deliver, in order. It is bounded
+	// by what the receive window and the reassembly budget already bound:
+	// a reliable message queued while another call delivers keeps its
+	// share of the receive window (heldCost) until it has been delivered,
+	// so the peer cannot send more than the window while Deliver lags, and
+	// unreliable messages queued meanwhile are dropped past
+	// ReassemblyBytes (queuedUnrel), as unreliable data may be.
+	deliveries  []Message
+	spare       []Message // the deliverer's emptied slice, for reuse
+	delivering  bool      // a HandleDatagram call is draining deliveries
+	heldCost    uint64    // receive window of the reliable messages in deliveries
+	queuedUnrel int       // bytes of unreliable messages in deliveries
 
 	stats statCounters
 
@@ -184,10 +211,14 @@ func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Err returns nil while the Conn is open, then ErrClosed, ErrPeerClosed or
 // ErrTimeout. Every one of them matches net.ErrClosed.
+// It takes no lock, so it may be called from anywhere, Deliver included.
 func (c *Conn) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closeErr
+	select {
+	case <-c.done:
+		return c.closeErr // written once, before done was closed
+	default:
+		return nil
+	}
 }
 
 // AckOverdue is how long the oldest unacknowledged ack-eliciting packet

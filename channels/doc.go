@@ -40,6 +40,21 @@
 // silent for Config.IdleTimeout ends the Conn with ErrTimeout; an idle Conn
 // pings every Config.KeepaliveInterval to keep the path and the RTT fresh.
 //
+// # Callbacks and locks
+//
+// Every Conn method is safe for concurrent use, and HandleDatagram may be
+// called by several readers at once (a socket and a relay, say). Messages
+// come out through Config.Deliver, which is called with no lock of the Conn
+// held; it may call any Conn method, and may take a lock that other code
+// holds while it calls the Conn. Deliver calls never overlap: they come
+// one at a time, in order, each message once, on the goroutine of a
+// HandleDatagram call (the first that found no delivery under way; the
+// others queue their messages for it and return without waiting).
+// Link.SendDatagrams is the exception: the Conn calls it holding its write
+// lock, which keeps datagrams in order and which the Conn's methods may
+// wait for, so it must not call the Conn nor wait for a lock held by code
+// that does. The same holds for the handler of Config.Logger.
+//
 // # Wire format
 //
 // Integers marked varint use QUIC's variable-length encoding (RFC 9000 §16):

@@ -6,9 +6,12 @@ import (
 
 // HandleDatagram processes a datagram from the peer. b is not retained; the
 // caller may reuse it when HandleDatagram returns. Messages that become
-// deliverable are passed to Config.Deliver before it returns. It returns
-// ErrMalformed, ErrDuplicate or ErrFlowControl for a datagram dropped (and
-// counted) as such, or the Conn's end error.
+// deliverable are passed to Config.Deliver before it returns, unless another
+// HandleDatagram call is delivering at the time: that call then delivers
+// them, after the ones before them, before it returns. Concurrent calls
+// (several readers of one peer) never wait for one another's Deliver. It
+// returns ErrMalformed, ErrDuplicate or ErrFlowControl for a datagram
+// dropped (and counted) as such, or the Conn's end error.
 func (c *Conn) HandleDatagram(b []byte) error {
 	c.mu.Lock()
 	if c.closed {
@@ -23,23 +26,55 @@ func (c *Conn) HandleDatagram(b []byte) error {
 		out = c.buildLocked(now)
 		c.armLocked(now)
 	}
-	if len(c.deliveries) == 0 {
-		c.writeUnlock(out)
+	if c.delivering || len(c.deliveries) == 0 {
+		c.writeUnlock(out) // the deliverer, if any, takes what was queued
 		return err
 	}
+	// This call delivers: its own messages, then whatever other calls queue
+	// meanwhile. Its messages' window was given back as they were queued,
+	// so the acknowledgement just built carries it, as before any queueing.
+	c.delivering = true
 	msgs := c.deliveries
-	c.deliveries = nil
-	c.deliverMu.Lock()
+	c.deliveries = c.spare
+	c.spare = nil
 	c.writeUnlock(out)
-	c.deliver(msgs)
-	c.deliverMu.Unlock()
-	c.mu.Lock()
-	if c.deliveries == nil {
-		clear(msgs)
-		c.deliveries = msgs[:0] // give the slice back for reuse
-	}
-	c.mu.Unlock()
+	c.deliverQueue(msgs)
 	return err
+}
+
+// deliverQueue hands msgs to Deliver with no lock held, then the messages
+// other HandleDatagram calls queued meanwhile, until the queue is empty; the
+// caller has set delivering.
+func (c *Conn) deliverQueue(msgs []Message) {
+	var cost uint64 // receive window held by msgs
+	for {
+		c.deliver(msgs)
+		clear(msgs)
+		c.mu.Lock()
+		var out *batch
+		if cost > 0 {
+			now := time.Now()
+			c.releaseWindow(cost)
+			// Acknowledgements sent while these messages waited carried
+			// the older limit: a sender stalled on it hears the new one
+			// within MaxAckDelay, if no MAX_DATA goes at once.
+			if !c.ackPending && !c.closed {
+				c.ackPending = true
+				c.ackDeadline = now.Add(c.cfg.MaxAckDelay)
+			}
+			out = c.buildLocked(now)
+			c.armLocked(now)
+		}
+		if len(c.deliveries) == 0 {
+			c.delivering = false
+			c.spare = msgs[:0]
+			c.writeUnlock(out)
+			return
+		}
+		msgs, c.deliveries = c.deliveries, msgs[:0]
+		cost, c.heldCost, c.queuedUnrel = c.heldCost, 0, 0
+		c.writeUnlock(out)
+	}
 }
 
 func (c *Conn) deliver(msgs []Message) {
@@ -314,10 +349,16 @@ func (c *Conn) deliverInOrder(ch uint16, rc *recvChannel) {
 	rc.pending = nil // let an emptied map go
 }
 
-// delivered gives a delivered message's window share back, unless the
-// application gives it back itself (ReleaseOnRead).
+// delivered gives the window share of a message queued for delivery back,
+// unless the application gives it back itself (ReleaseOnRead). While
+// another call is delivering, the share is held until the message has been
+// delivered, which keeps the delivery queue within the receive window.
 func (c *Conn) delivered(cost uint64) {
-	if !c.cfg.ReleaseOnRead {
+	switch {
+	case c.cfg.ReleaseOnRead:
+	case c.delivering:
+		c.heldCost += cost
+	default:
 		c.releaseWindow(cost)
 	}
 }
@@ -332,7 +373,17 @@ func (c *Conn) releaseWindow(cost uint64) {
 	}
 }
 
+// queueDelivery queues a message for Deliver. An unreliable message that
+// would take the unreliable bytes queued behind a delivery under way past
+// ReassemblyBytes is dropped and counted instead.
 func (c *Conn) queueDelivery(ch uint16, k kind, data []byte) {
+	if c.delivering && k != kindReliable {
+		if c.queuedUnrel+len(data) > c.cfg.ReassemblyBytes {
+			c.stats.deliveryDrops++
+			return
+		}
+		c.queuedUnrel += len(data)
+	}
 	c.stats.msgsRecv++
 	c.deliveries = append(c.deliveries, Message{Channel: ch, Flags: Flags(k), Data: data})
 }

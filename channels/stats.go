@@ -48,6 +48,7 @@ type Stats struct {
 	StaleSequenced    uint64 // sequenced messages older than one delivered
 	FlowControlDrops  uint64 // datagrams past the receive window
 	ReassemblyDrops   uint64 // partial unreliable messages dropped
+	DeliveryDrops     uint64 // unreliable messages dropped waiting behind a slow Deliver (Config.ReassemblyBytes)
 	TooLarge          uint64 // received messages over the configured limits
 	QueueFull         uint64 // Sends refused with ErrQueueFull
 	UnreliableExpired uint64 // unreliable messages dropped unsent after UnreliableMaxWait
@@ -66,7 +67,7 @@ type statCounters struct {
 	flowControl, reassemblyDrops       uint64
 	tooLarge, queueFull, creditBlocked uint64
 	spurious, unreliableExpired        uint64
-	redundant                          uint64
+	redundant, deliveryDrops           uint64
 
 	// Per-interval rates: counters at the start of the interval, and the
 	// rates computed when the last interval closed.
@@ -146,6 +147,7 @@ func (c *Conn) Stats() Stats {
 		StaleSequenced:           s.stale,
 		FlowControlDrops:         s.flowControl,
 		ReassemblyDrops:          s.reassemblyDrops,
+		DeliveryDrops:            s.deliveryDrops,
 		TooLarge:                 s.tooLarge,
 		QueueFull:                s.queueFull,
 		UnreliableExpired:        s.unreliableExpired,

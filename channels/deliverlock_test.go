@@ -1,0 +1,281 @@
+package channels
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The tests in this file check that Deliver runs with no lock of the Conn
+// held. A lock-order deadlock between sync.Mutexes is invisible to
+// testing/synctest (a goroutine blocked on a Mutex is not durably blocked,
+// so the bubble neither advances time nor reports the deadlock: it hangs),
+// so they run in real time under a watchdog instead.
+
+// watchdogStall is how long a watched test may go without progress before
+// it is failed as deadlocked. Every test here makes progress many times a
+// millisecond when nothing is stuck.
+const watchdogStall = 10 * time.Second
+
+// runWatched runs fn on a new goroutine and waits for it. When progress()
+// has not changed for watchdogStall, it fails t with every goroutine's stack
+// and returns without waiting for fn, which is stuck: fn must then not
+// touch t, and its goroutines stay blocked until the test binary exits.
+func runWatched(t *testing.T, progress func() int64, fn func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	tick := time.NewTicker(watchdogStall / 20)
+	defer tick.Stop()
+	last, lastAt := progress(), time.Now()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			return
+		case now := <-tick.C:
+			if p := progress(); p != last {
+				last, lastAt = p, now
+				continue
+			}
+			if now.Sub(lastAt) < watchdogStall {
+				continue
+			}
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			t.Fatalf("no progress for %v (progress %d): deadlock?\n\n%s", watchdogStall, last, buf)
+		}
+	}
+}
+
+// chanLink is a Link that queues a copy of each datagram on a channel, for
+// reader goroutines; a full channel drops the datagram, as a socket would.
+type chanLink chan []byte
+
+func (l chanLink) SendDatagrams(dgrams [][]byte) error {
+	for _, d := range dgrams {
+		select {
+		case l <- append([]byte(nil), d...):
+		default:
+		}
+	}
+	return nil
+}
+
+// feed calls c.HandleDatagram for each datagram from l until stop is
+// closed.
+func (l chanLink) feed(c *Conn, stop <-chan struct{}) {
+	for {
+		select {
+		case d := <-l:
+			c.HandleDatagram(d)
+		case <-stop:
+			return
+		}
+	}
+}
+
+// TestDeliverHoldsNoConnLock is the lock-order cycle p2p's sessions hit
+// (deadlock B2): Deliver takes an outside mutex M (the session's), a
+// goroutine holding M calls the Conn (the session's tick calls Err and
+// Send), and a second reader calls HandleDatagram while the first is inside
+// Deliver. The second reader must not wait for the first, and the Conn's
+// methods must not wait for Deliver. The steps are ordered so the old code
+// (deliveries serialized by a lock taken with the Conn's state lock held)
+// deadlocks every time.
+func TestDeliverHoldsNoConnLock(t *testing.T) {
+	toB := make(chanLink, 16)
+	a, err := New(toB, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var (
+		outer   sync.Mutex // M, the session's mutex
+		got     []string   // under outer
+		entered = make(chan struct{})
+	)
+	b, err := New(discard, Config{Deliver: func(m Message) {
+		if string(m.Data) == "first" {
+			close(entered)
+		}
+		outer.Lock()
+		got = append(got, string(m.Data))
+		outer.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	runWatched(t, calls.Load, func() error {
+		// Two datagrams from the peer, a message in each.
+		if err := a.Send(0, []byte("first"), Reliable|FlushHint); err != nil {
+			return err
+		}
+		d1 := <-toB
+		if err := a.Send(0, []byte("second"), Reliable|FlushHint); err != nil {
+			return err
+		}
+		d2 := <-toB
+
+		outer.Lock()
+		r1, r2 := make(chan error, 1), make(chan error, 1)
+		go func() { r1 <- b.HandleDatagram(d1) }()
+		<-entered // the first reader is in Deliver, waiting for M
+		go func() { r2 <- b.HandleDatagram(d2) }()
+		// Hold M and call the Conn, as the session's tick does, until the
+		// second reader is through. Its message is queued for the first
+		// reader to deliver once M is free.
+		const maxCalls = 1 << 16
+		for r2done := false; !r2done; {
+			select {
+			case err := <-r2:
+				if err != nil {
+					return fmt.Errorf("second reader: %v", err)
+				}
+				r2done = true
+			default:
+			}
+			if calls.Add(1) > maxCalls {
+				return fmt.Errorf("second reader not done after %d calls on the Conn", maxCalls)
+			}
+			if err := b.Err(); err != nil {
+				return err
+			}
+			if err := b.Send(1, []byte{1}, Unreliable); err != nil {
+				return err
+			}
+			b.Stats()
+		}
+		outer.Unlock()
+		if err := <-r1; err != nil {
+			return fmt.Errorf("first reader: %v", err)
+		}
+		outer.Lock()
+		defer outer.Unlock()
+		if len(got) != 2 || got[0] != "first" || got[1] != "second" {
+			return fmt.Errorf("delivered %q, want [first second]", got)
+		}
+		return b.Close()
+	})
+}
+
+// TestDeliverLockOrderStress is the same cycle as p2p meets it: a peer Conn
+// streams reliable messages, two readers feed its datagrams to the Conn
+// (the main socket and a relay, say), Deliver takes M, and a ticking
+// goroutine calls Err, Send and Stats with M held. The run is bounded by
+// the message count; the old code hung within a few hundred milliseconds.
+func TestDeliverLockOrderStress(t *testing.T) {
+	const n, chans = 20000, 4
+	toA, toB := make(chanLink, 1024), make(chanLink, 1024)
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	var (
+		outer     sync.Mutex // M
+		next      [chans]int // under outer: next index expected per channel
+		bad       error      // under outer: the first misdelivery
+		delivered atomic.Int64
+		all       = make(chan struct{}) // closed at the nth delivery
+	)
+	a, err := New(toB, Config{Deliver: func(Message) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(toA, Config{Deliver: func(m Message) {
+		outer.Lock()
+		defer outer.Unlock()
+		if ch, i := int(m.Channel), decodeIndex(m.Data); ch >= chans || i != next[ch] {
+			if bad == nil {
+				bad = fmt.Errorf("channel %d: got #%d, want #%d", ch, i, next[min(ch, chans-1)])
+			}
+		} else {
+			next[ch]++
+		}
+		if delivered.Add(1) == n {
+			close(all)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readers.Go(func() { toA.feed(a, stop) })
+	readers.Go(func() { toB.feed(b, stop) }) // two readers for b
+	readers.Go(func() { toB.feed(b, stop) })
+
+	runWatched(t, delivered.Load, func() error {
+		tickDone := make(chan struct{})
+		var ticker sync.WaitGroup
+		ticker.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-tickDone:
+					return
+				default:
+				}
+				outer.Lock()
+				b.Err()
+				b.Send(uint16(i%chans), []byte{byte(i)}, Unreliable)
+				b.Stats()
+				outer.Unlock()
+				runtime.Gosched()
+			}
+		})
+		var err error
+		for k := range n {
+			ch := uint16(k % chans)
+			msg := encodeIndex(k/chans, 8+k%100)
+			for {
+				if err = a.Send(ch, msg, Reliable); err != ErrQueueFull {
+					break
+				}
+				if err = a.WaitSendQueue(context.Background()); err != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		if err == nil {
+			a.Flush()
+			<-all
+		}
+		close(tickDone)
+		ticker.Wait()
+		close(stop)
+		readers.Wait()
+		a.Close()
+		b.Close()
+		if err != nil {
+			return err
+		}
+		outer.Lock()
+		defer outer.Unlock()
+		if bad != nil {
+			return bad
+		}
+		if d := delivered.Load(); d != n {
+			return fmt.Errorf("delivered %d of %d", d, n)
+		}
+		return nil
+	})
+}
+
+func encodeIndex(i, size int) []byte {
+	b := make([]byte, size)
+	b[0], b[1], b[2], b[3] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
+	return b
+}
+
+func decodeIndex(b []byte) int {
+	if len(b) < 4 {
+		return -1
+	}
+	return int(b[0])<<24 | int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+}
