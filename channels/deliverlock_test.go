@@ -1,6 +1,7 @@
 package channels
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"runtime"
@@ -278,4 +279,149 @@ func decodeIndex(b []byte) int {
 		return -1
 	}
 	return int(b[0])<<24 | int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+}
+
+// TestDeliverMayCallConn: Deliver calls every kind of Conn method from
+// inside the callback: Err, Stats, AckOverdue, Send, Release, Flush,
+// ProbeNow, SetReceiveWindow, HandleDatagram (the messages of a nested
+// call come after the current one) and at last Close. With ReleaseOnRead
+// and a window much smaller than the stream, nothing gets through unless
+// the Release calls made inside Deliver work.
+func TestDeliverMayCallConn(t *testing.T) {
+	const n = 2000
+	toA, toB := make(chanLink, 1024), make(chanLink, 1024)
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	var (
+		mu        sync.Mutex // guards the fields below
+		bad       error
+		nextB     int // next index B expects
+		nextA     int // next echo A expects
+		echoes    = make(chan struct{})
+		closed    = make(chan struct{})
+		inDeliver atomic.Int32
+		progress  atomic.Int64
+		nested    atomic.Int64 // nested HandleDatagram calls that took a datagram
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if bad == nil {
+			bad = err
+		}
+		mu.Unlock()
+	}
+	a, err := New(toB, Config{Deliver: func(m Message) {
+		progress.Add(1)
+		mu.Lock()
+		defer mu.Unlock()
+		if i := decodeIndex(m.Data); i != nextA {
+			bad = cmp.Or(bad, fmt.Errorf("echo #%d, want #%d", i, nextA))
+		}
+		if nextA++; nextA == n {
+			close(echoes)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b *Conn
+	b, err = New(toA, Config{
+		MaxReliableSize: 16 << 10,
+		ReceiveWindow:   32 << 10,
+		ReleaseOnRead:   true,
+		Deliver: func(m Message) {
+			progress.Add(1)
+			if inDeliver.Add(1) != 1 {
+				fail(fmt.Errorf("Deliver calls overlap"))
+			}
+			defer inDeliver.Add(-1)
+			i := decodeIndex(m.Data)
+			if string(m.Data) == "bye" {
+				if err := b.Close(); err != nil {
+					fail(err)
+				}
+				if err := b.Err(); err != ErrClosed {
+					fail(fmt.Errorf("Err after Close in Deliver: %v", err))
+				}
+				if err := b.Send(0, []byte("x"), Reliable); err != ErrClosed {
+					fail(fmt.Errorf("Send after Close in Deliver: %v", err))
+				}
+				close(closed)
+				return
+			}
+			mu.Lock()
+			if i != nextB {
+				bad = cmp.Or(bad, fmt.Errorf("B got #%d, want #%d", i, nextB))
+			}
+			nextB++
+			mu.Unlock()
+			b.Release(len(m.Data))
+			if err := b.Err(); err != nil {
+				fail(fmt.Errorf("Err in Deliver: %v", err))
+			}
+			if s := b.Stats(); s.MessagesReceived < uint64(i+1) {
+				fail(fmt.Errorf("Stats in Deliver: %d received at #%d", s.MessagesReceived, i))
+			}
+			b.AckOverdue()
+			if err := b.Send(1, m.Data[:4], Reliable); err != nil {
+				fail(fmt.Errorf("Send in Deliver: %v", err))
+			}
+			if i%100 == 0 {
+				b.Flush()
+				b.ProbeNow()
+			}
+			if i == n/2 {
+				b.SetReceiveWindow(64 << 10)
+			}
+			if i%7 == 0 {
+				select {
+				case d := <-toB:
+					nested.Add(1)
+					b.HandleDatagram(d)
+				default:
+				}
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readers.Go(func() { toA.feed(a, stop) })
+	readers.Go(func() { toB.feed(b, stop) })
+
+	runWatched(t, progress.Load, func() error {
+		for k := range n {
+			msg := encodeIndex(k, 8+k%1000)
+			for {
+				err := a.Send(0, msg, Reliable)
+				if err != ErrQueueFull {
+					if err != nil {
+						return err
+					}
+					break
+				}
+				if err := a.WaitSendQueue(context.Background()); err != nil {
+					return err
+				}
+			}
+		}
+		a.Flush()
+		<-echoes
+		if err := a.Send(0, []byte("bye"), Reliable|FlushHint); err != nil {
+			return err
+		}
+		<-closed
+		close(stop)
+		readers.Wait()
+		return a.Close()
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if bad != nil {
+		t.Fatal(bad)
+	}
+	if nested.Load() == 0 {
+		t.Error("no nested HandleDatagram call: the test did not exercise it")
+	}
+	t.Logf("%d nested HandleDatagram calls", nested.Load())
 }
