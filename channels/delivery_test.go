@@ -2,6 +2,7 @@ package channels
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -323,4 +324,159 @@ func TestLostUnreliableNotRetransmitted(t *testing.T) {
 			t.Error("reliable message not delivered exactly once")
 		}
 	})
+}
+
+// TestConcurrentReadersDeliverInOrder: two goroutines per direction call
+// HandleDatagram at once (a socket and a relay, say) over a lossy,
+// duplicating, reordering path, while Deliver takes an outside mutex that
+// a ticking goroutine holds around calls to the Conn, and now and then
+// takes its time, so messages queue behind it. Reliable messages still
+// arrive exactly once in order per channel, sequenced ones never after a
+// newer one, unsequenced ones never twice; Deliver calls never overlap;
+// every message counted as received is delivered exactly once; and the
+// peer never overruns the receive window, which queued messages hold.
+func TestConcurrentReadersDeliverInOrder(t *testing.T) {
+	for seed := range uint64(3) {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { concurrentReaders(t, seed) })
+		})
+	}
+}
+
+func concurrentReaders(t *testing.T, seed uint64) {
+	path := simConfig{seed: seed, loss: 0.05, dup: 0.05, reorder: 0.1,
+		delay: 10 * time.Millisecond, jitter: 5 * time.Millisecond, readers: 2}
+	back := path
+	back.seed = seed + 100
+	n := newSimNet(path, back)
+	defer n.close()
+	const seqdCh, unseqCh = 20, 21
+	var (
+		outer       sync.Mutex // the session's mutex; guards the fields below
+		reliable    []Message
+		lastSeqd    = -1
+		seqd        int
+		seenUnseq   = map[int]bool{}
+		delivered   int
+		bad         error
+		inDeliver   atomic.Int32
+		maxQueued   int
+		allReliable = make(chan struct{})
+	)
+	want := reliableWorkload(seed, 1500, 4)
+	cfg := Config{MaxReliableSize: 320 << 10, ReceiveWindow: 512 << 10, MaxUnreliableSize: 8000}
+	a, err := New(n.link(0), Config{MaxReliableSize: cfg.MaxReliableSize, MaxUnreliableSize: 8000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var b *Conn
+	cfg.Deliver = func(m Message) {
+		if inDeliver.Add(1) != 1 {
+			outer.Lock()
+			bad = cmp.Or(bad, errors.New("Deliver calls overlap"))
+			outer.Unlock()
+		}
+		defer inDeliver.Add(-1)
+		b.mu.Lock() // white box: how many wait behind this call
+		queued := len(b.deliveries)
+		b.mu.Unlock()
+		outer.Lock()
+		delivered++
+		maxQueued = max(maxQueued, queued)
+		switch m.Channel {
+		case seqdCh:
+			_, i := parsePayload(t, m.Data)
+			if i <= lastSeqd {
+				bad = cmp.Or(bad, fmt.Errorf("sequenced #%d delivered after #%d", i, lastSeqd))
+			}
+			lastSeqd = i
+			seqd++
+		case unseqCh:
+			_, i := parsePayload(t, m.Data)
+			if seenUnseq[i] {
+				bad = cmp.Or(bad, fmt.Errorf("unsequenced #%d delivered twice", i))
+			}
+			seenUnseq[i] = true
+		default:
+			if reliable = append(reliable, m); len(reliable) == len(want) {
+				close(allReliable)
+			}
+		}
+		slow := delivered%50 == 0
+		outer.Unlock()
+		if slow {
+			time.Sleep(2 * time.Millisecond) // a slow application: the other reader queues
+		}
+	}
+	if b, err = New(n.link(1), cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	n.attach(0, b)
+	n.attach(1, a)
+
+	// The session's tick: the Conn called with the outside mutex held.
+	stopTick := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stopTick:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			outer.Lock()
+			if err := b.Err(); err != nil {
+				bad = cmp.Or(bad, err)
+			}
+			b.Send(1, []byte{byte(i)}, Unreliable)
+			b.Stats()
+			outer.Unlock()
+		}
+	})
+	wg.Go(func() {
+		for i := range 1000 {
+			size := 16
+			if i%10 == 0 {
+				size = 3000 // fragmented
+			}
+			a.Send(seqdCh, payload(seqdCh, i, size), Unreliable)
+			a.Send(unseqCh, payload(unseqCh, i, size), Unreliable|Unsequenced)
+			time.Sleep(2 * time.Millisecond)
+		}
+	})
+	sendAll(t, a, want)
+	select {
+	case <-allReliable:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("reliable: %d of %d delivered; b %+v", len(reliable), len(want), b.Stats())
+	}
+	close(stopTick)
+	wg.Wait()
+	time.Sleep(time.Second) // unreliable stragglers
+	synctest.Wait()
+
+	outer.Lock()
+	defer outer.Unlock()
+	if bad != nil {
+		t.Fatal(bad)
+	}
+	checkReliable(t, want, reliable)
+	s := b.Stats()
+	if s.MessagesReceived != uint64(delivered) {
+		t.Errorf("%d messages received, %d delivered", s.MessagesReceived, delivered)
+	}
+	if s.FlowControlDrops != 0 {
+		t.Errorf("the peer overran the receive window: %d drops", s.FlowControlDrops)
+	}
+	if maxQueued == 0 {
+		t.Error("no message ever waited behind a delivery: the test did not exercise the queue")
+	}
+	if len(seenUnseq) < 500 || seqd < 500 {
+		t.Errorf("unreliable: %d unsequenced and %d sequenced of 1000 each delivered", len(seenUnseq), seqd)
+	}
+	t.Logf("a: %d unreliable expired unsent, %d reassembly drops at b", a.Stats().UnreliableExpired, s.ReassemblyDrops)
+	t.Logf("delivered %d (%d unsequenced, %d sequenced); up to %d queued behind Deliver; %d unreliable dropped behind it",
+		delivered, len(seenUnseq), seqd, maxQueued, s.DeliveryDrops)
 }

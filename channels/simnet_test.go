@@ -17,12 +17,14 @@ type simConfig struct {
 	reorder float64       // probability a datagram gets extra delay, up to 3×delay
 	delay   time.Duration // one-way delay
 	jitter  time.Duration // uniform extra delay up to this, per datagram
+	readers int           // goroutines calling HandleDatagram, as several sockets would; 0 means 1
 }
 
 // simNet joins two Conns. Each datagram's fate (loss, duplication, extra
 // delay) is a function of the seed and its bytes, so it does not depend on
 // goroutine scheduling. Datagrams are delivered by one goroutine per
-// direction, in delivery-time order.
+// direction, in delivery-time order, or handed in that order to
+// simConfig.readers goroutines that call HandleDatagram concurrently.
 type simNet struct {
 	dirs [2]*simDir
 	wg   sync.WaitGroup
@@ -34,6 +36,7 @@ type simDir struct {
 	cfg  simConfig
 	idx  int
 	in   chan simPkt
+	feed chan []byte // due datagrams, to the readers when there are several
 	stop chan struct{}
 
 	mu     sync.Mutex
@@ -75,11 +78,13 @@ func newSimNet(ab, ba simConfig) *simNet {
 	for i, cfg := range []simConfig{ab, ba} {
 		d := &simDir{cfg: cfg, idx: i, in: make(chan simPkt, 4096), stop: n.stop}
 		n.dirs[i] = d
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			d.run()
-		}()
+		n.wg.Go(d.run)
+		if cfg.readers > 1 {
+			d.feed = make(chan []byte)
+			for range cfg.readers {
+				n.wg.Go(d.read)
+			}
+		}
 	}
 	return n
 }
@@ -185,17 +190,41 @@ func (d *simDir) run() {
 			now := time.Now()
 			for len(h) > 0 && !h[0].at.After(now) {
 				p := heap.Pop(&h).(simPkt)
-				d.mu.Lock()
-				dst := d.dst
-				d.deliv++
-				d.mu.Unlock()
-				if dst != nil {
-					dst.HandleDatagram(p.data)
+				if d.feed != nil {
+					select {
+					case d.feed <- p.data:
+					case <-d.stop:
+						return
+					}
+					continue
 				}
+				d.handle(p.data)
 			}
 		case <-d.stop:
 			return
 		}
+	}
+}
+
+// read is a reader goroutine: it handles datagrams from feed.
+func (d *simDir) read() {
+	for {
+		select {
+		case b := <-d.feed:
+			d.handle(b)
+		case <-d.stop:
+			return
+		}
+	}
+}
+
+func (d *simDir) handle(b []byte) {
+	d.mu.Lock()
+	dst := d.dst
+	d.deliv++
+	d.mu.Unlock()
+	if dst != nil {
+		dst.HandleDatagram(b)
 	}
 }
 
