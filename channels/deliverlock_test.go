@@ -113,8 +113,8 @@ func TestDeliverHoldsNoConnLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var calls atomic.Int64
-	runWatched(t, calls.Load, func() error {
+	var phase atomic.Int64 // progress: steps done
+	runWatched(t, phase.Load, func() error {
 		// Two datagrams from the peer, a message in each.
 		if err := a.Send(0, []byte("first"), Reliable|FlushHint); err != nil {
 			return err
@@ -124,6 +124,7 @@ func TestDeliverHoldsNoConnLock(t *testing.T) {
 			return err
 		}
 		d2 := <-toB
+		phase.Add(1)
 
 		outer.Lock()
 		r1, r2 := make(chan error, 1), make(chan error, 1)
@@ -132,8 +133,10 @@ func TestDeliverHoldsNoConnLock(t *testing.T) {
 		go func() { r2 <- b.HandleDatagram(d2) }()
 		// Hold M and call the Conn, as the session's tick does, until the
 		// second reader is through. Its message is queued for the first
-		// reader to deliver once M is free.
-		const maxCalls = 1 << 16
+		// reader to deliver once M is free. (The old code let the second
+		// reader take the Conn's lock and wait for the first with it held,
+		// so one of these calls blocked for good.)
+		start := time.Now()
 		for r2done := false; !r2done; {
 			select {
 			case err := <-r2:
@@ -143,8 +146,8 @@ func TestDeliverHoldsNoConnLock(t *testing.T) {
 				r2done = true
 			default:
 			}
-			if calls.Add(1) > maxCalls {
-				return fmt.Errorf("second reader not done after %d calls on the Conn", maxCalls)
+			if time.Since(start) > watchdogStall/2 {
+				return fmt.Errorf("second reader not through after %v of calls on the Conn with M held", watchdogStall/2)
 			}
 			if err := b.Err(); err != nil {
 				return err
@@ -153,7 +156,9 @@ func TestDeliverHoldsNoConnLock(t *testing.T) {
 				return err
 			}
 			b.Stats()
+			runtime.Gosched()
 		}
+		phase.Add(1)
 		outer.Unlock()
 		if err := <-r1; err != nil {
 			return fmt.Errorf("first reader: %v", err)
