@@ -8,14 +8,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
-// The tests in this file check that Deliver runs with no lock of the Conn
+// Most tests in this file check that Deliver runs with no lock of the Conn
 // held. A lock-order deadlock between sync.Mutexes is invisible to
 // testing/synctest (a goroutine blocked on a Mutex is not durably blocked,
 // so the bubble neither advances time nor reports the deadlock: it hangs),
-// so they run in real time under a watchdog instead.
+// so those run in real time under a watchdog instead.
 
 // watchdogStall is how long a watched test may go without progress before
 // it is failed as deadlocked. Every test here makes progress many times a
@@ -429,4 +430,137 @@ func TestDeliverMayCallConn(t *testing.T) {
 		t.Error("no nested HandleDatagram call: the test did not exercise it")
 	}
 	t.Logf("%d nested HandleDatagram calls", nested.Load())
+}
+
+// TestQueueBehindDeliverIsBounded: while Deliver is busy, other readers
+// queue messages for it; the queue stays within what the receiver already
+// bounds. Reliable messages keep their receive window until delivered, so
+// acknowledgements sent meanwhile do not give it back, and an ACK carrying
+// the new limit follows within MaxAckDelay of their delivery; unreliable
+// ones past ReassemblyBytes are dropped and counted.
+func TestQueueBehindDeliverIsBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var (
+			mu   sync.Mutex
+			sent [][]byte // b's datagrams
+			got  []Message
+		)
+		link := linkFunc(func(d [][]byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, b := range d {
+				sent = append(sent, append([]byte(nil), b...))
+			}
+			return nil
+		})
+		gate := make(chan struct{})
+		const window, reassembly = 100 << 10, 8 << 10
+		b, err := New(link, Config{MaxReliableSize: 64 << 10, ReceiveWindow: window, ReassemblyBytes: reassembly,
+			Deliver: func(m Message) {
+				<-gate // busy until the test opens the gate
+				mu.Lock()
+				got = append(got, m)
+				mu.Unlock()
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		// lastLimit is the receive window limit in b's latest ACK.
+		lastLimit := func() (limit uint64, acks int) {
+			mu.Lock()
+			defer mu.Unlock()
+			var p packetParser
+			for _, d := range sent {
+				if _, _, err := p.parse(d); err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range p.frames {
+					switch f.typ {
+					case frameTypeAck:
+						limit, acks = f.maxData, acks+1
+					case frameTypeMaxData:
+						t.Fatalf("MAX_DATA %d: less than half the window was given back", f.value)
+					}
+				}
+			}
+			return limit, acks
+		}
+		state := func() (limit, held uint64, unrel int) {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return b.maxDataLimit(), b.heldCost, b.queuedUnrel
+		}
+		pn := uint64(0)
+		dgram := func(k kind, seq uint64, data []byte) []byte {
+			d := appendHeader(nil, pn)
+			pn++
+			return appendMsg(d, k, false, 0, seq, 0, 0, 0, data, false)
+		}
+
+		first := make(chan error, 1)
+		go func() { first <- b.HandleDatagram(dgram(kindReliable, 0, []byte("first"))) }()
+		synctest.Wait() // the first reader is in Deliver
+		limit0, _, _ := state()
+		if want := uint64(window) + msgCost(5); limit0 != want {
+			t.Fatalf("limit %d after the first message, want %d: its window goes back as it is queued", limit0, want)
+		}
+
+		// A second reader: reliable messages, then unreliable ones, queued
+		// behind the busy Deliver; every call returns at once.
+		const nRel, nUnrel, size = 20, 20, 1000
+		for i := range nRel {
+			if err := b.HandleDatagram(dgram(kindReliable, uint64(1+i), payload(0, 1+i, size))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range nUnrel {
+			if err := b.HandleDatagram(dgram(kindUnsequenced, 0, payload(0, 100+i, size))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(10 * DefaultMaxAckDelay)
+		synctest.Wait()
+		limit, held, unrel := state()
+		heldWant := nRel * msgCost(size)
+		if limit != limit0 || held != heldWant {
+			t.Errorf("queued: limit %d (was %d), held %d, want %d held", limit, limit0, held, heldWant)
+		}
+		if unrel > reassembly || unrel != reassembly/size*size {
+			t.Errorf("%d unreliable bytes queued, budget %d", unrel, reassembly)
+		}
+		dropped := nUnrel - reassembly/size
+		if s := b.Stats(); s.DeliveryDrops != uint64(dropped) {
+			t.Errorf("DeliveryDrops = %d, want %d", s.DeliveryDrops, dropped)
+		}
+		if l, acks := lastLimit(); acks == 0 || l != limit0 {
+			t.Errorf("%d ACKs sent while queued, the last with limit %d, want %d", acks, l, limit0)
+		}
+
+		// Deliver gets going: everything queued comes out, in order, and
+		// the window goes back.
+		close(gate)
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		if n := len(got); n != 1+nRel+nUnrel-dropped {
+			t.Errorf("%d delivered, want %d", n, 1+nRel+nUnrel-dropped)
+		}
+		for i, m := range got[1:] {
+			if _, j := parsePayload(t, m.Data); (i < nRel && j != 1+i) || (i >= nRel && j != 100+i-nRel) {
+				t.Errorf("delivery %d is #%d", 1+i, j)
+			}
+		}
+		mu.Unlock()
+		limit, held, unrel = state()
+		if limit != limit0+heldWant || held != 0 || unrel != 0 {
+			t.Errorf("delivered: limit %d, want %d; held %d, unreliable queued %d", limit, limit0+heldWant, held, unrel)
+		}
+		time.Sleep(DefaultMaxAckDelay)
+		synctest.Wait()
+		if l, _ := lastLimit(); l != limit0+heldWant {
+			t.Errorf("no ACK with the new limit %d within MaxAckDelay (last %d)", limit0+heldWant, l)
+		}
+	})
 }
