@@ -125,9 +125,10 @@ type Config struct {
 	// take a lock that is held elsewhere around calls to the Conn. While it
 	// runs, later messages wait in a queue; unreliable ones past
 	// ReassemblyBytes of them are dropped (Stats.DeliveryDrops), and
-	// reliable ones hold their receive window until delivered. The
-	// message's Data belongs to the callee. Nil means messages are counted
-	// and dropped.
+	// reliable ones hold their receive window until delivered. Messages
+	// queued before the Conn ended are still delivered, possibly after
+	// Close has returned. The message's Data belongs to the callee. Nil
+	// means messages are counted and dropped.
 	Deliver func(Message)
 
 	// Logger receives debug logs. Nil means silent. Its handler may be
