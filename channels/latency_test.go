@@ -13,7 +13,7 @@ import (
 
 // TestLatencyUnderLoss measures, in simulated time, how long reliable
 // 60 Hz game messages take to arrive when 5% of datagrams are lost each way
-// (DESIGN.md §10: p99 within 2 RTT + one send interval). This is a property
+// (docs/ARCHITECTURE.md, "Performance targets": p99 within 2 RTT + one send interval). This is a property
 // of the protocol's loss recovery (how many round trips a loss costs), not
 // of machine speed: synctest's clock does not move while code runs.
 func TestLatencyUnderLoss(t *testing.T) {
@@ -27,7 +27,7 @@ func TestLatencyUnderLoss(t *testing.T) {
 		noRedundancy bool
 		limit        time.Duration
 	}{
-		{false, 2*rtt + interval}, // DESIGN.md §10
+		{false, 2*rtt + interval}, // the target in docs/ARCHITECTURE.md
 		{true, 3 * rtt},           // RFC 9002 recovery alone
 	} {
 		for seed := range uint64(3) {

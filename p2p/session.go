@@ -59,7 +59,8 @@ const (
 // recvQueues.mu (docs/ARCHITECTURE.md has the whole order). So session
 // code never touches Node.sessions: a session that ends stays there in stFailed or stClosed, lookups treat stClosed as
 // absent, and the maintenance goroutine removes it when its time is up.
-// Calling the Conn with mu held is allowed: the Conn's Link only reads the
+// Calling the Conn with mu held is allowed: the Conn delivers (session.deliver
+// takes mu) with no lock of its own held, and its Link only reads the
 // atomics.
 type session struct {
 	node *Node
