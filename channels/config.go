@@ -11,8 +11,8 @@ import (
 const (
 	// DefaultMaxDatagramSize keeps the UDP payload at or under 1200 bytes
 	// once later layers have added their bytes: 32 for the session header
-	// and AEAD tag of an encrypted session (docs/ARCHITECTURE.md, "The first byte") and 4 for a TURN
-	// ChannelData header when the path is relayed.
+	// and AEAD tag of an encrypted session and 4 for a TURN ChannelData
+	// header when the path is relayed.
 	DefaultMaxDatagramSize = 1200 - 32 - 4
 
 	DefaultMaxReliableSize   = 1 << 20

@@ -5,8 +5,9 @@ import (
 )
 
 // Datagram header byte: 10LLrrrr. The two high bits are 10 so every
-// datagram starts in 0x80–0xBF (docs/ARCHITECTURE.md, "The first byte"), LL is the packet number
-// length minus one, rrrr are reserved and must be zero.
+// datagram starts in 0x80–0xBF (docs/ARCHITECTURE.md, "The first byte"),
+// LL is the packet number length minus one, rrrr are reserved and must be
+// zero.
 const (
 	headerFixed    = 0x80
 	headerFormMask = 0xC0
