@@ -64,14 +64,9 @@ func TestDestinationNotLoggedOn(t *testing.T) {
 	ghost, _ := NewIdentity()
 	start := time.Now()
 	a.SendP2PPacket(ghost.PeerID(), []byte("anyone?"), SendReliable, 0)
-	select {
-	case e := <-a.Events():
-		f, ok := e.(SessionConnectFail)
-		if !ok || f.Peer != ghost.PeerID() || f.Error != SessionErrorDestinationNotLoggedOn {
-			t.Fatalf("event %#v", e)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no failure")
+	e := nextEventReal(t, a, 5*time.Second, func(e Event) bool { _, ok := e.(SessionConnectFail); return ok })
+	if f, ok := e.(SessionConnectFail); !ok || f.Peer != ghost.PeerID() || f.Error != SessionErrorDestinationNotLoggedOn {
+		t.Fatalf("event %#v", e)
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("took %v to learn the peer is unknown", d)
@@ -99,4 +94,37 @@ func TestRegistered(t *testing.T) {
 	}
 	a.Close()
 	lone.Close()
+}
+
+// TestDestinationNotLoggedOnThenOnline: a send to a friend who has not
+// registered yet fails with DestinationNotLoggedOn; once the friend is
+// online, the next send connects. (The first attempt's introduction used
+// to stay marked as under way, so every later attempt waited for an answer
+// that never came and timed out.)
+func TestDestinationNotLoggedOnThenOnline(t *testing.T) {
+	leakcheck.Check(t)
+	srv := startRendezvous(t)
+	a := loopbackNode(t, "127.0.0.1", Config{Rendezvous: srv.Addr().String(), ConnectTimeout: 5 * time.Second})
+	waitRegistered(t, srv, a)
+	friend, err := NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SendP2PPacket(friend.PeerID(), []byte("are you there?"), SendReliable, 0)
+	if e := nextEventReal(t, a, 5*time.Second, isFail(friend.PeerID(), SessionErrorDestinationNotLoggedOn)); e == nil {
+		t.Fatal("no DestinationNotLoggedOn")
+	}
+	b := loopbackNode(t, "127.0.0.1", Config{Identity: friend, Rendezvous: srv.Addr().String()})
+	waitRegistered(t, srv, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go acceptAll(ctx, b)
+	a.SendP2PPacket(friend.PeerID(), []byte("now?"), SendReliable, 0)
+	p, err := b.Receive(ctx, 0)
+	if err != nil || string(p.Data) != "now?" {
+		st, _ := a.GetP2PSessionState(friend.PeerID())
+		t.Fatalf("the second send did not connect: %v %q; a's session %+v", err, p.Data, st)
+	}
+	a.Close()
+	b.Close()
 }
