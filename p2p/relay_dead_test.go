@@ -98,7 +98,13 @@ func (r *restartableRendezvous) restart() error {
 // server directly, and relays at once.
 func relayedNode(t *testing.T, rv *restartableRendezvous) *Node {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	return relayedNodeAt(t, rv, "127.0.0.1")
+}
+
+// relayedNodeAt is relayedNode on a socket bound to ip.
+func relayedNodeAt(t *testing.T, rv *restartableRendezvous, ip string) *Node {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", ip+":0")
 	if err != nil {
 		t.Fatal(err)
 	}

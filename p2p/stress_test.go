@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -13,35 +14,39 @@ import (
 	"github.com/gamewire/gamewire/internal/leakcheck"
 )
 
-// stressFor is how long TestStressSessions streams: a few seconds by
-// default, a minute with GAMEWIRE_LONG=1 (which .ci/run sets).
-func stressFor() time.Duration {
+// stressSize is how many pairs TestStressSessions runs and for how long:
+// 6 pairs for a few seconds by default, 25 (50 sessions) for a minute with
+// GAMEWIRE_LONG=1 (which .ci/run sets).
+func stressSize() (int, time.Duration) {
 	if os.Getenv("GAMEWIRE_LONG") != "" {
-		return time.Minute
+		return 25, time.Minute
 	}
-	return 4 * time.Second
+	return 6, 4 * time.Second
 }
 
-// TestStressSessions runs pairs of nodes side by side, half on direct
-// loopback paths and half relayed through the rendezvous server's TURN
-// relay, each streaming reliable messages both ways, while the server
+// TestStressSessions runs pairs of nodes side by side (see stressSize),
+// half on direct loopback paths and half relayed through the rendezvous
+// server's TURN relay, each streaming reliable messages both ways, while the server
 // (rendezvous and relay) restarts a third of the way in. Every message
 // arrives exactly once and in order, no session fails, and nothing is
 // left running after Close.
 func TestStressSessions(t *testing.T) {
 	leakcheck.Check(t)
-	const pairs = 6 // 3 direct, 3 relayed: 12 nodes, 12 sessions, 24 streams
-	dur := stressFor()
+	pairs, dur := stressSize() // half direct, half relayed; two streams a pair
 	rv := startRestartable(t)
 	pin := PeerID(rv.srv.PublicKey()).String() + "@" + rv.addr.String()
+	// Each node has an address of its own, as players do: the server's
+	// per-IP limits would otherwise pace fifty nodes re-registering from
+	// one address after the restart (a CGNAT's lot).
 	var nodes []*Node
 	for i := range pairs {
-		for range 2 {
+		for j := range 2 {
+			ip := netip.AddrFrom4([4]byte{127, 0, 1, byte(1 + 2*i + j)}).String()
 			var n *Node
 			if i%2 == 0 {
-				n = loopbackNode(t, "127.0.0.1", Config{Rendezvous: pin})
+				n = loopbackNode(t, ip, Config{Rendezvous: pin})
 			} else {
-				n = relayedNode(t, rv)
+				n = relayedNodeAt(t, rv, ip)
 			}
 			nodes = append(nodes, n)
 		}
