@@ -93,8 +93,14 @@ func newRelayer(n *Node, t *traversal) *relayer {
 // setTURN takes the TURN servers and credentials of a registration.
 func (r *relayer) setTURN(t *rendezvous.TURN) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failures > 0 && r.client == nil && (r.turn == nil || r.turn.Credentials != t.Credentials) {
+		// Fresh credentials: a server that restarted refuses allocations
+		// until the node registered again, so the ones that failed while it
+		// did say nothing of these.
+		r.retryAt, r.retryGap = time.Time{}, allocateRetryFirst
+	}
 	r.turn = t
-	r.mu.Unlock()
 }
 
 // addr is our relayed address, for registrations.
