@@ -196,7 +196,7 @@ func TestAttackStrangerIntroduction(t *testing.T) {
 
 	before := atk.out.Load()
 	atk.rv.Introduce(rendezvous.Key(node.PeerID()), time.Now())
-	e := nextEventReal(t, node, 3*time.Second, isRequest(atk.id))
+	e := awaitEvent(node, 3*time.Second, isRequest(atk.id))
 	if e == nil {
 		t.Fatalf("no SessionRequest for the stranger: %+v", node.Stats())
 	}
@@ -250,7 +250,7 @@ func TestAllowIntroductionRefuses(t *testing.T) {
 	go acceptAll(ctx, bob)
 
 	eve.SendP2PPacket(bob.PeerID(), []byte("let me in"), SendReliable, 0)
-	if e := nextEventReal(t, eve, 5*time.Second, isFail(bob.PeerID(), SessionErrorTimeout)); e == nil {
+	if e := awaitEvent(eve, 5*time.Second, isFail(bob.PeerID(), SessionErrorTimeout)); e == nil {
 		t.Fatal("eve's attempt did not end with Timeout")
 	}
 	if st := bob.Stats(); st.IntroductionsRefused == 0 || st.Handshakes != 0 {
@@ -267,21 +267,5 @@ func TestAllowIntroductionRefuses(t *testing.T) {
 	}
 	for _, n := range []*Node{friend, bob, eve} {
 		n.Close()
-	}
-}
-
-// nextEventReal waits on real time for an event want accepts; nil if none.
-func nextEventReal(t *testing.T, n *Node, timeout time.Duration, want func(Event) bool) Event {
-	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		select {
-		case e := <-n.Events():
-			if want(e) {
-				return e
-			}
-		case <-deadline:
-			return nil
-		}
 	}
 }

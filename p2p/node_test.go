@@ -40,18 +40,31 @@ func introduce(a, b *Node) {
 	b.AddPeerAddr(a.PeerID(), addrOf(a))
 }
 
-// nextEvent waits (in fake time) for n's next event matching want.
+// nextEvent waits for n's next event matching want, failing the test when
+// none comes within timeout (fake time inside a synctest bubble).
 func nextEvent(t *testing.T, n *Node, timeout time.Duration, want func(Event) bool) Event {
 	t.Helper()
+	e := awaitEvent(n, timeout, want)
+	if e == nil {
+		t.Fatalf("no matching event within %v", timeout)
+	}
+	return e
+}
+
+// awaitEvent waits for n's next event matching want; nil if none comes
+// within timeout, or the node closed.
+func awaitEvent(n *Node, timeout time.Duration, want func(Event) bool) Event {
 	deadline := time.After(timeout)
 	for {
 		select {
-		case e := <-n.Events():
+		case e, ok := <-n.Events():
+			if !ok {
+				return nil
+			}
 			if want(e) {
 				return e
 			}
 		case <-deadline:
-			t.Fatalf("no matching event within %v", timeout)
 			return nil
 		}
 	}

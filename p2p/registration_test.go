@@ -21,7 +21,7 @@ func TestWaitRegistered(t *testing.T) {
 	if err := n.WaitRegistered(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e := nextEventReal(t, n, 5*time.Second, func(e Event) bool { _, ok := e.(RegistrationChanged); return ok })
+	e := awaitEvent(n, 5*time.Second, func(e Event) bool { _, ok := e.(RegistrationChanged); return ok })
 	if r, ok := e.(RegistrationChanged); !ok || !r.Registered || r.Err != nil {
 		t.Fatalf("event %#v", e)
 	}
@@ -46,7 +46,7 @@ func TestWaitRegisteredWrongKey(t *testing.T) {
 	if err := n.WaitRegistered(ctx); !errors.Is(err, ErrServerKey) {
 		t.Fatalf("got %v, want ErrServerKey", err)
 	}
-	e := nextEventReal(t, n, 5*time.Second, func(e Event) bool { _, ok := e.(RegistrationChanged); return ok })
+	e := awaitEvent(n, 5*time.Second, func(e Event) bool { _, ok := e.(RegistrationChanged); return ok })
 	if r, ok := e.(RegistrationChanged); !ok || r.Registered || !errors.Is(r.Err, ErrServerKey) {
 		t.Fatalf("event %#v", e)
 	}

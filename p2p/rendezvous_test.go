@@ -64,7 +64,7 @@ func TestDestinationNotLoggedOn(t *testing.T) {
 	ghost, _ := NewIdentity()
 	start := time.Now()
 	a.SendP2PPacket(ghost.PeerID(), []byte("anyone?"), SendReliable, 0)
-	e := nextEventReal(t, a, 5*time.Second, func(e Event) bool { _, ok := e.(SessionConnectFail); return ok })
+	e := awaitEvent(a, 5*time.Second, func(e Event) bool { _, ok := e.(SessionConnectFail); return ok })
 	if f, ok := e.(SessionConnectFail); !ok || f.Peer != ghost.PeerID() || f.Error != SessionErrorDestinationNotLoggedOn {
 		t.Fatalf("event %#v", e)
 	}
@@ -111,7 +111,7 @@ func TestDestinationNotLoggedOnThenOnline(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.SendP2PPacket(friend.PeerID(), []byte("are you there?"), SendReliable, 0)
-	if e := nextEventReal(t, a, 5*time.Second, isFail(friend.PeerID(), SessionErrorDestinationNotLoggedOn)); e == nil {
+	if e := awaitEvent(a, 5*time.Second, isFail(friend.PeerID(), SessionErrorDestinationNotLoggedOn)); e == nil {
 		t.Fatal("no DestinationNotLoggedOn")
 	}
 	b := loopbackNode(t, "127.0.0.1", Config{Identity: friend, Rendezvous: srv.Addr().String()})
