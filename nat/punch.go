@@ -159,6 +159,23 @@ func (p *Punch) AddCandidates(cs []Candidate) {
 	}
 }
 
+// FromBirthday reports whether a path to addr over sock is one the
+// birthday approach made: from one of the hard side's extra sockets, or to
+// a port the easy side sprayed. A session can come up on such a path
+// through the peer's packets before this punch validates it.
+func (p *Punch) FromBirthday(addr netip.AddrPort, sock Socket) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if sock != nil {
+		for _, s := range p.extra {
+			if s == sock {
+				return true
+			}
+		}
+	}
+	return p.sprayedLocked(addr)
+}
+
 // SetPeerMapping tells a punch started before the peer's NAT behaviour
 // was known (MappingUnknown) what it is, which may start the birthday
 // approach; the punch's schedule then counts from now, as if it started

@@ -310,7 +310,15 @@ func (t *traversal) established(peer PeerID, remote netip.AddrPort, sock *nodeSo
 	}
 	st := ps.p.Stats()
 	t.routes[peer] = Traversal{Punched: true, Candidate: ps.p.KindOf(remote), Checks: st.Checks,
-		Sockets: st.Sockets, After: time.Since(ps.started)}
+		Sockets: st.Sockets, Birthday: ps.p.FromBirthday(remote, natSocket(sock)), After: time.Since(ps.started)}
+}
+
+// natSocket is sock as the punch knows it: nil for the main socket.
+func natSocket(sock *nodeSocket) nat.Socket {
+	if sock == nil || sock.main {
+		return nil
+	}
+	return sock
 }
 
 // followed records the direct path a session moved to because the peer's
@@ -330,7 +338,7 @@ func (t *traversal) followed(peer PeerID, remote netip.AddrPort, sock *nodeSocke
 	}
 	st := ps.p.Stats()
 	t.routes[peer] = Traversal{Punched: true, Candidate: ps.p.KindOf(remote), Checks: st.Checks, Sockets: st.Sockets,
-		Birthday: sock != nil && !sock.main, // only the birthday approach opens extra sockets
+		Birthday: sock != nil && !sock.main || ps.p.FromBirthday(remote, natSocket(sock)), // extra sockets are the birthday approach's
 		After:    time.Since(ps.started)}
 }
 
