@@ -140,13 +140,15 @@ func (n *Node) admitLocked(src netip.AddrPort, now time.Time) admit {
 // taking Node.mu: whether to demand a cookie before any state exists. The
 // handshake worker and the maintenance goroutine publish it.
 type admission struct {
-	pressure atomic.Bool // pending sessions reached a quarter of the total
-	mu       sync.Mutex  // guards byIP
+	pressure atomic.Bool  // pending sessions reached a quarter of the total
+	pending  atomic.Int64 // pending sessions in the last census
+	mu       sync.Mutex   // guards byIP
 	byIP     map[netip.Addr]int
 }
 
 func (a *admission) publish(c census, max int) {
 	a.pressure.Store(c.pending*4 >= max)
+	a.pending.Store(int64(c.pending))
 	a.mu.Lock()
 	a.byIP = c.byIP
 	a.mu.Unlock()
@@ -164,13 +166,15 @@ func (a *admission) demandCookie(src netip.AddrPort) bool {
 
 // ampGuard bounds what the node sends toward addresses it has not
 // verified: at most ampFactor times what it received from each (QUIC's
-// anti-amplification rule). Safe for concurrent use; the table is bounded
-// (idle entries swept, and past ampEntries the oldest sweep leaves is
-// dropped, which only forgets what an address sent and so errs toward
-// sending less).
+// anti-amplification rule). Safe for concurrent use. The table is bounded:
+// when full, idle entries are swept (at most once a second, so a flood of
+// spoofed sources costs a scan a second, not one a packet), and past that
+// an arbitrary entry makes room, which only forgets what an address sent
+// and so errs toward sending less.
 type ampGuard struct {
-	mu sync.Mutex
-	m  map[netip.AddrPort]*ampEntry
+	mu    sync.Mutex
+	m     map[netip.AddrPort]*ampEntry
+	swept time.Time
 }
 
 type ampEntry struct {
@@ -187,7 +191,7 @@ func (g *ampGuard) received(a netip.AddrPort, n int, now time.Time) {
 	e := g.m[a]
 	if e == nil {
 		if len(g.m) >= ampEntries {
-			g.sweepLocked(now)
+			g.makeRoomLocked(now)
 		}
 		e = &ampEntry{}
 		g.m[a] = e
@@ -208,10 +212,14 @@ func (g *ampGuard) allow(a netip.AddrPort, n int) bool {
 	return true
 }
 
-func (g *ampGuard) sweepLocked(now time.Time) {
-	for a, e := range g.m {
-		if now.Sub(e.seen) >= ampIdle {
-			delete(g.m, a)
+// makeRoomLocked frees an entry of the full table.
+func (g *ampGuard) makeRoomLocked(now time.Time) {
+	if now.Sub(g.swept) >= time.Second {
+		g.swept = now
+		for a, e := range g.m {
+			if now.Sub(e.seen) >= ampIdle {
+				delete(g.m, a)
+			}
 		}
 	}
 	for a := range g.m {

@@ -290,8 +290,8 @@ func (n *Node) SendContext(ctx context.Context, to PeerID, data []byte, flags ch
 }
 
 // waitRoom waits until a send to peer may find room: the Conn's queue
-// drained, the session changed, or a short while passed before it
-// connected. It returns only ctx's error or ErrClosed.
+// drained to half or the Conn ended, or, before the session connected,
+// 20 ms passed. It returns only ctx's error or ErrClosed.
 func (n *Node) waitRoom(ctx context.Context, peer PeerID) error {
 	var conn *channels.Conn
 	if s := n.lookupSession(peer); s != nil {

@@ -21,18 +21,18 @@ const (
 
 // asks are the requests of peers this node has not answered yet. Owned by
 // no goroutine in particular: the reader adds (onAsk), the application
-// takes (Accept, Close, Send), the maintenance goroutine expires; mu
-// guards the map, and no other lock is taken under it.
+// takes (Accept, Close), the maintenance goroutine expires; mu guards the
+// map, and no other lock is taken under it.
 type asks struct {
 	mu sync.Mutex
 	m  map[PeerID]*ask
 }
 
 type ask struct {
-	first, last time.Time // first and latest ask
-	raised      time.Time // last SessionRequest raised for it
-	from        netip.AddrPort
-	mapping     rendezvous.Mapping
+	last    time.Time // latest ask
+	raised  time.Time // last SessionRequest raised for it
+	from    netip.AddrPort
+	mapping rendezvous.Mapping
 }
 
 // note records an ask and reports whether a SessionRequest is due.
@@ -47,7 +47,7 @@ func (a *asks) note(peer PeerID, from netip.AddrPort, m rendezvous.Mapping, now 
 		if len(a.m) >= maxAsks {
 			a.dropOldestLocked()
 		}
-		e = &ask{first: now}
+		e = &ask{}
 		a.m[peer] = e
 	}
 	e.last, e.from, e.mapping = now, from, m

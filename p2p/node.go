@@ -569,7 +569,11 @@ func (n *Node) maintain(now time.Time) {
 	for _, s := range n.sessions {
 		seen[s] = struct{}{}
 	}
-	n.adm.publish(n.censusLocked(), n.cfg.MaxPendingSessions)
+	if n.adm.pending.Load() > 0 {
+		// Pending sessions end (accepted, forgotten): the reader's view
+		// follows. Only admitLocked makes new ones, and publishes then.
+		n.adm.publish(n.censusLocked(), n.cfg.MaxPendingSessions)
+	}
 	n.mu.Unlock()
 	n.tabMu.RLock()
 	for _, s := range n.byIndex {

@@ -192,8 +192,8 @@ func (r *relayer) need(peer PeerID, rp relayPeer, now time.Time) relayNeed {
 		lost := s.pathLostLocked(now)
 		// A session on an allocation that was dropped as dead needs the
 		// relay back before its path even counts as lost.
-		r := s.route.Load()
-		dropped := r != nil && r.sock != nil && r.sock.relay != nil && r.sock.closed.Load()
+		rt := s.route.Load()
+		dropped := rt != nil && rt.sock != nil && rt.sock.relay != nil && rt.sock.closed.Load()
 		use := relayed || lost || dropped
 		return relayNeed{prepare: use, use: use, relayed: relayed, down: lost || dropped}
 	}

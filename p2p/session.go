@@ -57,8 +57,9 @@ const (
 // packet paths (sessionLink, the reader) read them without mu. Lock order:
 // Node.mu, then session.mu, then the leaf locks Node.tabMu and
 // recvQueues.mu (docs/ARCHITECTURE.md has the whole order). So session
-// code never touches Node.sessions: a session that ends stays there in stFailed or stClosed, lookups treat stClosed as
-// absent, and the maintenance goroutine removes it when its time is up.
+// code never touches Node.sessions: a session that ends stays there in
+// stFailed or stClosed, lookups treat stClosed as absent, and the
+// maintenance goroutine removes it when its time is up.
 // Calling the Conn with mu held is allowed: the Conn delivers (session.deliver
 // takes mu) with no lock of its own held, and its Link only reads the
 // atomics.

@@ -88,7 +88,7 @@ func (d *tcpDirect) enabled() bool { return !d.n.cfg.DisableDirectTCP }
 
 // onPeer dials an introduced peer's candidates over TCP when UDP between
 // us may not work: the peer registered over TCP, or we did.
-func (d *tcpDirect) onPeer(peer PeerID, p *rendezvous.Peer, wanted bool) {
+func (d *tcpDirect) onPeer(peer PeerID, p *rendezvous.Peer) {
 	if !d.enabled() || !(p.TCP || d.t.udpBlocked()) || peer == d.n.id.public {
 		return
 	}
@@ -100,10 +100,6 @@ func (d *tcpDirect) onPeer(peer PeerID, p *rendezvous.Peer, wanted bool) {
 	}
 	tp := d.peers[peer]
 	if tp == nil {
-		if !wanted && len(d.peers) >= maxTCPLinks {
-			d.mu.Unlock()
-			return
-		}
 		tp = &tcpPeer{dialing: map[netip.AddrPort]bool{}}
 		d.peers[peer] = tp
 	}

@@ -531,7 +531,7 @@ func (t *traversal) onPeer(p *rendezvous.Peer) {
 	}
 	t.n.log.Debug("p2p: introduced", "peer", peer, "public", p.Observed, "host", p.Candidates, "relay", p.Relay, "relay allowed", p.RelayAllowed, "tcp", p.TCP)
 	t.relay.onPeer(p, time.Now())
-	t.direct.onPeer(peer, p, true)
+	t.direct.onPeer(peer, p)
 	t.mu.Lock()
 	t.observed[peer] = p.Observed
 	t.mu.Unlock()
