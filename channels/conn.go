@@ -240,6 +240,14 @@ func (c *Conn) AckOverdue() time.Duration {
 	return 0
 }
 
+// SmoothedRTT is the round-trip time estimate (0 before the first sample
+// or InitialRTT).
+func (c *Conn) SmoothedRTT() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rtt.smoothed
+}
+
 // ProbeNow is for a caller that has just moved the Conn to a new path: it
 // sends a probe at once (the oldest unacknowledged reliable data, or a
 // ping) and restarts the probe backoff, instead of waiting out a timeout

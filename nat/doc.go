@@ -55,4 +55,15 @@
 // probability 256/64512, so 1024 random probes find one 98 % of the time and
 // 2048 99.97 %. Both sides endpoint-dependent
 // cannot be punched this way (about 170000 probes); that pair needs a relay.
+//
+// # Goroutines and locks
+//
+// Each Punch runs one goroutine of its own (the check schedule, the
+// birthday spray); its state is under its mu, which is a leaf: sockets are
+// written, OnPath is called and extra sockets are closed only after mu is
+// released. HandleProbe runs on the caller's goroutine (the owner's
+// reader) under the same rule. A STUN client's transactions are under its
+// own leaf mu; Handle completes them on the reader's goroutine. Discover
+// and DiscoverFiltering block their caller until ctx ends or the tests
+// are done.
 package nat

@@ -337,3 +337,42 @@ func TestPunchSprayedPeerReflexive(t *testing.T) {
 		}
 	})
 }
+
+// TestTriggeredChecksPaced: the peer's probes from an address that is not
+// the best path trigger one check per triggerGap, not one each. Two
+// punches answering each other's probes on such a pair used to probe each
+// other as fast as the network delivered (forever, on a network with no
+// delay).
+func TestTriggeredChecksPaced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sock := &recordSock{}
+		self, peer := key32(), key32()
+		key := NewProbeKey([]byte("dh"), self, peer)
+		p := StartPunch(PunchConfig{Local: self, Peer: peer, Key: key, Main: sock})
+		defer p.Stop()
+		from := netip.MustParseAddrPort("198.51.100.7:5001")
+		checks := func() int {
+			sock.mu.Lock()
+			defer sock.mu.Unlock()
+			n := 0
+			for _, to := range sock.to {
+				if to == from {
+					n++
+				}
+			}
+			return n
+		}
+		for range 100 {
+			p.HandleProbe((&Probe{Sender: peer}).Append(nil, &key), from, nil)
+		}
+		// Each probe gets its ack; checks of our own come on top.
+		if extra := checks() - 100; extra != 1 {
+			t.Fatalf("%d checks triggered by 100 probes at one instant, want 1", extra)
+		}
+		time.Sleep(triggerGap)
+		p.HandleProbe((&Probe{Sender: peer}).Append(nil, &key), from, nil)
+		if extra := checks() - 101; extra < 2 {
+			t.Fatalf("%d checks triggered after triggerGap, want a second", extra)
+		}
+	})
+}

@@ -18,10 +18,14 @@ type Socket interface {
 
 // Punch timing and bounds.
 const (
-	punchPace      = 20 * time.Millisecond // one probe per pace, RFC 8445's Ta is 50 ms
-	retryFast      = 200 * time.Millisecond
-	firstRound     = 8                     // candidates checked at once when they arrive
-	firstRetry     = 25 * time.Millisecond // then 50 and 100 ms, then retryFast
+	punchPace  = 20 * time.Millisecond // one probe per pace, RFC 8445's Ta is 50 ms
+	retryFast  = 200 * time.Millisecond
+	firstRound = 8                     // candidates checked at once when they arrive
+	firstRetry = 25 * time.Millisecond // then 50 and 100 ms, then retryFast
+	// triggerGap paces the checks the peer's probes trigger, per address:
+	// without it two sides answering each other's probes on a pair that is
+	// not the best would probe each other as fast as the network goes.
+	triggerGap     = firstRetry
 	quickRetries   = 3
 	retrySlow      = time.Second
 	fastFor        = 3 * time.Second
@@ -115,6 +119,8 @@ type remote struct {
 	next     time.Time
 	tries    int  // checks sent to it
 	spray    bool // a guessed port of the birthday approach
+	// triggered: the last check the peer's probe from there triggered.
+	triggered time.Time
 }
 
 type tx struct {
@@ -507,8 +513,9 @@ func (p *Punch) HandleProbe(b []byte, from netip.AddrPort, sock Socket) bool {
 		// A triggered check: the peer reaches us from there, so probe it
 		// back that way (it may be a new, peer-reflexive address). A
 		// stopped punch only answers: nothing would prune its checks.
-		if r := p.addRemoteLocked(Candidate{Addr: from, Kind: KindPeerRefl}, sock); !p.stopped && r != nil && !p.validatedLocked(r) {
+		if r := p.addRemoteLocked(Candidate{Addr: from, Kind: KindPeerRefl}, sock); !p.stopped && r != nil && !p.validatedLocked(r) && now.Sub(r.triggered) >= triggerGap {
 			r.spray = r.spray || p.sprayedLocked(from)
+			r.triggered = now
 			out = append(out, p.probeLocked(r, from, now))
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gamewire/gamewire/p2p/internal/path"
 )
 
 // Admission of sessions that peers open (consent before cost). Identities
@@ -81,7 +83,7 @@ func (n *Node) censusLocked() census {
 				}
 			}
 		}
-		s.mu.Unlock()
+		s.unlock()
 	}
 	return c
 }
@@ -236,8 +238,8 @@ func (g *ampGuard) makeRoomLocked(now time.Time) {
 // TCP link (proven when it was set up), the address the application gave
 // (AddPeerAddr), the public address the server verified for the peer, or
 // a path a connectivity check validated.
-func (n *Node) proven(peer PeerID, src netip.AddrPort, sock *nodeSocket) bool {
-	if sock != nil && sock.kind() != PathDirect {
+func (n *Node) proven(peer PeerID, src netip.AddrPort, sock path.Socket) bool {
+	if sock != nil && sock.Kind() != path.Direct {
 		return true
 	}
 	if a, ok := n.peerAddr(peer); ok && a == src {
@@ -248,10 +250,19 @@ func (n *Node) proven(peer PeerID, src netip.AddrPort, sock *nodeSocket) bool {
 
 // answer sends an answer to an unauthenticated datagram from src, within
 // the amplification bound.
-func (n *Node) answer(sock *nodeSocket, pkt []byte, src netip.AddrPort) {
+func (n *Node) answer(sock path.Socket, pkt []byte, src netip.AddrPort) {
 	if !n.amp.allow(src, len(pkt)) {
 		n.stats.amplificationDropped.Add(1)
 		return
 	}
 	sock.WriteTo(pkt, src)
+}
+
+// answerLocked is answer from under s.mu: the datagram goes out on unlock.
+func (n *Node) answerLocked(s *session, sock path.Socket, pkt []byte, src netip.AddrPort) {
+	if !n.amp.allow(src, len(pkt)) {
+		n.stats.amplificationDropped.Add(1)
+		return
+	}
+	s.writeLocked(sock, pkt, src)
 }

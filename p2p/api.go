@@ -55,13 +55,13 @@ func (n *Node) send(to PeerID, data []byte, flags channels.Flags, channel int, n
 		s.mu.Lock()
 		switch s.state {
 		case stClosed:
-			s.mu.Unlock()
+			s.unlock()
 			s = nil
 		case stFailed:
 			s.restartLocked(now)
-			s.mu.Unlock()
+			s.unlock()
 		default:
-			s.mu.Unlock()
+			s.unlock()
 		}
 	}
 	if s == nil {
@@ -82,7 +82,7 @@ func (n *Node) Flush(to PeerID) error {
 	}
 	s.mu.Lock()
 	conn := s.conn
-	s.mu.Unlock()
+	s.unlock()
 	if conn != nil {
 		conn.Flush()
 	}
@@ -148,7 +148,7 @@ func (n *Node) CloseP2PSessionWithUser(p PeerID) bool {
 	}
 	s.mu.Lock()
 	open := s.state != stClosed
-	s.mu.Unlock()
+	s.unlock()
 	if !open {
 		return false
 	}
@@ -170,7 +170,7 @@ func (n *Node) CloseP2PChannelWithUser(p PeerID, channel int) bool {
 	_, open := s.openChans[channel]
 	delete(s.openChans, channel)
 	last := open && len(s.openChans) == 0 && s.state != stClosed
-	s.mu.Unlock()
+	s.unlock()
 	if !open {
 		return false
 	}
@@ -218,7 +218,7 @@ func (n *Node) AddPeerAddr(p PeerID, addr netip.AddrPort) {
 	if s.state == stConnecting && s.hs == nil {
 		s.startHandshakeLocked(time.Now())
 	}
-	s.mu.Unlock()
+	s.unlock()
 }
 
 // Events returns the channel of session events. It shares one bounded
@@ -299,7 +299,7 @@ func (n *Node) waitRoom(ctx context.Context, peer PeerID) error {
 		if s.state == stEstablished && s.confirmed.Load() {
 			conn = s.conn
 		}
-		s.mu.Unlock()
+		s.unlock()
 	}
 	if conn != nil {
 		conn.WaitSendQueue(ctx) // a Conn that ended returns at once: the next send restarts the session

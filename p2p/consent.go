@@ -143,7 +143,7 @@ func (n *Node) wants(peer PeerID) bool {
 		return false
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	return s.accepted && (s.state == stConnecting || s.state == stEstablished)
 }
 
@@ -172,8 +172,8 @@ func (n *Node) acceptAsked(p PeerID) bool {
 func (n *Node) openAsked(p PeerID) bool {
 	now := time.Now()
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.closed {
+		n.mu.Unlock()
 		return false
 	}
 	s := n.liveSessionLocked(p)
@@ -182,7 +182,8 @@ func (n *Node) openAsked(p PeerID) bool {
 		s.peerOpened = true // MaxSessionsPerIP counts it: the peer asked first
 		s.mu.Lock()
 	}
-	defer s.mu.Unlock()
+	n.mu.Unlock()
+	defer s.unlock() // after n.mu: unlock sends
 	if !s.accepted {
 		s.acceptLocked()
 	}

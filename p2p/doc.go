@@ -93,8 +93,19 @@
 //
 // # Paths
 //
-// A session's path is a peer address and one of the node's sockets: the
-// main one, an extra one the birthday approach opened, or the relay. With
+// A session's path (its route) is a peer address and one of the node's
+// sockets: the main one, an extra one the birthday approach opened, the
+// relay or a TCP link. Once the session is established, the path layer
+// (internal/path: one owner goroutine per node) chooses it among the
+// routes offered: the peer's packets from another address, validated
+// checks, the relay, TCP links. A better class takes over at once (UDP to
+// our subnet, to a private or loopback address, to a public one, then
+// TCP, then the relay); the same class only when the current route fails
+// (unacknowledged data 200 ms overdue, or a second of silence), in the
+// first 2 s for a better-checked route, or for an RTT 20 % and 5 ms lower
+// twice a second apart; a worse class after a second of silence. A peer's
+// route moves at most 6 times a minute unless it fails; ::1 and
+// 127.0.0.1 at one port are one route. With
 // Config.Rendezvous, a session with no direct path after Config.RelayAfter
 // (at once when both NATs map per destination, or when either side's UDP
 // is blocked and it registered over TCP) goes relay to relay through the
@@ -122,12 +133,27 @@
 // other end's probe checks out, and is offered to the session once the ack
 // of our own fresh probe comes back; the session then runs over it
 // (PathTCP) rather than the relay. UDP straight to the peer ranks above
-// TCP, TCP above the relay. A link holds at most 64 KiB beyond the
+// TCP, TCP above the relay (a link is one hop and costs the operator
+// nothing). A link holds at most 64 KiB beyond the
 // kernel's buffer: past that datagrams are dropped and counted
 // (NodeStats.TCPDropped) and the channels send reliable data again, so a
 // stalled TCP connection never queues unreliable data without bound.
 // Connections that prove no introduced peer within 5 s are closed.
 // Config.DisableDirectTCP turns direct TCP off.
+//
+// # Goroutines and locks
+//
+// docs/ARCHITECTURE.md has the whole picture. In short: a reader per
+// socket, a handshake worker, a maintenance goroutine, the path layer's
+// owner, each Conn's timer, each punch's goroutine, and the relay client's
+// and TCP links' readers and writers. Locks are taken in the order
+// Node.mu, session.mu, then the traversal's, a punch's, the relayer's or
+// the TCP side's mu, then leaf locks. No socket is written, no rendezvous
+// message sent and no user callback run under session.mu: a locked section
+// queues what it decided and session.unlock carries it out. Path code
+// (traversal, relay, TCP links) reaches a session only through the
+// session's own methods, with no lock of its own held, and posts routes
+// to the path layer, which never waits on anyone.
 //
 // Data packet flags (authenticated) say where the sender stands on the
 // session, so acceptance, refusal and closing ride on every packet,

@@ -42,9 +42,10 @@ func TestDualStackNoFlapping(t *testing.T) {
 	// b's side moves to IPv6 (as when a check validated that path on one
 	// side only): a now hears b from an address it does not send to.
 	s := b.lookupSession(a.PeerID())
-	s.mu.Lock()
-	s.setPath(netip.AddrPortFrom(netip.IPv6Loopback(), port(a)), nil)
-	s.mu.Unlock()
+	r := *s.current()
+	r.Remote = netip.AddrPortFrom(netip.IPv6Loopback(), port(a))
+	b.paths.Establish(s.paths, r, 0) // as when the session was established on that path
+	b.paths.Sync()
 	stop := time.Now().Add(2 * time.Second)
 	for i := 0; time.Now().Before(stop); i++ {
 		a.SendP2PPacket(b.PeerID(), []byte{byte(i)}, SendUnreliable, 1)

@@ -16,6 +16,7 @@ import (
 	"github.com/gamewire/gamewire/internal/secure"
 	"github.com/gamewire/gamewire/internal/udpbatch"
 	"github.com/gamewire/gamewire/nat"
+	"github.com/gamewire/gamewire/p2p/internal/path"
 )
 
 // Node is one endpoint of gamewire's peer-to-peer networking: an identity,
@@ -35,7 +36,8 @@ type Node struct {
 	appHash [16]byte
 	pc      net.PacketConn
 	ownPC   bool
-	main    *nodeSocket
+	main    *udpSocket
+	paths   *path.Table[*session] // every session's route: one owner goroutine
 	log     *slog.Logger
 	events  *eventQueue
 	recvq   *recvQueues
@@ -60,7 +62,7 @@ type Node struct {
 	adm     admission  // what the reader knows of pending sessions
 	amp     ampGuard   // bytes toward unverified addresses
 	extraMu sync.Mutex // guards extras
-	extras  map[*nodeSocket]struct{}
+	extras  map[*udpSocket]struct{}
 
 	trav *traversal // nil without a rendezvous server
 
@@ -70,25 +72,10 @@ type Node struct {
 	stats        nodeCounters
 }
 
-// addrRank orders peer addresses for following a peer that sends from a
-// new one: on one of our subnets, then private or loopback, then public.
-func (n *Node) addrRank(a netip.Addr) int {
-	a = a.Unmap()
-	for _, p := range n.prefixes {
-		if p.Contains(a) {
-			return 2
-		}
-	}
-	if a.IsPrivate() || a.IsLoopback() {
-		return 1
-	}
-	return 0
-}
-
 type inboundInit struct {
 	pkt  []byte
 	src  netip.AddrPort
-	sock *nodeSocket
+	sock path.Socket
 }
 
 // Handshake worker bounds: the queue of initiations waiting for it, and the
@@ -130,7 +117,7 @@ func New(cfg Config) (*Node, error) {
 		peerAddrs: make(map[PeerID]netip.AddrPort),
 		lastTS:    make(map[PeerID]uint64),
 		load:      newLoadMeter(time.Now()),
-		extras:    make(map[*nodeSocket]struct{}),
+		extras:    make(map[*udpSocket]struct{}),
 	}
 	n.relayAllowed.Store(!cfg.DisableRelay)
 	n.pc = cfg.PacketConn
@@ -150,6 +137,7 @@ func New(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
+	n.paths = path.NewTable[*session](pathReporter{n}, n.prefixes)
 	n.wg.Add(3)
 	go n.readLoop(n.main)
 	go n.handshakeLoop()
@@ -203,6 +191,7 @@ func (n *Node) Close() error {
 		n.pc.SetReadDeadline(time.Now()) // wakes the reader without closing the caller's socket
 	}
 	n.wg.Wait()
+	n.paths.Close() // after the readers and the traversal: nothing posts now
 	n.recvq.close()
 	n.events.close()
 	return nil
@@ -221,7 +210,7 @@ func (n *Node) isClosed() bool {
 // 0x00–0x03 STUN, 0x40–0x7F TURN channel data (not served yet), 0x80–0xBF
 // gamewire: handshakes and data (internal/secure), probes (nat),
 // rendezvous.
-func (n *Node) handlePacket(b []byte, src netip.AddrPort, sock *nodeSocket) {
+func (n *Node) handlePacket(b []byte, src netip.AddrPort, sock path.Socket) {
 	n.stats.packetsIn.Add(1)
 	if len(b) == 0 {
 		n.stats.dropped.Add(1)
@@ -254,7 +243,7 @@ func (n *Node) lookupIndex(idx uint32) *session {
 	return s
 }
 
-func (n *Node) handleData(b []byte, src netip.AddrPort, sock *nodeSocket) {
+func (n *Node) handleData(b []byte, src netip.AddrPort, sock path.Socket) {
 	idx, ok := secure.DataReceiverIndex(b)
 	var s *session
 	if ok {
@@ -286,7 +275,7 @@ func (n *Node) handleData(b []byte, src netip.AddrPort, sock *nodeSocket) {
 // passes the rest to the handshake worker. Under load (see loadMeter) it
 // wants proof that the source address is real (a cookie, WireGuard's mac2)
 // and rate-limits each source address.
-func (n *Node) handleInitiation(b []byte, src netip.AddrPort, sock *nodeSocket) {
+func (n *Node) handleInitiation(b []byte, src netip.AddrPort, sock path.Socket) {
 	if !n.hs.CheckMAC1(b) {
 		n.stats.badMAC.Add(1)
 		return
@@ -313,7 +302,7 @@ func (n *Node) handleInitiation(b []byte, src netip.AddrPort, sock *nodeSocket) 
 	}
 }
 
-func (n *Node) handleResponse(b []byte, src netip.AddrPort, sock *nodeSocket) {
+func (n *Node) handleResponse(b []byte, src netip.AddrPort, sock path.Socket) {
 	idx, ok := secure.ResponseReceiverIndex(b)
 	if !ok {
 		n.stats.dropped.Add(1)
@@ -326,7 +315,7 @@ func (n *Node) handleResponse(b []byte, src netip.AddrPort, sock *nodeSocket) {
 	}
 	s.mu.Lock()
 	early := s.consumeResponseLocked(b, idx, src, sock)
-	s.mu.Unlock()
+	s.unlock()
 	// Packets that beat the response here are replayed now the keys exist.
 	for _, p := range early {
 		n.handleData(p.data, p.src, p.sock)
@@ -335,7 +324,7 @@ func (n *Node) handleResponse(b []byte, src netip.AddrPort, sock *nodeSocket) {
 
 // consumeResponseLocked completes our handshake with a response and returns
 // the early packets to replay.
-func (s *session) consumeResponseLocked(b []byte, idx uint32, src netip.AddrPort, sock *nodeSocket) []earlyPacket {
+func (s *session) consumeResponseLocked(b []byte, idx uint32, src netip.AddrPort, sock path.Socket) []earlyPacket {
 	n := s.node
 	if s.hs == nil || s.index != idx || s.state != stConnecting {
 		return nil // a duplicate, or for an attempt we gave up
@@ -379,15 +368,15 @@ func (n *Node) handleCookieReply(b []byte) {
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	if s.hs == nil || s.index != idx {
 		return
 	}
 	if err := s.hs.ConsumeCookieReply(b); err != nil {
 		return
 	}
-	if r := s.route.Load(); r != nil {
-		r.socketOr(n.main).WriteTo(s.hs.Message(), r.remote) // at once, now with mac2
+	if r := s.current(); r != nil {
+		s.writeLocked(n.sockOf(r), clone(s.hs.Message()), r.Remote) // at once, now with mac2
 	}
 }
 
@@ -405,7 +394,7 @@ func (n *Node) handshakeLoop() {
 
 // processInitiation runs the expensive half of an incoming handshake and
 // decides what it means for the peer's session.
-func (n *Node) processInitiation(pkt []byte, src netip.AddrPort, sock *nodeSocket) {
+func (n *Node) processInitiation(pkt []byte, src netip.AddrPort, sock path.Socket) {
 	n.stats.handshakes.Add(1)
 	inc, err := n.hs.ConsumeInitiation(pkt)
 	if err != nil {
@@ -422,41 +411,54 @@ func (n *Node) processInitiation(pkt []byte, src netip.AddrPort, sock *nodeSocke
 		n.respondStatus(inc, src, sock, statusNotRunningApp)
 		return
 	}
-	now := time.Now()
+	s, refuse := n.sessionFor(peer, p.timestamp, src, time.Now())
+	if refuse {
+		n.respondStatus(inc, src, sock, statusRefused)
+		return
+	}
+	if s == nil {
+		return
+	}
+	n.answerInitiation(s, inc, p, secure.InitiationID(pkt), src, sock, time.Now())
+	s.unlock()
+}
+
+// sessionFor returns, locked, the session an authenticated initiation from
+// peer applies to: the live one, or a new one if admission lets the
+// initiation open one (refuse: it says no to the peer). Nil: nothing to do.
+func (n *Node) sessionFor(peer PeerID, timestamp uint64, src netip.AddrPort, now time.Time) (s *session, refuse bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
-		return
+		return nil, false
 	}
-	s := n.liveSessionLocked(peer) // locked, or nil
-	if s == nil {
-		// Nothing to resend or to ignore as ours: only a newer initiation
-		// than any answered may open a session, so replays open nothing.
-		if p.timestamp <= n.lastTimestamp(peer) {
-			n.stats.replayedInit.Add(1)
-			return
-		}
-		switch n.admitLocked(src, now) {
-		case admitSilent:
-			return // a peer sharing the IP retries; a flood learns nothing
-		case admitRefuse:
-			n.respondStatus(inc, src, sock, statusRefused)
-			return
-		}
-		s = n.newSessionLocked(peer, now)
-		s.peerOpened = true
-		s.mu.Lock()
+	if s := n.liveSessionLocked(peer); s != nil {
+		return s, false
 	}
-	defer s.mu.Unlock()
-	n.answerInitiation(s, inc, p, secure.InitiationID(pkt), src, sock, now)
+	// Nothing to resend or to ignore as ours: only a newer initiation
+	// than any answered may open a session, so replays open nothing.
+	if timestamp <= n.lastTimestamp(peer) {
+		n.stats.replayedInit.Add(1)
+		return nil, false
+	}
+	switch n.admitLocked(src, now) {
+	case admitSilent:
+		return nil, false // a peer sharing the IP retries; a flood learns nothing
+	case admitRefuse:
+		return nil, true
+	}
+	s = n.newSessionLocked(peer, now)
+	s.peerOpened = true
+	s.mu.Lock()
+	return s, false
 }
 
 // answerInitiation applies an authenticated initiation from s's peer to s
-// (n.mu and s.mu held): resend an answer, ignore it, or answer it.
-func (n *Node) answerInitiation(s *session, inc *secure.IncomingInitiation, p initPayload, id [16]byte, src netip.AddrPort, sock *nodeSocket, now time.Time) {
+// (s.mu held): resend an answer, ignore it, or answer it.
+func (n *Node) answerInitiation(s *session, inc *secure.IncomingInitiation, p initPayload, id [16]byte, src netip.AddrPort, sock path.Socket, now time.Time) {
 	switch {
 	case s.state == stEstablished && !s.initiator && s.respID == id:
-		n.answer(sock, s.respCache, src) // our answer was lost: the same bytes again
+		n.answerLocked(s, sock, s.respCache, src) // our answer was lost: the same bytes again
 		return
 	case s.state == stEstablished && p.epoch == s.peerEpoch:
 		n.raiseLastTimestamp(s.peer, p.timestamp)
@@ -471,8 +473,8 @@ func (n *Node) answerInitiation(s *session, inc *secure.IncomingInitiation, p in
 		// peer's came from: that path works both ways now (a birthday hole
 		// the peer found first, say), and ours may not have found it yet.
 		n.raiseLastTimestamp(s.peer, p.timestamp)
-		s.setPath(src, sock)
-		sock.WriteTo(s.hs.Message(), src)
+		s.handshakeOnLocked(src, sock)
+		s.writeLocked(sock, clone(s.hs.Message()), src)
 		return
 	}
 	if s.state == stEstablished {
@@ -501,10 +503,10 @@ func (n *Node) answerInitiation(s *session, inc *secure.IncomingInitiation, p in
 		n.log.Error("p2p: cannot start session", "peer", s.peer, "err", err)
 		return
 	}
-	n.answer(sock, pkt, src)
+	n.answerLocked(s, sock, pkt, src)
 }
 
-func (n *Node) respondStatus(inc *secure.IncomingInitiation, src netip.AddrPort, sock *nodeSocket, status uint8) {
+func (n *Node) respondStatus(inc *secure.IncomingInitiation, src netip.AddrPort, sock path.Socket, status uint8) {
 	pkt, _, err := inc.Respond(0, respPayload{status: status}.encode())
 	if err == nil {
 		n.answer(sock, pkt, src)
@@ -520,7 +522,7 @@ func (n *Node) liveSessionLocked(peer PeerID) *session {
 	}
 	s.mu.Lock()
 	if s.state == stClosed || s.state == stFailed {
-		s.mu.Unlock()
+		s.unlock()
 		return nil
 	}
 	return s
@@ -531,6 +533,8 @@ func (n *Node) liveSessionLocked(peer PeerID) *session {
 // wanted to talk to this peer.
 func (n *Node) newSessionLocked(peer PeerID, now time.Time) *session {
 	s := &session{node: n, peer: peer, state: stConnecting, started: now, epoch: n.newEpoch(), relayOK: n.relayAllowed.Load()}
+	s.paths = n.paths.NewPeer(s)
+	s.gen.Store(1)
 	if old := n.sessions[peer]; old != nil {
 		old.mu.Lock()
 		s.accepted = old.state == stFailed && old.accepted

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gamewire/gamewire/p2p/internal/path"
 	"github.com/gamewire/gamewire/relay"
 	"github.com/gamewire/gamewire/rendezvous"
 )
@@ -59,7 +60,7 @@ type relayer struct {
 	mu         sync.Mutex
 	turn       *rendezvous.TURN
 	client     *relay.Client
-	sock       *nodeSocket // the allocation as a socket sessions can use
+	sock       *relaySocket // the allocation as a socket sessions can use
 	allocating bool
 	failures   int // allocations that failed: each failure moves to the next server
 	retryAt    time.Time
@@ -179,23 +180,20 @@ func (r *relayer) need(peer PeerID, rp relayPeer, now time.Time) relayNeed {
 		}
 		return relayNeed{prepare: r.overBudget(rp, now, 2), use: r.overBudget(rp, now, 1)}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.relayOK {
+	v := s.view(now)
+	if !v.relayOK {
 		return relayNeed{}
 	}
-	switch s.state {
+	switch v.state {
 	case stConnecting:
 		return relayNeed{prepare: r.overBudget(rp, now, 2), use: r.overBudget(rp, now, 1), down: true}
 	case stEstablished:
-		relayed := s.socket().kind() == PathRelay
-		lost := s.pathLostLocked(now)
 		// A session on an allocation that was dropped as dead needs the
 		// relay back before its path even counts as lost.
-		rt := s.route.Load()
-		dropped := rt != nil && rt.sock != nil && rt.sock.relay != nil && rt.sock.closed.Load()
-		use := relayed || lost || dropped
-		return relayNeed{prepare: use, use: use, relayed: relayed, down: lost || dropped}
+		dropped := v.onRelay && v.sockClosed
+		relayed := v.onRelay && !dropped
+		use := relayed || v.lost || dropped
+		return relayNeed{prepare: use, use: use, relayed: relayed, down: v.lost || dropped}
 	}
 	return relayNeed{}
 }
@@ -341,7 +339,7 @@ func (r *relayer) allocateLocked(now time.Time) {
 	r.allocating = true
 	creds := r.turn.Credentials
 	n := r.n
-	sock := &nodeSocket{node: n}
+	sock := &relaySocket{node: n}
 	var ready atomic.Bool
 	cfg := relay.ClientConfig{
 		Server: srv.Addr, Transport: srv.Transport, TLSConfig: n.cfg.RelayTLS, Credentials: creds,
@@ -373,7 +371,7 @@ func (r *relayer) allocateLocked(now time.Time) {
 			n.log.Debug("p2p: TURN allocation failed", "server", srv.Addr, "transport", srv.Transport, "err", err)
 			return
 		}
-		sock.relay = c
+		sock.c = c
 		ready.Store(true)
 		r.client, r.sock, r.usedAt, r.madeAt = c, sock, time.Now(), time.Now()
 		r.mu.Unlock()
@@ -429,32 +427,15 @@ func (r *relayer) permitLocked(peer PeerID, addr netip.AddrPort, use bool) {
 	}()
 }
 
-// use puts peer's session on the relay: a connecting session sends its
-// initiation there, an established one whose path is lost moves there (or,
-// on the relay already, to addr: the peer's relayed address changed). A
-// peer without a session (it asked for us) needs nothing: its initiation
-// will arrive through the relay.
-func (r *relayer) use(peer PeerID, addr netip.AddrPort, sock *nodeSocket, now time.Time) {
-	s := r.n.lookupSession(peer)
-	if s == nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	onRelay := s.socket() == sock
-	switch {
-	case s.state == stConnecting && s.hs == nil:
-		s.startHandshakeOnLocked(addr, sock, now)
-	case s.state == stConnecting && !onRelay && s.socket().kind() != PathTCP:
-		s.setPath(addr, sock)
-		sock.WriteTo(s.hs.Message(), addr)
-		// Retries had backed off on the dead direct path; on the new one
-		// they start over, as the peer's permission for us may still be
-		// on its way.
-		s.hsInterval, s.hsNext = handshakeFirstRetry, now.Add(handshakeFirstRetry)
-	case s.state == stEstablished && s.pathLostLocked(now) && (!onRelay || s.route.Load() == nil || s.route.Load().remote != addr):
-		s.setPath(addr, sock)
-		s.conn.ProbeNow()
+// use offers peer's session the relay (session.offer): a connecting
+// session sends its initiation there; for an established one the path
+// layer decides (it moves there once the current path is lost, or to
+// addr when the peer's relayed address changed). A peer without a session
+// (it asked for us) needs nothing: its initiation will arrive through the
+// relay.
+func (r *relayer) use(peer PeerID, addr netip.AddrPort, sock *relaySocket, now time.Time) {
+	if s := r.n.lookupSession(peer); s != nil && sock != nil {
+		s.offer(path.Offer{Route: path.Route{Remote: addr, Sock: sock}}, fromRelay, now)
 	}
 }
 

@@ -10,7 +10,12 @@ import (
 	"github.com/gamewire/gamewire/channels"
 	"github.com/gamewire/gamewire/internal/secure"
 	"github.com/gamewire/gamewire/internal/udpbatch"
+	"github.com/gamewire/gamewire/p2p/internal/path"
 )
+
+// clone copies b: a handshake message queued for after unlock must not
+// change under the write.
+func clone(b []byte) []byte { return append([]byte(nil), b...) }
 
 type sessionState int
 
@@ -52,13 +57,17 @@ const (
 //
 // Ownership: fields under mu are changed by whichever goroutine holds mu:
 // the application's (Send, Accept, Close...), the reader's (packets, and the
-// channels.Conn's Deliver callback), the handshake worker's, and the
-// maintenance goroutine's. route, keys and txFlags are atomics so the
-// packet paths (sessionLink, the reader) read them without mu. Lock order:
-// Node.mu, then session.mu, then the leaf locks Node.tabMu and
-// recvQueues.mu (docs/ARCHITECTURE.md has the whole order). So session
-// code never touches Node.sessions: a session that ends stays there in
-// stFailed or stClosed, lookups treat stClosed as absent, and the
+// channels.Conn's Deliver callback), the handshake worker's, the
+// maintenance goroutine's, and path code offering routes (session.offer).
+// The route is the path layer's (paths; its owner goroutine alone moves
+// it once the session is established); keys, txFlags and the handshake
+// route are atomics, so the packet paths (sessionLink, the reader) read
+// them without mu. Lock order: Node.mu, then session.mu, then the leaf
+// locks Node.tabMu, recvQueues.mu and the path table's queue
+// (docs/ARCHITECTURE.md has the whole order). No socket is written under
+// mu: locked sections queue datagrams (writeLocked) that unlock sends.
+// Session code never touches Node.sessions: a session that ends stays
+// there in stFailed or stClosed, lookups treat stClosed as absent, and the
 // maintenance goroutine removes it when its time is up.
 // Calling the Conn with mu held is allowed: the Conn delivers (session.deliver
 // takes mu) with no lock of its own held, and its Link only reads the
@@ -67,11 +76,18 @@ type session struct {
 	node *Node
 	peer PeerID
 
-	route    atomic.Pointer[route] // where the session sends: address and socket, swapped whole
+	// paths is the peer's path state: its route is where the session
+	// sends once established (the path layer's owner goroutine chooses
+	// it). hsRoute is where this attempt's handshake goes, and the
+	// route the session was established on until the path layer has it.
+	// gen numbers the attempts, so no route of an earlier one is used.
+	paths    *path.Peer[*session]
+	hsRoute  atomic.Pointer[path.Route]
+	gen      atomic.Uint64
 	keys     atomic.Pointer[secure.Keypair]
 	txFlags  atomic.Uint32
 	lastRecv atomic.Int64 // unix ns of the last authenticated packet
-	lastPath atomic.Int64 // unix ns of the last one from remote (or of the switch to it)
+	lastPath atomic.Int64 // unix ns of the last one on the current route (or of the move to it)
 	live     atomic.Bool  // established: path moves raise PathChanged
 	// confirmed: the peer proved the address we send to (an initiator, by
 	// the response; a responder, by the peer's first authenticated data
@@ -112,8 +128,10 @@ type session struct {
 	early       []earlyPacket
 
 	conn      *channels.Conn
-	respCache []byte   // responder: our response, resent for a retransmitted initiation
-	respID    [16]byte // the initiation it answers
+	out       []outgoing // sent by unlock
+	later     laterWork  // done by unlock
+	respCache []byte     // responder: our response, resent for a retransmitted initiation
+	respID    [16]byte   // the initiation it answers
 	openChans map[int]struct{}
 }
 
@@ -123,92 +141,117 @@ type session struct {
 // and waited for.
 type earlyPacket struct {
 	src  netip.AddrPort
-	sock *nodeSocket
+	sock path.Socket
 	data []byte
 }
 
 // maxEarly bounds the early packets kept per handshake.
 const maxEarly = 8
 
-// route is a session's path: the peer's address and the socket that
-// reaches it (nil: the main socket). It is immutable; a move stores a new
-// one, so readers never see the address of one path with the socket of
-// another.
-type route struct {
-	remote netip.AddrPort
-	sock   *nodeSocket
+// outgoing is a datagram a locked section decided to send: it goes out
+// after the session's lock is released (unlock), as no lock of ours is
+// held across a socket write.
+type outgoing struct {
+	sock path.Socket
+	b    []byte
+	to   netip.AddrPort
 }
 
-// remoteAddr returns the peer's address on the current path, if any.
+// writeLocked queues b for to through sock, sent once mu is released.
+func (s *session) writeLocked(sock path.Socket, b []byte, to netip.AddrPort) {
+	s.out = append(s.out, outgoing{sock: sock, b: b, to: to})
+}
+
+// laterWork is what a locked section asks of the rendezvous client, done
+// by unlock: the client sends at once, and nothing is sent under mu.
+type laterWork uint8
+
+const (
+	askServer    laterWork = 1 << iota // ask the server for an introduction
+	cancelAsking                       // stop asking
+	repunch                            // register again and ask anew: the path broke
+)
+
+// unlock releases mu, then sends what the locked section queued and asks
+// the server what it decided to.
+func (s *session) unlock() {
+	out, later := s.out, s.later
+	s.out, s.later = nil, 0
+	s.mu.Unlock()
+	for _, o := range out {
+		o.sock.WriteTo(o.b, o.to)
+	}
+	t := s.node.trav
+	if later == 0 || t == nil {
+		return
+	}
+	now := time.Now()
+	if later&cancelAsking != 0 {
+		t.cancelIntroduction(s.peer)
+	}
+	if later&askServer != 0 {
+		t.introduce(s.peer, now)
+	}
+	if later&repunch != 0 {
+		t.repunch(s.peer, now)
+	}
+}
+
+// current is the route the session sends on: once established, the path
+// layer's route for this attempt; before that (and until the path layer
+// has taken the established route in), the handshake's.
+func (s *session) current() *path.Route {
+	if s.live.Load() {
+		if r := s.paths.Route(); r != nil && r.Gen == s.gen.Load() {
+			return r
+		}
+	}
+	return s.hsRoute.Load()
+}
+
+// remoteAddr returns the peer's address on the current route, if any.
 func (s *session) remoteAddr() (netip.AddrPort, bool) {
-	if r := s.route.Load(); r != nil {
-		return r.remote, true
+	if r := s.current(); r != nil {
+		return r.Remote, true
 	}
 	return netip.AddrPort{}, false
 }
 
+// sockOf is r's socket, or the main one when r has none or its socket
+// closed (an extra socket given back, a dead allocation, a closed link).
+func (n *Node) sockOf(r *path.Route) path.Socket {
+	if r == nil || r.Sock == nil || r.Sock.Closed() {
+		return n.main
+	}
+	return r.Sock
+}
+
 // socket returns the socket the session sends on.
-func (s *session) socket() *nodeSocket {
-	return s.route.Load().socketOr(s.node.main)
-}
+func (s *session) socket() path.Socket { return s.node.sockOf(s.current()) }
 
-// socketOr is r's socket, or main when r has none or it closed.
-func (r *route) socketOr(main *nodeSocket) *nodeSocket {
-	if r != nil && r.sock != nil && !r.sock.closed.Load() {
-		return r.sock
-	}
-	return main
-}
+// pathKind is the kind of the current route.
+func (s *session) pathKind() PathKind { return pathKindOf(s.socket().Kind()) }
 
-// setPath points the session at remote through sock (nil: main). An
-// established session's move raises PathChanged.
-func (s *session) setPath(remote netip.AddrPort, sock *nodeSocket) {
-	if sock != nil && sock.main {
-		sock = nil
+// handshakeOnLocked points this attempt's handshake at remote through sock
+// (nil: the main socket).
+func (s *session) handshakeOnLocked(remote netip.AddrPort, sock path.Socket) {
+	if sock == nil {
+		sock = s.node.main
 	}
-	old := s.route.Swap(&route{remote: remote, sock: sock})
+	r := &path.Route{Remote: remote, Sock: sock, Gen: s.gen.Load()}
+	s.hsRoute.Store(r)
 	s.lastPath.Store(time.Now().UnixNano())
-	if !s.live.Load() || old == nil {
-		return // not established: no path to change from
-	}
-	kind := s.socket().kind()
-	if old.remote != remote || old.socketOr(s.node.main).kind() != kind {
-		n := s.node
-		n.stats.pathChanges.Add(1)
-		n.log.Debug("p2p: path changed", "peer", s.peer, "path", kind, "remote", remote)
-		n.events.push(PathChanged{Peer: s.peer, Path: kind, Remote: remote})
-	}
+	s.node.paths.Begin(s.paths, *r)
 }
 
-// pathQuiet is how long the current path must stay silent before the
-// session follows the peer to a worse socket kind.
-const pathQuiet = time.Second
-
-// follow reports whether packets from src (which is not the current path)
-// should move the session there. Another socket kind moves it when it ranks
-// higher (direct UDP, then direct TCP, then the relay) or the current path
-// went quiet for pathQuiet: stragglers on a worse kind do not pull a
-// session back. Within a kind, an address of a better class (our subnet,
-// then private or loopback, then public) moves it at once; one no better
-// moves it only when the current path is failing, that is what we send
-// there goes unacknowledged past its due time (a NAT rebinding, or a peer
-// that moved to another network). A peer heard from an address it is not
-// sent to while its acknowledgements come back (two dual-stack peers, one
-// on the other's IPv4 address and the other on IPv6) is left where it is:
-// following every source address would move both sides back and forth on
-// every packet in flight.
-func (s *session) follow(src netip.AddrPort, sock *nodeSocket, conn *channels.Conn, now int64) bool {
-	cur := s.route.Load()
-	if cur == nil {
-		return true
+// health is what the session knows of its current route, for the path
+// layer's choice.
+func (s *session) health(conn *channels.Conn, now int64) path.Health {
+	h := path.Health{Quiet: time.Duration(now - s.lastPath.Load())}
+	if conn != nil {
+		h.AckOverdue, h.RTT = conn.AckOverdue(), conn.SmoothedRTT()
 	}
-	if from, at := sock.kind(), cur.socketOr(s.node.main).kind(); from != at {
-		return from.rank() > at.rank() || time.Duration(now-s.lastPath.Load()) > pathQuiet
-	}
-	if s.node.addrRank(src.Addr()) > s.node.addrRank(cur.remote.Addr()) {
-		return true
-	}
-	return conn != nil && conn.AckOverdue() >= ackOverdue
+	return h
 }
 
 type preMsg struct {
@@ -250,13 +293,13 @@ func (s *session) send(data []byte, flags channels.Flags, ch int, noDelay bool, 
 	s.noteChannelLocked(ch)
 	if s.state == stEstablished && s.confirmed.Load() {
 		conn, active := s.conn, s.peerAccepted
-		s.mu.Unlock()
+		s.unlock()
 		if noDelay && !active {
 			return nil // SendUnreliableNoDelay before the session is connected
 		}
 		return mapConnErr(conn.Send(uint16(ch), data, flags))
 	}
-	defer s.mu.Unlock()
+	defer s.unlock()
 	waiting := s.state == stConnecting || s.state == stEstablished // established: until the peer proves its address
 	if !waiting || noDelay {
 		return nil
@@ -301,8 +344,8 @@ func mapConnErr(err error) error {
 // ended, and a request left behind would keep raising SessionRequest at a
 // peer that no longer waits for us.
 func (s *session) stopIntroducingLocked() {
-	if t := s.node.trav; t != nil && s.introducing {
-		t.cancelIntroduction(s.peer)
+	if s.introducing {
+		s.later |= cancelAsking
 	}
 	s.introducing = false
 }
@@ -310,6 +353,7 @@ func (s *session) stopIntroducingLocked() {
 // restartLocked turns a failed record into a fresh attempt.
 func (s *session) restartLocked(now time.Time) {
 	s.introducing = false
+	s.gen.Add(1) // routes of the failed attempt are not this one's
 	s.state = stConnecting
 	s.lastErr = SessionErrorNone
 	s.started = now
@@ -326,7 +370,7 @@ func (s *session) restartLocked(now time.Time) {
 // whether it had not.
 func (s *session) acceptIfLive() bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	if s.state == stClosed || s.state == stFailed {
 		return false
 	}
@@ -358,9 +402,9 @@ func (s *session) acceptLocked() {
 func (s *session) startHandshakeLocked(now time.Time) {
 	addr, ok := s.node.peerAddr(s.peer)
 	if !ok {
-		if t := s.node.trav; t != nil && !s.introducing {
+		if s.node.trav != nil && !s.introducing {
 			s.introducing = true
-			t.introduce(s.peer, now)
+			s.later = s.later&^cancelAsking | askServer
 		}
 		return // wait for AddPeerAddr or a path
 	}
@@ -368,8 +412,8 @@ func (s *session) startHandshakeLocked(now time.Time) {
 }
 
 // startHandshakeOnLocked sends an initiation to addr through sock.
-func (s *session) startHandshakeOnLocked(addr netip.AddrPort, sock *nodeSocket, now time.Time) {
-	s.setPath(addr, sock)
+func (s *session) startHandshakeOnLocked(addr netip.AddrPort, sock path.Socket, now time.Time) {
+	s.handshakeOnLocked(addr, sock)
 	n := s.node
 	idx := n.allocIndex(s)
 	payload := initPayload{version: protocolVersion, app: n.appHash, timestamp: n.timestamp(), epoch: s.epoch}
@@ -383,7 +427,7 @@ func (s *session) startHandshakeOnLocked(addr netip.AddrPort, sock *nodeSocket, 
 	s.hsInterval = handshakeFirstRetry
 	s.hsNext = now.Add(s.hsInterval)
 	s.hsSentAt = now
-	s.socket().WriteTo(in.Message(), addr)
+	s.writeLocked(s.socket(), clone(in.Message()), addr)
 }
 
 // abandonHandshakeLocked drops our initiation (the peer's won).
@@ -397,7 +441,7 @@ func (s *session) abandonHandshakeLocked() {
 
 // establishLocked starts the transport: keys, the channels.Conn, and what
 // was queued before it existed.
-func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock *nodeSocket, peerEpoch uint64, peerAccepted bool) error {
+func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock path.Socket, peerEpoch uint64, peerAccepted bool) error {
 	n := s.node
 	window := fullWindow
 	if !s.accepted {
@@ -424,12 +468,19 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock *
 	if err != nil {
 		return err
 	}
+	var pref uint32
 	if n.trav != nil {
 		// Checks may have validated a better path (the LAN) while the
 		// handshake went over another.
-		src, sock = n.trav.better(s.peer, src, sock)
+		src, sock, pref = n.trav.better(s.peer, src, sock)
 	}
-	s.setPath(src, sock)
+	if sock == nil {
+		sock = n.main
+	}
+	r := &path.Route{Remote: src, Sock: sock, Gen: s.gen.Load()}
+	s.hsRoute.Store(r)
+	s.lastPath.Store(time.Now().UnixNano())
+	n.paths.Establish(s.paths, *r, pref)
 	s.confirmed.Store(s.initiator || (s.accepted && n.proven(s.peer, src, sock)))
 	s.keys.Store(kp)
 	s.lastRecv.Store(time.Now().UnixNano())
@@ -455,7 +506,7 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock *
 // of an accepted peer go to the application, others are held.
 func (s *session) deliver(m channels.Message) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	if s.state != stEstablished {
 		return
 	}
@@ -483,28 +534,28 @@ func (s *session) deliver(m channels.Message) {
 }
 
 // onPacket handles an authenticated data packet that came in on sock.
-func (s *session) onPacket(src netip.AddrPort, sock *nodeSocket, flags byte, plain []byte) {
+func (s *session) onPacket(src netip.AddrPort, sock path.Socket, flags byte, plain []byte) {
 	now := time.Now().UnixNano()
 	s.lastRecv.Store(now)
 	s.mu.Lock()
 	switch s.state {
 	case stClosed:
 		s.replyTombstoneLocked(flags)
-		s.mu.Unlock()
+		s.unlock()
 		return
 	case stEstablished:
 	default:
-		s.mu.Unlock()
+		s.unlock()
 		return
 	}
 	if flags&flagRefused != 0 {
 		s.failLocked(SessionErrorNoRightsToApp, false)
-		s.mu.Unlock()
+		s.unlock()
 		return
 	}
 	if flags&flagClosing != 0 {
 		s.peerClosedLocked()
-		s.mu.Unlock()
+		s.unlock()
 		return
 	}
 	if flags&flagAccepted != 0 {
@@ -517,38 +568,34 @@ func (s *session) onPacket(src netip.AddrPort, sock *nodeSocket, flags byte, pla
 		s.flushPreLocked()
 	}
 	conn := s.conn
-	s.mu.Unlock()
-	moved := s.notePath(src, sock, conn, now)
+	s.unlock()
+	s.notePath(src, sock, conn, now)
 	if len(plain) > 0 {
 		conn.HandleDatagram(plain)
 	}
-	if moved || confirmedNow {
+	if confirmedNow {
 		conn.ProbeNow() // what the old path swallowed goes again at once
 	}
 }
 
-// notePath follows the peer to src when follow says so (no lock held: it
-// asks the Conn), and reports whether the session moved.
-func (s *session) notePath(src netip.AddrPort, sock *nodeSocket, conn *channels.Conn, now int64) bool {
-	if r := s.route.Load(); r != nil && r.remote == src && r.socketOr(s.node.main) == sock {
+// notePath offers the path layer the route an authenticated packet came
+// from, when it is not the current one (no lock held: it asks the Conn).
+// The path layer decides whether the session follows (a NAT rebinding, a
+// peer that moved) or stays (stragglers, the other address family).
+func (s *session) notePath(src netip.AddrPort, sock path.Socket, conn *channels.Conn, now int64) {
+	r := path.Route{Remote: src, Sock: sock, Gen: s.gen.Load()}
+	if cur := s.current(); cur != nil && path.Same(cur, &r) {
 		s.lastPath.Store(now)
-		return false
+		return
 	}
-	if !s.follow(src, sock, conn, now) {
-		return false
-	}
-	s.setPath(src, sock) // the peer moved (NAT rebinding): follow it, it proved its keys
-	if t := s.node.trav; t != nil {
-		t.followed(s.peer, src, sock)
-	}
-	return true
+	s.node.paths.Heard(s.paths, r, func() path.Health { return s.health(conn, now) })
 }
 
 // keepEarly keeps a copy of a data packet that arrived while our handshake
 // is still waiting for its response; it reports whether it did.
-func (s *session) keepEarly(b []byte, src netip.AddrPort, sock *nodeSocket) bool {
+func (s *session) keepEarly(b []byte, src netip.AddrPort, sock path.Socket) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	if s.hs == nil || len(s.early) >= maxEarly {
 		return false
 	}
@@ -571,9 +618,9 @@ func (s *session) replyTombstoneLocked(peerFlags byte) {
 }
 
 // sendControl sends a packet with no payload, carrying only the session
-// flags.
+// flags (mu held: it goes out on unlock).
 func (s *session) sendControl() {
-	kp, r := s.keys.Load(), s.route.Load()
+	kp, r := s.keys.Load(), s.current()
 	if kp == nil || r == nil || !s.confirmed.Load() {
 		return
 	}
@@ -582,7 +629,7 @@ func (s *session) sendControl() {
 	if err != nil {
 		return
 	}
-	r.socketOr(s.node.main).WriteTo(pkt, r.remote)
+	s.writeLocked(s.node.sockOf(r), pkt, r.Remote)
 }
 
 // failLocked ends the attempt with e: queued and held data are dropped and
@@ -622,9 +669,8 @@ func (s *session) stopLocked(tell bool) {
 	s.live.Store(false)
 	s.abandonHandshakeLocked()
 	defer func() {
-		if r := s.route.Load(); r != nil && r.sock != nil {
-			s.route.Store(&route{remote: r.remote})
-			r.sock.Close() // an extra socket the session lived on
+		if r := s.current(); r != nil {
+			closeExtra(r.Sock) // an extra socket the session lived on; the route falls back to the main one
 		}
 	}()
 	if s.conn != nil {
@@ -651,7 +697,7 @@ func (s *session) stopLocked(tell bool) {
 // stays reachable by index for a while as a tombstone answering the peer.
 func (s *session) closeByApp(refuse bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	if refuse && s.state == stEstablished && !s.accepted {
 		s.refused = true
 	}
@@ -675,7 +721,7 @@ func (s *session) closeByApp(refuse bool) {
 // true when the session's time is up and the Node should forget it.
 func (s *session) tick(now time.Time) (forget bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	timeout := s.node.cfg.ConnectTimeout
 	switch s.state {
 	case stConnecting:
@@ -685,8 +731,8 @@ func (s *session) tick(now time.Time) (forget bool) {
 		case s.hs == nil:
 			s.startHandshakeLocked(now)
 		case !now.Before(s.hsNext):
-			if r := s.route.Load(); r != nil {
-				r.socketOr(s.node.main).WriteTo(s.hs.Message(), r.remote)
+			if r := s.current(); r != nil {
+				s.writeLocked(s.node.sockOf(r), clone(s.hs.Message()), r.Remote)
 			}
 			s.hsSentAt = time.Time{} // a response can no longer time one round trip
 			s.hsInterval = min(2*s.hsInterval, handshakeMaxRetry)
@@ -728,7 +774,7 @@ func (s *session) tickEstablishedLocked(now time.Time, timeout time.Duration) {
 	}
 	if t := s.node.trav; t != nil && s.pathLostLocked(now) && now.Sub(s.lastRepunch) >= repunchEvery {
 		s.lastRepunch = now
-		t.repunch(s.peer, now) // the path went quiet: look for a new one
+		s.later |= repunch // the path went quiet: look for a new one
 	}
 	if s.accepted || s.firstRequest.IsZero() {
 		return
@@ -755,7 +801,7 @@ func (s *session) pathLostLocked(now time.Time) bool {
 // expired reports whether an ended session's record has served its time.
 func (s *session) expired(now time.Time) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	return (s.state == stFailed && now.Sub(s.ended) >= failedRecordTTL) ||
 		(s.state == stClosed && now.Sub(s.ended) >= tombstoneTTL)
 }
@@ -780,7 +826,7 @@ type sessionLink struct{ s *session }
 
 func (l sessionLink) SendDatagrams(dgrams [][]byte) error {
 	s := l.s
-	kp, r := s.keys.Load(), s.route.Load()
+	kp, r := s.keys.Load(), s.current()
 	if kp == nil || r == nil {
 		return errNoTransport
 	}
@@ -799,9 +845,9 @@ func (l sessionLink) SendDatagrams(dgrams [][]byte) error {
 		if err != nil {
 			return err
 		}
-		(*msgs)[i] = udpbatch.Message{Buf: pkt, Addr: r.remote}
+		(*msgs)[i] = udpbatch.Message{Buf: pkt, Addr: r.Remote}
 	}
-	return r.socketOr(s.node.main).writeBatch(*msgs)
+	return s.node.sockOf(r).WriteBatch(*msgs)
 }
 
 var errNoTransport = errors.New("p2p: session has no keys or address")

@@ -9,53 +9,42 @@ import (
 	"time"
 
 	"github.com/gamewire/gamewire/internal/udpbatch"
+	"github.com/gamewire/gamewire/p2p/internal/path"
 	"github.com/gamewire/gamewire/relay"
 )
 
-// nodeSocket is one of the node's ways to send: the main UDP socket, an
-// extra one NAT traversal opened for the birthday approach, or the node's
-// TURN allocation (relay set, pc and conn nil), or a direct TCP link (tcp
-// set, pc and conn nil). Each feeds
-// Node.handlePacket from a reader goroutine (the relay's is the relay
-// client's). Packets answer on the socket they came in on, and a session
-// sends on the socket its peer's packets arrive on, so a session can live
-// on an extra socket or on the relay.
-type nodeSocket struct {
+// The node's sockets, each a path.Socket (docs/ARCHITECTURE.md, "Sockets"):
+// udpSocket (the main socket, or an extra one NAT traversal opened for the
+// birthday approach), relaySocket (the node's TURN allocation) and tcpLink
+// (a direct TCP link). Each has a reader that hands Node.handlePacket what
+// arrives, with the socket it came in on: packets answer on that socket,
+// and a session sends on the socket its peer's packets arrive on, so a
+// session can live on an extra socket, the relay or a link.
+
+// udpSocket is a UDP socket of the node's.
+type udpSocket struct {
 	node   *Node
 	pc     net.PacketConn
 	conn   *udpbatch.Conn
-	relay  *relay.Client
-	tcp    *tcpLink
 	main   bool
 	closed atomic.Bool
 }
 
-// kind is the path kind of sessions on this socket.
-func (s *nodeSocket) kind() PathKind {
-	switch {
-	case s.relay != nil:
-		return PathRelay
-	case s.tcp != nil:
-		return PathTCP
-	}
-	return PathDirect
-}
-
-func (n *Node) newSocket(pc net.PacketConn, main bool) *nodeSocket {
-	s := &nodeSocket{node: n, pc: pc, conn: udpbatch.New(pc), main: main}
+func (n *Node) newSocket(pc net.PacketConn, main bool) *udpSocket {
+	s := &udpSocket{node: n, pc: pc, conn: udpbatch.New(pc), main: main}
 	if main {
 		s.grow()
 	}
 	return s
 }
 
+func (s *udpSocket) Kind() path.Kind { return path.Direct }
+func (s *udpSocket) Closed() bool    { return s.closed.Load() }
+
 // grow gives a socket that carries sessions large kernel buffers. Extra
 // sockets get them only once a session uses them: the birthday approach
 // opens hundreds.
-func (s *nodeSocket) grow() {
-	if s.pc == nil {
-		return
-	}
+func (s *udpSocket) grow() {
 	if u, ok := s.pc.(*net.UDPConn); ok {
 		u.SetReadBuffer(socketBuffer)
 		u.SetWriteBuffer(socketBuffer)
@@ -63,37 +52,62 @@ func (s *nodeSocket) grow() {
 }
 
 // WriteTo sends one datagram (nat.Socket).
-func (s *nodeSocket) WriteTo(b []byte, to netip.AddrPort) error {
-	if s.relay != nil {
-		return s.relayWrite(b, to)
-	}
-	if s.tcp != nil {
-		return s.tcp.write(b)
-	}
+func (s *udpSocket) WriteTo(b []byte, to netip.AddrPort) error {
 	msgs := s.node.getMsgs(1)
 	(*msgs)[0] = udpbatch.Message{Buf: b, Addr: to}
-	_, err := s.conn.WriteBatch(*msgs)
+	err := s.WriteBatch(*msgs)
 	s.node.putMsgs(msgs)
+	return err
+}
+
+// WriteBatch sends datagrams in one system call where the platform can.
+func (s *udpSocket) WriteBatch(msgs []udpbatch.Message) error {
+	_, err := s.conn.WriteBatch(msgs)
 	if err != nil {
 		s.node.stats.writeErrors.Add(1)
 	}
 	return err
 }
 
-func (s *nodeSocket) relayWrite(b []byte, to netip.AddrPort) error {
-	err := s.relay.WriteTo(b, to)
+// Close closes an extra socket; its reader ends. The main socket closes
+// with the node.
+func (s *udpSocket) Close() error {
+	if s.main || s.closed.Swap(true) {
+		return nil
+	}
+	s.node.extraMu.Lock()
+	delete(s.node.extras, s)
+	s.node.extraMu.Unlock()
+	return s.pc.Close()
+}
+
+// relaySocket is the node's TURN allocation as a socket. It closes when the
+// allocation is released or found dead.
+type relaySocket struct {
+	node   *Node
+	c      *relay.Client
+	closed atomic.Bool
+}
+
+func (s *relaySocket) Kind() path.Kind { return path.Relay }
+func (s *relaySocket) Closed() bool    { return s.closed.Load() }
+
+func (s *relaySocket) WriteTo(b []byte, to netip.AddrPort) error {
+	err := s.c.WriteTo(b, to)
 	if err != nil {
 		s.node.stats.relayDropped.Add(1)
 	}
 	return err
 }
 
-// writeBatch sends datagrams.
-func (s *nodeSocket) writeBatch(msgs []udpbatch.Message) error {
-	if s.relay == nil && s.tcp == nil {
-		_, err := s.conn.WriteBatch(msgs)
-		return err
-	}
+// Close does nothing: the socket closes with the allocation (nat.Socket).
+func (s *relaySocket) Close() error { return nil }
+
+func (s *relaySocket) WriteBatch(msgs []udpbatch.Message) error { return writeEach(s, msgs) }
+
+// writeEach sends a batch one datagram at a time, for sockets that frame
+// each datagram of their own.
+func writeEach(s path.Socket, msgs []udpbatch.Message) error {
 	var first error
 	for _, m := range msgs {
 		if err := s.WriteTo(m.Buf, m.Addr); err != nil && first == nil {
@@ -103,21 +117,16 @@ func (s *nodeSocket) writeBatch(msgs []udpbatch.Message) error {
 	return first
 }
 
-// Close closes an extra socket; its reader ends. The main socket closes
-// with the node, the relay's with the relay, a TCP link's with the link.
-func (s *nodeSocket) Close() error {
-	if s.main || s.relay != nil || s.tcp != nil || s.closed.Swap(true) {
-		return nil
+// closeExtra closes sock if it is an extra UDP socket.
+func closeExtra(sock path.Socket) {
+	if u, ok := sock.(*udpSocket); ok {
+		u.Close()
 	}
-	s.node.extraMu.Lock()
-	delete(s.node.extras, s)
-	s.node.extraMu.Unlock()
-	return s.pc.Close()
 }
 
 // openExtra opens an extra socket beside the main one and starts reading
 // it (nat.PunchConfig.OpenSocket).
-func (n *Node) openExtra() (*nodeSocket, error) {
+func (n *Node) openExtra() (*udpSocket, error) {
 	if n.isClosed() {
 		return nil, ErrClosed
 	}
@@ -168,7 +177,7 @@ func addrOfConn(pc net.PacketConn) netip.AddrPort {
 
 // readLoop reads a socket's datagrams and dispatches them by their first
 // byte (docs/ARCHITECTURE.md, "The first byte").
-func (n *Node) readLoop(s *nodeSocket) {
+func (n *Node) readLoop(s *udpSocket) {
 	defer n.wg.Done()
 	batch := readBatch
 	if !s.main {

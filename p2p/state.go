@@ -18,21 +18,6 @@ const (
 	PathTCP                    // TCP straight to the peer (its network or ours drops UDP)
 )
 
-// rank orders path kinds for a session that hears its peer on two: UDP
-// straight to the peer, then TCP straight to it (head-of-line blocking, but
-// one hop), then the relay.
-func (k PathKind) rank() int {
-	switch k {
-	case PathDirect:
-		return 3
-	case PathTCP:
-		return 2
-	case PathRelay:
-		return 1
-	}
-	return 0
-}
-
 func (k PathKind) String() string {
 	switch k {
 	case PathDirect:
@@ -101,7 +86,7 @@ func (n *Node) GetP2PSessionState(p PeerID) (SessionState, bool) {
 		return SessionState{}, false
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlock()
 	if s.state == stClosed || (s.state == stEstablished && s.unseenLocked()) {
 		return SessionState{}, false
 	}
@@ -118,7 +103,7 @@ func (n *Node) GetP2PSessionState(p PeerID) (SessionState, bool) {
 	st.BytesQueuedForSend, st.PacketsQueuedForSend = s.preBytes, len(s.pre)
 	if s.conn != nil {
 		c := s.conn.Stats()
-		st.Path = s.socket().kind()
+		st.Path = s.pathKind()
 		st.UsingRelay = st.Path == PathRelay
 		st.BytesQueuedForSend += c.QueuedBytes
 		st.PacketsQueuedForSend += c.QueuedMessages

@@ -26,6 +26,8 @@ type NodeStats struct {
 	RelayFailures     uint64 // TURN allocations that failed
 	RelayDropped      uint64 // datagrams for the relay dropped: its send queue was full
 	PathChanges       uint64 // established sessions that moved to another path (PathChanged events)
+	PathsHeld         uint64 // moves to a better path refused: the peer's route moved 6 times in the last minute
+	PathEventsDropped uint64 // offers of a path dropped: the path layer's queue was full
 	TCPLinks          uint64 // direct TCP links proven both ways (probe and ack)
 	TCPRefused        uint64 // TCP connections closed before proving a peer: unknown peer, bad frame or probe, silence, over the bound
 	TCPDropped        uint64 // datagrams for a TCP link dropped: its send queue was full
@@ -58,6 +60,7 @@ type nodeCounters struct {
 // Stats returns the node's counters.
 func (n *Node) Stats() NodeStats {
 	c := &n.stats
+	ps := n.paths.Stats()
 	return NodeStats{
 		PacketsIn:         c.packetsIn.Load(),
 		Dropped:           c.dropped.Load(),
@@ -80,6 +83,8 @@ func (n *Node) Stats() NodeStats {
 		RelayFailures:     c.relayFailures.Load(),
 		RelayDropped:      c.relayDropped.Load(),
 		PathChanges:       c.pathChanges.Load(),
+		PathsHeld:         ps.Suppressed,
+		PathEventsDropped: ps.Dropped,
 		TCPLinks:          c.tcpLinks.Load(),
 		TCPRefused:        c.tcpRefused.Load(),
 		TCPDropped:        c.tcpDropped.Load(),

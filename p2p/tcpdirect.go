@@ -13,7 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gamewire/gamewire/internal/udpbatch"
 	"github.com/gamewire/gamewire/nat"
+	"github.com/gamewire/gamewire/p2p/internal/path"
 	"github.com/gamewire/gamewire/rendezvous"
 )
 
@@ -93,6 +95,7 @@ func (d *tcpDirect) onPeer(peer PeerID, p *rendezvous.Peer) {
 		return
 	}
 	cands := tcpCandidatesOf(p)
+	local, err := d.listen()
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -103,7 +106,6 @@ func (d *tcpDirect) onPeer(peer PeerID, p *rendezvous.Peer) {
 		tp = &tcpPeer{dialing: map[netip.AddrPort]bool{}}
 		d.peers[peer] = tp
 	}
-	local, err := d.listenLocked()
 	if err != nil || d.confirmedLocked(peer) {
 		d.mu.Unlock()
 		return
@@ -164,28 +166,42 @@ func (d *tcpDirect) linkedLocked(peer PeerID, remote netip.AddrPort) bool {
 	return false
 }
 
-// listenLocked opens the listener if it is not open, and returns the
-// address dials leave from.
-func (d *tcpDirect) listenLocked() (netip.AddrPort, error) {
-	if d.ln == nil {
-		if time.Now().Before(d.lnRetry) {
-			return netip.AddrPort{}, errTCPListen
-		}
-		ip := d.n.bindIP()
-		port := addrOfConn(d.n.main.pc).Port()
-		ln, err := d.n.cfg.ListenTCP("tcp4", net.JoinHostPort(ip, strconv.Itoa(int(port))))
-		if err != nil {
-			ln, err = d.n.cfg.ListenTCP("tcp4", net.JoinHostPort(ip, "0"))
-		}
-		if err != nil {
-			d.lnRetry = time.Now().Add(tcpListenRetry)
-			d.n.log.Debug("p2p: TCP listener", "err", err)
-			return netip.AddrPort{}, errTCPListen
-		}
+// listen opens the listener if it is not open (the bind happens with no
+// lock held) and returns its address.
+func (d *tcpDirect) listen() (netip.AddrPort, error) {
+	d.mu.Lock()
+	if d.ln != nil || d.closed || time.Now().Before(d.lnRetry) {
+		defer d.mu.Unlock()
+		return d.lnAddrLocked()
+	}
+	d.mu.Unlock()
+	ip := d.n.bindIP()
+	port := addrOfConn(d.n.main.pc).Port()
+	ln, err := d.n.cfg.ListenTCP("tcp4", net.JoinHostPort(ip, strconv.Itoa(int(port))))
+	if err != nil {
+		ln, err = d.n.cfg.ListenTCP("tcp4", net.JoinHostPort(ip, "0"))
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case err != nil:
+		d.lnRetry = time.Now().Add(tcpListenRetry)
+		d.n.log.Debug("p2p: TCP listener", "err", err)
+	case d.ln != nil || d.closed:
+		ln.Close() // another caller's listener won, or the node is closing
+	default:
 		d.ln = ln
 		d.t.wg.Add(1)
 		go d.accept(ln)
 		d.n.log.Debug("p2p: TCP listener", "addr", ln.Addr())
+	}
+	return d.lnAddrLocked()
+}
+
+// lnAddrLocked is the listener's address (errTCPListen: none).
+func (d *tcpDirect) lnAddrLocked() (netip.AddrPort, error) {
+	if d.ln == nil {
+		return netip.AddrPort{}, errTCPListen
 	}
 	ap, err := netip.ParseAddrPort(d.ln.Addr().String())
 	if err != nil {
@@ -210,10 +226,7 @@ func (d *tcpDirect) port() uint16 {
 // to an ordinary dial.
 func (d *tcpDirect) dialServer(ctx context.Context, server netip.AddrPort) (net.Conn, error) {
 	if d.enabled() {
-		d.mu.Lock()
-		local, err := d.listenLocked()
-		d.mu.Unlock()
-		if err == nil {
+		if local, err := d.listen(); err == nil {
 			c, err := d.n.cfg.DialTCP(ctx, "tcp4", local.String(), server.String())
 			if err == nil || ctx.Err() != nil {
 				return c, err
@@ -288,7 +301,6 @@ func (d *tcpDirect) add(conn net.Conn, peer PeerID) {
 	}
 	l := &tcpLink{d: d, conn: conn, remote: netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()),
 		peer: peer, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	l.sock = &nodeSocket{node: d.n, tcp: l}
 	now := time.Now().UnixNano()
 	l.lastIn.Store(now)
 	l.lastOut.Store(now)
@@ -318,36 +330,16 @@ func (d *tcpDirect) wants(peer PeerID) bool {
 	return d.peers[peer] != nil
 }
 
-// confirmed offers a proven link to the peer's session: one still
-// connecting sends its initiation there unless a punched UDP path already
-// carries it; an established one moves there from the relay or from a
-// path that went quiet. A direct UDP path that works stays: it ranks
-// above TCP. Without a session (the peer asked for us) the peer's
-// initiation will arrive on the link.
+// confirmed offers a proven link to the peer's session (session.offer):
+// one still connecting sends its initiation there unless a punched UDP
+// path already carries it; for an established one the path layer decides
+// (it leaves the relay, or a path that went quiet, for the link; a direct
+// UDP path that works stays: it ranks above TCP). Without a session (the
+// peer asked for us) the peer's initiation will arrive on the link.
 func (d *tcpDirect) confirmed(peer PeerID, l *tcpLink) {
 	d.n.stats.tcpLinks.Add(1)
-	s := d.n.lookupSession(peer)
-	if s == nil {
-		return
-	}
-	now := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := s.socket()
-	if cur == l.sock {
-		return
-	}
-	kind := cur.kind()
-	switch {
-	case s.state == stConnecting && s.hs == nil:
-		s.startHandshakeOnLocked(l.remote, l.sock, now)
-	case s.state == stConnecting && kind != PathTCP && !(kind == PathDirect && d.t.found(peer)):
-		s.setPath(l.remote, l.sock)
-		l.sock.WriteTo(s.hs.Message(), l.remote)
-		s.hsInterval, s.hsNext = handshakeFirstRetry, now.Add(handshakeFirstRetry)
-	case s.state == stEstablished && (kind == PathRelay || s.pathLostLocked(now)):
-		s.setPath(l.remote, l.sock)
-		s.conn.ProbeNow()
+	if s := d.n.lookupSession(peer); s != nil {
+		s.offer(path.Offer{Route: path.Route{Remote: l.remote, Sock: l}}, fromTCP, time.Now())
 	}
 }
 
@@ -406,7 +398,6 @@ type tcpLink struct {
 	d       *tcpDirect
 	conn    net.Conn
 	remote  netip.AddrPort
-	sock    *nodeSocket
 	wake    chan struct{}
 	done    chan struct{}
 	once    sync.Once
@@ -434,6 +425,24 @@ func (l *tcpLink) isConfirmed(peer PeerID) bool {
 	defer l.mu.Unlock()
 	return l.confirmed && l.peer == peer
 }
+
+func (l *tcpLink) Kind() path.Kind { return path.TCP }
+
+// Closed reports whether the link ended.
+func (l *tcpLink) Closed() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// WriteTo queues one datagram for the link's one peer (to is ignored).
+func (l *tcpLink) WriteTo(b []byte, _ netip.AddrPort) error { return l.write(b) }
+
+// WriteBatch queues datagrams.
+func (l *tcpLink) WriteBatch(msgs []udpbatch.Message) error { return writeEach(l, msgs) }
 
 // write queues one datagram; past tcpQueueBytes it is dropped.
 func (l *tcpLink) write(b []byte) error {
@@ -523,7 +532,7 @@ func (l *tcpLink) readLoop() {
 			l.d.n.stats.dropped.Add(1)
 			continue
 		}
-		l.d.n.handlePacket(b, l.remote, l.sock)
+		l.d.n.handlePacket(b, l.remote, l)
 	}
 }
 
@@ -609,7 +618,6 @@ func (l *tcpLink) sendProbe(peer PeerID) {
 
 func (l *tcpLink) close() {
 	l.once.Do(func() {
-		l.sock.closed.Store(true)
 		close(l.done)
 		l.conn.Close()
 		l.d.remove(l)

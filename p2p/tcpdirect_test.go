@@ -18,10 +18,7 @@ import (
 // tcpListener opens n's direct TCP listener and returns its address.
 func tcpListener(t *testing.T, n *Node) netip.AddrPort {
 	t.Helper()
-	d := n.trav.direct
-	d.mu.Lock()
-	ap, err := d.listenLocked()
-	d.mu.Unlock()
+	ap, err := n.trav.direct.listen()
 	if err != nil {
 		t.Fatal(err)
 	}

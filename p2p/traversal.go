@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/curve25519"
 
 	"github.com/gamewire/gamewire/nat"
+	"github.com/gamewire/gamewire/p2p/internal/path"
 	"github.com/gamewire/gamewire/rendezvous"
 )
 
@@ -298,8 +299,8 @@ func (t *traversal) tick(now time.Time) {
 
 // established records the path a session came up on, if no check has
 // validated one yet: the speculative handshake can win the race.
-func (t *traversal) established(peer PeerID, remote netip.AddrPort, sock *nodeSocket) {
-	if sock != nil && sock.relay != nil {
+func (t *traversal) established(peer PeerID, remote netip.AddrPort, sock path.Socket) {
+	if sock != nil && sock.Kind() == path.Relay {
 		return // the relay is not a path traversal found
 	}
 	t.mu.Lock()
@@ -310,15 +311,20 @@ func (t *traversal) established(peer PeerID, remote netip.AddrPort, sock *nodeSo
 	}
 	st := ps.p.Stats()
 	t.routes[peer] = Traversal{Punched: true, Candidate: ps.p.KindOf(remote), Checks: st.Checks,
-		Sockets: st.Sockets, Birthday: ps.p.FromBirthday(remote, natSocket(sock)), After: time.Since(ps.started)}
+		Sockets: st.Sockets, Birthday: ps.p.FromBirthday(remote, t.natSocket(sock)), After: time.Since(ps.started)}
 }
 
 // natSocket is sock as the punch knows it: nil for the main socket.
-func natSocket(sock *nodeSocket) nat.Socket {
-	if sock == nil || sock.main {
-		return nil
+func (t *traversal) natSocket(sock path.Socket) nat.Socket {
+	switch s := sock.(type) {
+	case *udpSocket:
+		if !s.main {
+			return s
+		}
+	case *relaySocket:
+		return s
 	}
-	return sock
+	return nil
 }
 
 // followed records the direct path a session moved to because the peer's
@@ -326,8 +332,8 @@ func natSocket(sock *nodeSocket) nat.Socket {
 // session was relayed) while our punch toward it runs, unless one of our
 // checks recorded a path already: GetP2PSessionState's Traversal then
 // still describes the path in use.
-func (t *traversal) followed(peer PeerID, remote netip.AddrPort, sock *nodeSocket) {
-	if sock != nil && sock.kind() != PathDirect {
+func (t *traversal) followed(peer PeerID, remote netip.AddrPort, sock path.Socket) {
+	if sock.Kind() != path.Direct {
 		return
 	}
 	t.mu.Lock()
@@ -338,29 +344,39 @@ func (t *traversal) followed(peer PeerID, remote netip.AddrPort, sock *nodeSocke
 	}
 	st := ps.p.Stats()
 	t.routes[peer] = Traversal{Punched: true, Candidate: ps.p.KindOf(remote), Checks: st.Checks, Sockets: st.Sockets,
-		Birthday: sock != nil && !sock.main || ps.p.FromBirthday(remote, natSocket(sock)), // extra sockets are the birthday approach's
+		Birthday: t.natSocket(sock) != nil || ps.p.FromBirthday(remote, nil), // extra sockets are the birthday approach's
 		After:    time.Since(ps.started)}
 }
 
 // better returns the punch's best validated path to peer if it ranks above
-// remote (over sock), else remote and sock.
-func (t *traversal) better(peer PeerID, remote netip.AddrPort, sock *nodeSocket) (netip.AddrPort, *nodeSocket) {
+// remote (over sock), else remote and sock; and the check priority of the
+// one returned (0: unchecked).
+func (t *traversal) better(peer PeerID, remote netip.AddrPort, sock path.Socket) (netip.AddrPort, path.Socket, uint32) {
 	t.mu.Lock()
 	ps := t.punches[peer]
 	t.mu.Unlock()
 	if ps == nil {
-		return remote, sock
+		return remote, sock, 0
 	}
 	best, ok := ps.p.Best()
-	if ok && sock != nil && sock.relay != nil {
-		bs, _ := best.Socket.(*nodeSocket)
-		return best.Remote, bs // any direct path beats the relay
+	if !ok {
+		return remote, sock, 0
 	}
-	if !ok || best.Priority <= nat.Priority(nat.Candidate{Addr: remote, Kind: ps.p.KindOf(remote)}, t.prefixes()) {
-		return remote, sock
+	if sock != nil && sock.Kind() == path.Relay || best.Priority > nat.Priority(nat.Candidate{Addr: remote, Kind: ps.p.KindOf(remote)}, t.prefixes()) {
+		return best.Remote, t.socketOf(best), uint32(best.Priority) // any direct path beats the relay
 	}
-	bs, _ := best.Socket.(*nodeSocket)
-	return best.Remote, bs
+	if best.Remote == remote {
+		return remote, sock, uint32(best.Priority)
+	}
+	return remote, sock, 0
+}
+
+// socketOf is the node's socket a validated path goes through.
+func (t *traversal) socketOf(p nat.Path) path.Socket {
+	if s, ok := p.Socket.(path.Socket); ok && s != nil {
+		return s
+	}
+	return t.n.main
 }
 
 // proven reports whether peer is known to receive at addr: the server
@@ -456,7 +472,7 @@ func (t *traversal) handleOther(b []byte, src netip.AddrPort) bool {
 // handleProbe passes a probe to the punch toward its sender; probes from
 // peers we are not punching toward are dropped (checking them would cost a
 // Diffie-Hellman each).
-func (t *traversal) handleProbe(b []byte, src netip.AddrPort, sock *nodeSocket) bool {
+func (t *traversal) handleProbe(b []byte, src netip.AddrPort, sock path.Socket) bool {
 	pr, ok := nat.ParseProbe(b)
 	if !ok {
 		return false
@@ -464,7 +480,7 @@ func (t *traversal) handleProbe(b []byte, src netip.AddrPort, sock *nodeSocket) 
 	t.mu.Lock()
 	ps := t.punches[PeerID(pr.Sender)]
 	t.mu.Unlock()
-	if ps == nil || !ps.p.HandleProbe(b, src, sock) {
+	if ps == nil || !ps.p.HandleProbe(b, src, t.natSocket(sock)) {
 		return false
 	}
 	if !pr.Ack {
@@ -477,18 +493,9 @@ func (t *traversal) handleProbe(b []byte, src netip.AddrPort, sock *nodeSocket) 
 // the peer's authenticated probe came from: its NAT is open toward us
 // there now, and the speculative copy may have arrived before it was.
 // Waiting for our own check to validate the path would cost a round trip.
-func (t *traversal) probedBy(peer PeerID, src netip.AddrPort, sock *nodeSocket) {
-	s := t.n.lookupSession(peer)
-	if s == nil {
-		return
-	}
-	if sock == nil {
-		sock = t.n.main
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.state == stConnecting && s.hs != nil {
-		sock.WriteTo(s.hs.Message(), src)
+func (t *traversal) probedBy(peer PeerID, src netip.AddrPort, sock path.Socket) {
+	if s := t.n.lookupSession(peer); s != nil {
+		s.resendHandshake(sock, src)
 	}
 }
 
@@ -603,8 +610,8 @@ func (t *traversal) startPunch(peer PeerID, cands []nat.Candidate, mapping rende
 	// reached us (its checks started first): the session is up, and this
 	// is the first moment a route can describe its path.
 	if s := t.n.lookupSession(peer); s != nil && s.live.Load() {
-		if r := s.route.Load(); r != nil {
-			t.established(peer, r.remote, r.socketOr(t.n.main))
+		if r := s.current(); r != nil {
+			t.established(peer, r.Remote, r.Sock)
 		}
 	}
 }
@@ -615,24 +622,8 @@ func (t *traversal) startPunch(peer PeerID, cands []nat.Candidate, mapping rende
 // gets through (the peer answers each identical copy from its cache), and if
 // it does not, the first validated path sends it again.
 func (t *traversal) speculate(peer PeerID, cands []nat.Candidate) {
-	s := t.n.lookupSession(peer)
-	if s == nil {
-		return
-	}
-	now := time.Now()
-	cands = nat.Sort(cands, t.prefixes()) // the best first: the session starts out on it
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.state != stConnecting || s.hs != nil || len(cands) == 0 {
-		return
-	}
-	s.startHandshakeOnLocked(cands[0].Addr, nil, now)
-	if s.hs == nil {
-		return
-	}
-	msg := s.hs.Message()
-	for _, c := range cands[1:] {
-		t.n.main.WriteTo(msg, c.Addr)
+	if s := t.n.lookupSession(peer); s != nil && len(cands) > 0 {
+		s.speculate(nat.Sort(cands, t.prefixes())) // the best first: the session starts out on it
 	}
 }
 
@@ -644,63 +635,31 @@ func (t *traversal) openSocket() (nat.Socket, error) {
 	return s, nil
 }
 
-// onPath hands a validated path to the peer's session: a session waiting
-// for a path starts its handshake on it; an established one moves to it.
-// Without a session (the peer asked for the introduction) the peer's
-// handshake will arrive on the path.
-func (t *traversal) onPath(peer PeerID, path nat.Path) {
-	sock, _ := path.Socket.(*nodeSocket)
-	if sock != nil && !sock.main {
-		sock.grow()
-	}
+// onPath hands a validated path to the peer's session (session.offer):
+// a session waiting for a path starts its handshake on it; an established
+// one offers it to the path layer. Without a session (the peer asked for
+// the introduction) the peer's handshake will arrive on the path.
+func (t *traversal) onPath(peer PeerID, p nat.Path) {
+	sock := t.socketOf(p)
 	t.mu.Lock()
 	if ps := t.punches[peer]; ps != nil {
 		if ps.found.IsZero() {
 			ps.found = time.Now()
 		}
 		st := ps.p.Stats()
-		t.routes[peer] = Traversal{Punched: true, Candidate: path.Kind, Birthday: path.Birthday,
+		t.routes[peer] = Traversal{Punched: true, Candidate: p.Kind, Birthday: p.Birthday,
 			Checks: st.Checks, Sockets: st.Sockets, After: ps.found.Sub(ps.started)}
 	}
 	t.mu.Unlock()
-	t.n.log.Debug("p2p: path", "peer", peer, "remote", path.Remote, "kind", path.Kind, "rtt", path.RTT, "extra socket", sock != nil && !sock.main)
-	s := t.n.lookupSession(peer)
-	if s == nil {
-		return
-	}
-	now := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.state == stConnecting && s.hs == nil:
-		s.startHandshakeOnLocked(path.Remote, sock, now)
-	case s.state == stConnecting:
-		// The speculative initiation may not have got through: send it
-		// on the path that now works, and keep retrying there.
-		s.setPath(path.Remote, sock)
-		s.socket().WriteTo(s.hs.Message(), path.Remote)
-	case s.state == stEstablished:
-		want := sock
-		if want == nil {
-			want = t.n.main
-		}
-		if r := s.route.Load(); r != nil && r.remote == path.Remote && r.socketOr(t.n.main) == want {
-			return // a re-confirmation of the path in use
-		}
-		s.setPath(path.Remote, sock)
-		s.conn.ProbeNow() // what the old path swallowed goes again at once
+	t.n.log.Debug("p2p: path", "peer", peer, "remote", p.Remote, "kind", p.Kind, "rtt", p.RTT, "extra socket", sock != path.Socket(t.n.main))
+	if s := t.n.lookupSession(peer); s != nil {
+		s.offer(path.Offer{Route: path.Route{Remote: p.Remote, Sock: sock}, Pref: uint32(p.Priority), RTT: p.RTT}, fromCheck, time.Now())
 	}
 }
 
 // onUnknown fails a session whose peer the server does not know.
 func (t *traversal) onUnknown(peer PeerID) {
-	s := t.n.lookupSession(peer)
-	if s == nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.state == stConnecting && s.introducing {
-		s.failLocked(SessionErrorDestinationNotLoggedOn, false)
+	if s := t.n.lookupSession(peer); s != nil {
+		s.peerUnknown()
 	}
 }

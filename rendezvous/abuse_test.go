@@ -11,8 +11,8 @@ import (
 	"github.com/gamewire/gamewire/internal/leakcheck"
 )
 
-// sessionKey returns c's session key with the server.
-func sessionKey(t *testing.T, c *Client) SessionKey {
+// keyOf returns c's session key with the server.
+func keyOf(t *testing.T, c *Client) sessionKey {
 	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -54,7 +54,7 @@ func TestIntroduceUnverifiedSource(t *testing.T) {
 	a := startClient(t, s.Addr(), nil, nil)
 	b := startClient(t, s.Addr(), nil, nil)
 	registerAll(t, a, b)
-	keyA := sessionKey(t, a.Client)
+	keyA := keyOf(t, a.Client)
 	_, ghost := newKeypair(t)
 	ts := uint64(time.Now().UnixNano()) + 1e9 // newer than anything a sent
 	for _, ip := range []string{"127.0.0.1", "127.0.0.3"} {
@@ -379,7 +379,7 @@ func TestCookieNotForgeable(t *testing.T) {
 	src := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	priv, pub := newKeypair(t)
 	server := s.PublicKey()
-	k, err := DeriveKey(priv, server, pub, server)
+	k, err := deriveKey(priv, server, pub, server)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +391,7 @@ func TestCookieNotForgeable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no answer: %v", err)
 	}
-	if buf[0] != TypeChallenge || n != challengeLen {
+	if buf[0] != typeChallenge || n != challengeLen {
 		t.Fatalf("a cookie made with a zero secret got a %#x answer of %d bytes, want a CHALLENGE", buf[0], n)
 	}
 

@@ -77,7 +77,7 @@ type Client struct {
 
 	mu         sync.Mutex // guards the fields below
 	serverKey  *Key
-	key        *SessionKey
+	key        *sessionKey
 	cookie     [cookieLen]byte
 	registered bool
 	trying     time.Time // the first REGISTER since the client was last registered
@@ -115,7 +115,7 @@ func NewClient(cfg ClientConfig) *Client {
 }
 
 func (c *Client) deriveLocked(server Key) {
-	k, err := DeriveKey(c.cfg.Private, server, c.cfg.Public, server)
+	k, err := deriveKey(c.cfg.Private, server, c.cfg.Public, server)
 	if err != nil {
 		c.cfg.Logger.Warn("rendezvous: unusable server key", "err", err)
 		return
@@ -294,15 +294,15 @@ func (c *Client) Handle(b []byte, from netip.AddrPort) bool {
 		return true // not from our server: dropped
 	}
 	switch b[0] {
-	case TypeChallenge:
+	case typeChallenge:
 		c.handleChallenge(b, time.Now())
-	case TypeRegistered:
+	case typeRegistered:
 		c.handleRegistered(b, time.Now())
-	case TypePeer:
+	case typePeer:
 		c.handlePeer(b)
-	case TypeUnknown:
+	case typeUnknown:
 		c.handleUnknown(b)
-	case TypeAsk:
+	case typeAsk:
 		c.handleAsk(b)
 	}
 	return true

@@ -185,12 +185,12 @@ func TestRequestExpires(t *testing.T) {
 }
 
 func TestAskWire(t *testing.T) {
-	var k, other SessionKey
+	var k, other sessionKey
 	rand.Read(k[:])
 	rand.Read(other[:])
 	a := Ask{Asker: Key{7, 8}, Timestamp: 99, Observed: netip.MustParseAddrPort("198.51.100.4:5000"), Mapping: MappingEndpointDependent}
 	b := a.encode(&k)
-	if len(b) != 78 || b[0] != TypeAsk || !IsRendezvous(b) {
+	if len(b) != 78 || b[0] != typeAsk || !IsRendezvous(b) {
 		t.Fatalf("ASK is %d bytes, type %#x", len(b), b[0])
 	}
 	got, ok := decodeAsk(b, &k)
@@ -210,8 +210,8 @@ func TestAskWire(t *testing.T) {
 	if _, ok := decodeAsk(b[:len(b)-1], &k); ok {
 		t.Fatal("short ASK decoded")
 	}
-	if IsRendezvous([]byte{TypeAsk + 1}) {
-		t.Fatalf("%#x counted as rendezvous", TypeAsk+1)
+	if IsRendezvous([]byte{typeAsk + 1}) {
+		t.Fatalf("%#x counted as rendezvous", typeAsk+1)
 	}
 }
 
@@ -219,7 +219,7 @@ func TestAskWire(t *testing.T) {
 // here, or mutations would never get past it) it accepts exactly the
 // 78-byte ASKs, and what it accepts encodes back to the same fields.
 func FuzzDecodeAsk(f *testing.F) {
-	var k SessionKey
+	var k sessionKey
 	f.Add((&Ask{Asker: Key{1}, Timestamp: 5, Observed: netip.MustParseAddrPort("203.0.113.7:9")}).encode(&k))
 	f.Add((&Ask{Asker: Key{2}, Observed: netip.MustParseAddrPort("[2001:db8::1]:443")}).encode(&k))
 	f.Add((&Ask{}).encode(&k))
@@ -231,7 +231,7 @@ func FuzzDecodeAsk(f *testing.F) {
 		}
 		sealed := sealMAC(&k, bytes.Clone(b[:len(b)-macLen]))
 		a, ok := decodeAsk(sealed, &k)
-		if want := len(b) == askLen && b[0] == TypeAsk; ok != want {
+		if want := len(b) == askLen && b[0] == typeAsk; ok != want {
 			t.Fatalf("decoded %v, want %v, for %x", ok, want, sealed)
 		}
 		if !ok {

@@ -190,4 +190,16 @@
 // CHANGE-REQUEST is honoured: the answer leaves from the other IP, the
 // other port, or both, for RFC 5780's filtering tests. Other STUN methods
 // are not served here.
+//
+// # Goroutines and locks
+//
+// The Server runs a reader per UDP listener, an accept loop per TCP
+// listener with a goroutine per connection, and a sweeper that expires
+// registrations; the peer table, limiters and counters are under its mu,
+// and datagrams are written after mu is released. A Client has no
+// goroutine: the owner calls Handle from its reader and Tick from its
+// timer. Its mu is a leaf: what a REGISTER says of the node is gathered
+// before it is taken, Send and every callback (OnPeer, OnAsk, OnUnknown,
+// OnTURN, OnRegistered) run after it is released, so a callback may call
+// the client again.
 package rendezvous

@@ -34,7 +34,7 @@ func fillTable(s *Server, n int, at time.Time) {
 		var k Key
 		rand.Read(k[:])
 		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{100, 64 + byte(i>>16), byte(i >> 8), byte(i)}), 50000)
-		s.peers.accept(s.peers.add(k, SessionKey{}), origin{addr: src}, at)
+		s.peers.accept(s.peers.add(k, sessionKey{}), origin{addr: src}, at)
 	}
 }
 
@@ -45,7 +45,7 @@ func newRegisters(tb testing.TB, s *Server, n int) ([][]byte, []netip.AddrPort) 
 	msgs, srcs := make([][]byte, n), make([]netip.AddrPort, n)
 	for i := range n {
 		priv, pub := newKeypair(tb)
-		k, err := DeriveKey(priv, s.public, pub, s.public)
+		k, err := deriveKey(priv, s.public, pub, s.public)
 		if err != nil {
 			tb.Fatal(err)
 		}

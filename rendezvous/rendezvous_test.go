@@ -446,9 +446,9 @@ func TestSTUN(t *testing.T) {
 func FuzzServerHandle(f *testing.F) {
 	f.Add(stunRequest(&testing.T{}, 64, 0))
 	f.Add(make([]byte, minRegisterLen))
-	f.Add(append([]byte{TypeRegister, 1, 1, 0}, make([]byte, minRegisterLen-4)...))
-	f.Add(append([]byte{TypeIntroduce}, make([]byte, introduceLen-1)...))
-	f.Add(append([]byte{TypeAsk}, make([]byte, askLen-1)...))
+	f.Add(append([]byte{typeRegister, 1, 1, 0}, make([]byte, minRegisterLen-4)...))
+	f.Add(append([]byte{typeIntroduce}, make([]byte, introduceLen-1)...))
+	f.Add(append([]byte{typeAsk}, make([]byte, askLen-1)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rec := &recordConn{}
 		s := newServer(ServerConfig{Conns: []net.PacketConn{rec}, TTL: time.Minute, MaxPeers: 10})
@@ -474,7 +474,7 @@ func (r *recordConn) WriteTo(b []byte, _ net.Addr) (int, error) {
 }
 
 func TestWireRoundTrip(t *testing.T) {
-	var k SessionKey
+	var k sessionKey
 	rand.Read(k[:])
 	cand := []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:1"), netip.MustParseAddrPort("[2001:db8::1]:2")}
 	r := Register{Peer: Key{1}, Timestamp: 7, Cookie: [16]byte{9}, Mapping: MappingEndpointDependent, Candidates: cand}

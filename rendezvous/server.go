@@ -404,9 +404,9 @@ func (s *Server) handle(o origin, b []byte) {
 		}
 	case o.st == nil && len(b) >= stunMinRequestLen && b[0] <= 0x03:
 		s.handleSTUN(o.sock, b, o.addr)
-	case len(b) > 0 && b[0] == TypeRegister:
+	case len(b) > 0 && b[0] == typeRegister:
 		s.handleRegister(o, b)
-	case len(b) > 0 && b[0] == TypeIntroduce:
+	case len(b) > 0 && b[0] == typeIntroduce:
 		s.handleIntroduce(o, b)
 	default:
 		s.stats.malformed.Add(1)
@@ -484,7 +484,7 @@ func (s *Server) handleRegister(o origin, b []byte) {
 			return
 		}
 		var err error
-		if key, err = DeriveKey(s.private, r.Peer, r.Peer, s.public); err != nil {
+		if key, err = deriveKey(s.private, r.Peer, r.Peer, s.public); err != nil {
 			s.stats.badMAC.Add(1) // a low-order PeerID: no one holds its key
 			return
 		}

@@ -14,7 +14,7 @@ import (
 // the two apart by a connection's first byte), a 2-byte big-endian length,
 // then the message.
 const (
-	FrameMarker  byte = 0xBF
+	frameMarker  byte = 0xBF
 	frameHeader       = 3
 	writeTimeout      = 5 * time.Second
 )
@@ -27,7 +27,7 @@ func WriteFrame(w io.Writer, b []byte) error {
 		return errBadFrame
 	}
 	f := make([]byte, frameHeader+len(b))
-	f[0], f[1], f[2] = FrameMarker, byte(len(b)>>8), byte(len(b))
+	f[0], f[1], f[2] = frameMarker, byte(len(b)>>8), byte(len(b))
 	copy(f[frameHeader:], b)
 	_, err := w.Write(f)
 	return err
@@ -41,7 +41,7 @@ func ReadFrame(r *bufio.Reader, buf []byte) ([]byte, error) {
 		return nil, err
 	}
 	n := int(h[1])<<8 | int(h[2])
-	if h[0] != FrameMarker || n > maxPacketSize || n > len(buf) {
+	if h[0] != frameMarker || n > maxPacketSize || n > len(buf) {
 		return nil, errBadFrame
 	}
 	if _, err := io.ReadFull(r, buf[:n]); err != nil {

@@ -23,7 +23,7 @@ func (reg *registration) holds(r *Register) bool {
 
 type registration struct {
 	peer       Key
-	key        SessionKey
+	key        sessionKey
 	at         origin       // where the peer registered from: answers and ASKs go there, INTRODUCEs must come from there
 	group      netip.Prefix // at's IP group, as counted in peerTable.perIP
 	candidates []netip.AddrPort
@@ -48,7 +48,7 @@ type registration struct {
 // while their cookies may still be valid.
 type tombstone struct {
 	peer      Key
-	key       SessionKey
+	key       sessionKey
 	lastReg   uint64
 	lastIntro uint64
 	until     time.Time
@@ -82,7 +82,7 @@ func newPeerTable(ttl time.Duration, maxPeers, maxPerIP int) *peerTable {
 
 // known returns peer's session key if the table has it, live or in a
 // tombstone, and whether peer is registered.
-func (t *peerTable) known(peer Key) (key SessionKey, ok, live bool) {
+func (t *peerTable) known(peer Key) (key sessionKey, ok, live bool) {
 	if r := t.peers[peer]; r != nil {
 		return r.key, true, true
 	}
@@ -97,7 +97,7 @@ func (t *peerTable) ipFull(group netip.Prefix) bool { return t.perIP[group] >= t
 
 // add registers a new peer (the caller checked the limits); the
 // timestamps of its tombstone, if any, carry over.
-func (t *peerTable) add(peer Key, key SessionKey) *registration {
+func (t *peerTable) add(peer Key, key sessionKey) *registration {
 	r := &registration{peer: peer, key: key}
 	if tb := t.tombs[peer]; tb != nil {
 		r.lastReg, r.lastIntro = tb.lastReg, tb.lastIntro

@@ -59,7 +59,7 @@ func (s *Server) serveConn(c net.Conn) {
 		return
 	}
 	switch {
-	case first[0] == FrameMarker:
+	case first[0] == frameMarker:
 		s.stats.streams.Add(1)
 		s.serveStream(st, br)
 	case s.turnTCP != nil && (first[0] <= 0x03 || (first[0] >= 0x40 && first[0] <= 0x7F)):

@@ -16,7 +16,7 @@ import (
 )
 
 func TestWireRelayFields(t *testing.T) {
-	var k SessionKey
+	var k sessionKey
 	rand.Read(k[:])
 	relayed := netip.MustParseAddrPort("203.0.113.9:50000")
 	r := Register{Peer: Key{1}, Timestamp: 7, RelayAllowed: true, Relay: relayed,
@@ -62,7 +62,7 @@ func FuzzDecodeTURN(f *testing.F) {
 			return
 		}
 		reg := Registered{TURN: tr}
-		var k SessionKey
+		var k sessionKey
 		back, ok := decodeRegistered(reg.encode(&k), &k)
 		if !ok || back.TURN.Credentials != tr.Credentials || len(back.TURN.Servers) != len(tr.Servers) {
 			t.Fatalf("%+v does not survive a round trip", tr)
@@ -291,7 +291,7 @@ func TestTCPJunkClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	c2.Write([]byte{FrameMarker, 0xff, 0xff})
+	c2.Write([]byte{frameMarker, 0xff, 0xff})
 	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c2.Read(make([]byte, 1)); err == nil {
 		t.Fatal("bad frame answered")

@@ -14,17 +14,17 @@ import (
 
 // Message types: gamewire's first-byte range 0x80–0xBF, rendezvous part.
 const (
-	TypeRegister   byte = 0xA0
-	TypeChallenge  byte = 0xA1
-	TypeRegistered byte = 0xA2
-	TypeIntroduce  byte = 0xA3
-	TypePeer       byte = 0xA4
-	TypeUnknown    byte = 0xA5
-	TypeAsk        byte = 0xA6
+	typeRegister   byte = 0xA0
+	typeChallenge  byte = 0xA1
+	typeRegistered byte = 0xA2
+	typeIntroduce  byte = 0xA3
+	typePeer       byte = 0xA4
+	typeUnknown    byte = 0xA5
+	typeAsk        byte = 0xA6
 )
 
 // IsRendezvous reports whether b's first byte is a rendezvous message type.
-func IsRendezvous(b []byte) bool { return len(b) > 0 && b[0] >= TypeRegister && b[0] <= TypeAsk }
+func IsRendezvous(b []byte) bool { return len(b) > 0 && b[0] >= typeRegister && b[0] <= typeAsk }
 
 // Sizes and limits.
 const (
@@ -33,7 +33,7 @@ const (
 	macLen        = 16
 	cookieLen     = 16
 	keyLen        = 32
-	MaxCandidates = 8
+	maxCandidates = 8
 
 	registerFixed   = 4 + keyLen + 8 + cookieLen // then candidates, then MAC
 	challengeLen    = 4 + cookieLen + keyLen
@@ -43,8 +43,8 @@ const (
 	unknownLen      = 4 + keyLen + 8 + macLen
 	askLen          = 4 + keyLen + 8 + addrLen + macLen
 	minRegisterLen  = registerFixed + macLen
-	maxRegisterLen  = registerFixed + (MaxCandidates+1)*addrLen + macLen
-	maxPeerLen      = peerFixed + (MaxCandidates+1)*addrLen + macLen
+	maxRegisterLen  = registerFixed + (maxCandidates+1)*addrLen + macLen
+	maxPeerLen      = peerFixed + (maxCandidates+1)*addrLen + macLen
 	registerFlagMap = 0x03 // register and peer flags: the sender's NAT mapping behaviour
 	peerFlagPushed  = 0x04 // peer flags: sent to the target of someone else's introduction
 
@@ -56,7 +56,7 @@ const (
 	registeredFlagTURN    = 0x01 // TURN servers and credentials follow
 
 	// MaxTURNServers bounds the TURN servers a REGISTERED lists.
-	MaxTURNServers = 4
+	maxTURNServers = 4
 	turnServerLen  = 1 + addrLen
 	maxCredLen     = 255
 )
@@ -78,26 +78,26 @@ type Key = [32]byte
 // SessionKey is the MAC key a client and the server share: derived from
 // X25519 between the client's identity and the server's key, so a valid
 // MAC proves the client holds its PeerID's private key.
-type SessionKey [32]byte
+type sessionKey [32]byte
 
 // DeriveKey computes the shared key from one side's private key and the
 // other's public key. It fails for a low-order public key.
-func DeriveKey(private [32]byte, public Key, client, server Key) (SessionKey, error) {
+func deriveKey(private [32]byte, public Key, client, server Key) (sessionKey, error) {
 	dh, err := curve25519.X25519(private[:], public[:])
 	if err != nil {
-		return SessionKey{}, err
+		return sessionKey{}, err
 	}
 	h, _ := blake2s.New256(nil)
 	h.Write([]byte("gamewire rendezvous v1"))
 	h.Write(dh)
 	h.Write(client[:])
 	h.Write(server[:])
-	var k SessionKey
+	var k sessionKey
 	h.Sum(k[:0])
 	return k, nil
 }
 
-func mac(k *SessionKey, b []byte) [macLen]byte {
+func mac(k *sessionKey, b []byte) [macLen]byte {
 	h, _ := blake2s.New128(k[:])
 	h.Write(b)
 	var m [macLen]byte
@@ -106,13 +106,13 @@ func mac(k *SessionKey, b []byte) [macLen]byte {
 }
 
 // sealMAC appends the MAC of b.
-func sealMAC(k *SessionKey, b []byte) []byte {
+func sealMAC(k *sessionKey, b []byte) []byte {
 	m := mac(k, b)
 	return append(b, m[:]...)
 }
 
 // checkMAC verifies the MAC at the end of b.
-func checkMAC(k *SessionKey, b []byte) bool {
+func checkMAC(k *sessionKey, b []byte) bool {
 	if len(b) < macLen {
 		return false
 	}
@@ -156,17 +156,17 @@ type Register struct {
 }
 
 func (r *Register) size() int {
-	n := registerFixed + min(len(r.Candidates), MaxCandidates)*addrLen
+	n := registerFixed + min(len(r.Candidates), maxCandidates)*addrLen
 	if r.Relay.IsValid() {
 		n += addrLen
 	}
 	return n
 }
 
-func (r *Register) encode(k *SessionKey) []byte {
-	n := min(len(r.Candidates), MaxCandidates)
+func (r *Register) encode(k *sessionKey) []byte {
+	n := min(len(r.Candidates), maxCandidates)
 	b := make([]byte, r.size(), r.size()+macLen)
-	b[0], b[1], b[2], b[3] = TypeRegister, byte(r.Mapping)&registerFlagMap, version, byte(n)
+	b[0], b[1], b[2], b[3] = typeRegister, byte(r.Mapping)&registerFlagMap, version, byte(n)
 	if r.RelayAllowed {
 		b[1] |= registerFlagRelay
 	}
@@ -188,7 +188,7 @@ func (r *Register) encode(k *SessionKey) []byte {
 
 // decodeRegister parses a REGISTER without checking its MAC.
 func decodeRegister(b []byte) (*Register, bool) {
-	if len(b) < minRegisterLen || len(b) > maxRegisterLen || b[0] != TypeRegister || b[2] != version {
+	if len(b) < minRegisterLen || len(b) > maxRegisterLen || b[0] != typeRegister || b[2] != version {
 		return nil, false
 	}
 	n := int(b[3])
@@ -197,7 +197,7 @@ func decodeRegister(b []byte) (*Register, bool) {
 	if b[1]&registerFlagRelayAddr != 0 {
 		end += addrLen
 	}
-	if n > MaxCandidates || len(b) != end+macLen {
+	if n > maxCandidates || len(b) != end+macLen {
 		return nil, false
 	}
 	r := &Register{Mapping: Mapping(b[1] & registerFlagMap), Timestamp: binary.BigEndian.Uint64(b[36:]),
@@ -215,14 +215,14 @@ func decodeRegister(b []byte) (*Register, bool) {
 
 func encodeChallenge(cookie [cookieLen]byte, server Key) []byte {
 	b := make([]byte, challengeLen)
-	b[0] = TypeChallenge
+	b[0] = typeChallenge
 	copy(b[4:], cookie[:])
 	copy(b[4+cookieLen:], server[:])
 	return b
 }
 
 func decodeChallenge(b []byte) (cookie [cookieLen]byte, server Key, ok bool) {
-	if len(b) != challengeLen || b[0] != TypeChallenge {
+	if len(b) != challengeLen || b[0] != typeChallenge {
 		return cookie, server, false
 	}
 	copy(cookie[:], b[4:])
@@ -256,15 +256,15 @@ type TURNServer struct {
 	Addr      netip.AddrPort
 }
 
-func (r *Registered) encode(k *SessionKey) []byte {
-	b := make([]byte, registeredLen-macLen, registeredLen+1+MaxTURNServers*turnServerLen+2+2*maxCredLen)
-	b[0] = TypeRegistered
+func (r *Registered) encode(k *sessionKey) []byte {
+	b := make([]byte, registeredLen-macLen, registeredLen+1+maxTURNServers*turnServerLen+2+2*maxCredLen)
+	b[0] = typeRegistered
 	putAddr(b[4:], r.Observed)
 	binary.BigEndian.PutUint16(b[22:], r.TTL)
 	binary.BigEndian.PutUint64(b[24:], r.Timestamp)
 	if t := r.TURN; t != nil && len(t.Credentials.Username) <= maxCredLen && len(t.Credentials.Password) <= maxCredLen {
 		b[1] |= registeredFlagTURN
-		servers := t.Servers[:min(len(t.Servers), MaxTURNServers)]
+		servers := t.Servers[:min(len(t.Servers), maxTURNServers)]
 		b = append(b, byte(len(servers)))
 		for _, srv := range servers {
 			b = append(b, byte(srv.Transport))
@@ -279,8 +279,8 @@ func (r *Registered) encode(k *SessionKey) []byte {
 	return sealMAC(k, b)
 }
 
-func decodeRegistered(b []byte, k *SessionKey) (*Registered, bool) {
-	if len(b) < registeredLen || b[0] != TypeRegistered || !checkMAC(k, b) {
+func decodeRegistered(b []byte, k *sessionKey) (*Registered, bool) {
+	if len(b) < registeredLen || b[0] != typeRegistered || !checkMAC(k, b) {
 		return nil, false
 	}
 	r := &Registered{Observed: getAddr(b[4:]), TTL: binary.BigEndian.Uint16(b[22:]), Timestamp: binary.BigEndian.Uint64(b[24:])}
@@ -295,7 +295,7 @@ func decodeRegistered(b []byte, k *SessionKey) (*Registered, bool) {
 
 // decodeTURN parses REGISTERED's TURN section; it must use every byte.
 func decodeTURN(b []byte) (*TURN, bool) {
-	if len(b) < 1 || int(b[0]) > MaxTURNServers || len(b) < 1+int(b[0])*turnServerLen {
+	if len(b) < 1 || int(b[0]) > maxTURNServers || len(b) < 1+int(b[0])*turnServerLen {
 		return nil, false
 	}
 	t := &TURN{}
@@ -330,9 +330,9 @@ type Introduce struct {
 	Timestamp    uint64
 }
 
-func (m *Introduce) encode(k *SessionKey) []byte {
+func (m *Introduce) encode(k *sessionKey) []byte {
 	b := make([]byte, introduceLen-macLen, introduceLen)
-	b[0] = TypeIntroduce
+	b[0] = typeIntroduce
 	copy(b[4:], m.Peer[:])
 	copy(b[36:], m.Target[:])
 	binary.BigEndian.PutUint64(b[68:], m.Timestamp)
@@ -341,7 +341,7 @@ func (m *Introduce) encode(k *SessionKey) []byte {
 
 // decodeIntroduce parses an INTRODUCE without checking its MAC.
 func decodeIntroduce(b []byte) (*Introduce, bool) {
-	if len(b) != introduceLen || b[0] != TypeIntroduce {
+	if len(b) != introduceLen || b[0] != typeIntroduce {
 		return nil, false
 	}
 	m := &Introduce{Timestamp: binary.BigEndian.Uint64(b[68:])}
@@ -369,14 +369,14 @@ type Peer struct {
 	TCP          bool
 }
 
-func (p *Peer) encode(k *SessionKey) []byte {
-	n := min(len(p.Candidates), MaxCandidates)
+func (p *Peer) encode(k *sessionKey) []byte {
+	n := min(len(p.Candidates), maxCandidates)
 	size := peerFixed + n*addrLen
 	if p.Relay.IsValid() {
 		size += addrLen
 	}
 	b := make([]byte, size, size+macLen)
-	b[0] = TypePeer
+	b[0] = typePeer
 	b[1] = byte(p.Mapping) & registerFlagMap
 	if p.Pushed {
 		b[1] |= peerFlagPushed
@@ -401,8 +401,8 @@ func (p *Peer) encode(k *SessionKey) []byte {
 	return sealMAC(k, b)
 }
 
-func decodePeer(b []byte, k *SessionKey) (*Peer, bool) {
-	if len(b) < peerFixed+macLen || len(b) > maxPeerLen || b[0] != TypePeer {
+func decodePeer(b []byte, k *sessionKey) (*Peer, bool) {
+	if len(b) < peerFixed+macLen || len(b) > maxPeerLen || b[0] != typePeer {
 		return nil, false
 	}
 	n := int(b[3])
@@ -411,7 +411,7 @@ func decodePeer(b []byte, k *SessionKey) (*Peer, bool) {
 	if b[1]&peerFlagRelayAddr != 0 {
 		end += addrLen
 	}
-	if n > MaxCandidates || len(b) != end+macLen || !checkMAC(k, b) {
+	if n > maxCandidates || len(b) != end+macLen || !checkMAC(k, b) {
 		return nil, false
 	}
 	p := &Peer{
@@ -438,16 +438,16 @@ type Unknown struct {
 	Timestamp uint64
 }
 
-func (u *Unknown) encode(k *SessionKey) []byte {
+func (u *Unknown) encode(k *sessionKey) []byte {
 	b := make([]byte, unknownLen-macLen, unknownLen)
-	b[0] = TypeUnknown
+	b[0] = typeUnknown
 	copy(b[4:], u.Target[:])
 	binary.BigEndian.PutUint64(b[36:], u.Timestamp)
 	return sealMAC(k, b)
 }
 
-func decodeUnknown(b []byte, k *SessionKey) (*Unknown, bool) {
-	if len(b) != unknownLen || b[0] != TypeUnknown || !checkMAC(k, b) {
+func decodeUnknown(b []byte, k *sessionKey) (*Unknown, bool) {
+	if len(b) != unknownLen || b[0] != typeUnknown || !checkMAC(k, b) {
 		return nil, false
 	}
 	u := &Unknown{Timestamp: binary.BigEndian.Uint64(b[36:])}
@@ -465,17 +465,17 @@ type Ask struct {
 	Mapping   Mapping        // the asker's NAT mapping, as it registered it
 }
 
-func (a *Ask) encode(k *SessionKey) []byte {
+func (a *Ask) encode(k *sessionKey) []byte {
 	b := make([]byte, askLen-macLen, askLen)
-	b[0], b[1] = TypeAsk, byte(a.Mapping)&registerFlagMap
+	b[0], b[1] = typeAsk, byte(a.Mapping)&registerFlagMap
 	copy(b[4:], a.Asker[:])
 	binary.BigEndian.PutUint64(b[36:], a.Timestamp)
 	putAddr(b[44:], a.Observed)
 	return sealMAC(k, b)
 }
 
-func decodeAsk(b []byte, k *SessionKey) (*Ask, bool) {
-	if len(b) != askLen || b[0] != TypeAsk || !checkMAC(k, b) {
+func decodeAsk(b []byte, k *sessionKey) (*Ask, bool) {
+	if len(b) != askLen || b[0] != typeAsk || !checkMAC(k, b) {
 		return nil, false
 	}
 	a := &Ask{Timestamp: binary.BigEndian.Uint64(b[36:]), Observed: getAddr(b[44:]), Mapping: Mapping(b[1] & registerFlagMap)}

@@ -78,7 +78,7 @@ func TestCookieIPv6(t *testing.T) {
 // its cookie after CookieLifetime, the responder accepts a cookie while its
 // secret is younger than 2×CookieLifetime.
 func TestCookieExpiry(t *testing.T) {
-	const L = CookieLifetime
+	const L = cookieLifetime
 	tests := []struct {
 		name       string
 		issueAfter time.Duration // bob's secret age when the cookie is issued
@@ -127,7 +127,7 @@ func TestCookieExpiry(t *testing.T) {
 // TestCookieRotation checks that the secret changes every CookieLifetime
 // and that a cookie from the previous secret keeps working for a while.
 func TestCookieRotation(t *testing.T) {
-	const L = CookieLifetime
+	const L = cookieLifetime
 	alice, bob := newNode(t), newNode(t)
 	in, _ := alice.Initiate(bob.PublicKey(), 1, make([]byte, InitiationPayloadLen))
 	cookieMsg := func() []byte {

@@ -132,4 +132,8 @@
 //
 // Handshaker and Keypair are safe for concurrent use; Seal and Open do not
 // allocate. Initiation and IncomingInitiation belong to one goroutine each.
+//
+// Locks: a Keypair's replay window is under its own leaf mutex; the
+// Handshaker's cookie secret and rate limiters under theirs. Nothing here
+// calls out while holding one.
 package secure

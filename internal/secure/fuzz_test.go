@@ -33,7 +33,7 @@ func FuzzConsumeInitiation(f *testing.F) {
 		orig := bytes.Clone(pkt)
 		bob.CheckMAC2(pkt, srcA)
 		InitiationID(pkt)
-		idx, shaped := InitiationSenderIndex(pkt)
+		idx, shaped := initiationSenderIndex(pkt)
 		mac1OK := bob.CheckMAC1(pkt)
 		if mac1OK && !shaped {
 			t.Fatal("CheckMAC1 accepted a packet not shaped like an initiation")
@@ -42,7 +42,7 @@ func FuzzConsumeInitiation(f *testing.F) {
 		if !isOneOf(err, nil, ErrMalformed, ErrMAC) || (err == nil) != mac1OK {
 			t.Fatalf("CookieReply: %v (mac1 ok %v)", err, mac1OK)
 		}
-		if err == nil && (len(reply) != CookieReplyLen || getIndex(reply[cookieReceiverOff:]) != idx) {
+		if err == nil && (len(reply) != cookieReplyLen || getIndex(reply[cookieReceiverOff:]) != idx) {
 			t.Fatalf("cookie reply of %d bytes for index %#x", len(reply), idx)
 		}
 		checkConsumeInitiation(t, bob, pkt, ErrMalformed, ErrMAC, ErrHandshake)
@@ -149,7 +149,7 @@ func FuzzConsumeCookieReply(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(reply)
-	f.Add(make([]byte, CookieReplyLen))
+	f.Add(make([]byte, cookieReplyLen))
 	f.Add(flip(reply, cookieNonceOff, 1))
 	f.Add(in.Message())
 
@@ -175,8 +175,8 @@ func FuzzOpen(f *testing.F) {
 	for i, n := range []int{0, 1, 15, 64, 1200} {
 		f.Add(sealBytes(f, a, seq(n, byte(i)), byte(i)))
 	}
-	f.Add(sealAt(a, RejectAfterMessages-1, []byte("last")))
-	f.Add(sealAt(a, RejectAfterMessages, []byte("past")))
+	f.Add(sealAt(a, rejectAfterMessages-1, []byte("last")))
+	f.Add(sealAt(a, rejectAfterMessages, []byte("past")))
 	f.Add([]byte{TypeData})
 	f.Add(make([]byte, DataHeaderLen+TagLen))
 

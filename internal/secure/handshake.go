@@ -159,7 +159,7 @@ func (in *Initiation) SenderIndex() uint32 { return in.senderIndex }
 func (in *Initiation) Message() []byte {
 	pkt := make([]byte, InitiationLen)
 	copy(pkt, in.msg[:])
-	if in.hasCook && in.h.now().Sub(in.cookieAt) < CookieLifetime {
+	if in.hasCook && in.h.now().Sub(in.cookieAt) < cookieLifetime {
 		mac2 := mac128(in.cookie[:], pkt[:initMAC2Off])
 		copy(pkt[initMAC2Off:], mac2[:])
 	}
@@ -173,7 +173,7 @@ func (in *Initiation) ConsumeCookieReply(pkt []byte) error {
 	if in.done {
 		return ErrDone
 	}
-	if !handshakeHeaderOK(pkt, TypeCookieReply, CookieReplyLen) {
+	if !handshakeHeaderOK(pkt, TypeCookieReply, cookieReplyLen) {
 		return fmt.Errorf("%w: not a cookie reply", ErrMalformed)
 	}
 	if getIndex(pkt[cookieReceiverOff:]) != in.senderIndex {
@@ -296,7 +296,7 @@ func (h *Handshaker) CookieReply(pkt []byte, src netip.AddrPort) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	reply := make([]byte, CookieReplyLen)
+	reply := make([]byte, cookieReplyLen)
 	reply[0] = TypeCookieReply
 	putIndex(reply[cookieReceiverOff:], getIndex(pkt[initSenderOff:]))
 	nonce := reply[cookieNonceOff:cookieBoxOff]

@@ -113,7 +113,7 @@ func TestHandshakeDone(t *testing.T) {
 	if _, _, err := s.in.ConsumeResponse(s.responsePkt); !errors.Is(err, ErrDone) {
 		t.Errorf("second ConsumeResponse: err = %v, want ErrDone", err)
 	}
-	if err := s.in.ConsumeCookieReply(make([]byte, CookieReplyLen)); !errors.Is(err, ErrDone) {
+	if err := s.in.ConsumeCookieReply(make([]byte, cookieReplyLen)); !errors.Is(err, ErrDone) {
 		t.Errorf("ConsumeCookieReply after completion: err = %v, want ErrDone", err)
 	}
 	if _, _, err := s.incoming.Respond(3, make([]byte, ResponsePayloadLen)); !errors.Is(err, ErrDone) {

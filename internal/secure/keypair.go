@@ -74,7 +74,7 @@ func (kp *Keypair) Initiator() bool { return kp.initiator }
 
 // Sent returns how many counters Seal has used, so the caller can rekey
 // well before RejectAfterMessages.
-func (kp *Keypair) Sent() uint64 { return min(kp.sendCounter.Load(), RejectAfterMessages) }
+func (kp *Keypair) Sent() uint64 { return min(kp.sendCounter.Load(), rejectAfterMessages) }
 
 // nextCounter reserves the next send counter. It uses compare-and-swap
 // rather than Add so the counter stops at RejectAfterMessages instead of
@@ -82,7 +82,7 @@ func (kp *Keypair) Sent() uint64 { return min(kp.sendCounter.Load(), RejectAfter
 func (kp *Keypair) nextCounter() (uint64, bool) {
 	for {
 		c := kp.sendCounter.Load()
-		if c >= RejectAfterMessages {
+		if c >= rejectAfterMessages {
 			return 0, false
 		}
 		if kp.sendCounter.CompareAndSwap(c, c+1) {

@@ -164,9 +164,9 @@ func TestOpenReplay(t *testing.T) {
 
 func TestCounterLimit(t *testing.T) {
 	a, b := keypairPair(t)
-	a.sendCounter.Store(RejectAfterMessages - 1)
+	a.sendCounter.Store(rejectAfterMessages - 1)
 	last := sealBytes(t, a, []byte("last"), 0)
-	if c := binary.LittleEndian.Uint64(last[dataCounterOff:]); c != RejectAfterMessages-1 {
+	if c := binary.LittleEndian.Uint64(last[dataCounterOff:]); c != rejectAfterMessages-1 {
 		t.Fatalf("last counter = %d", c)
 	}
 	for i := 0; i < 3*(1<<13); i++ { // well past the slack before 2^64
@@ -174,14 +174,14 @@ func TestCounterLimit(t *testing.T) {
 			t.Fatalf("Seal %d past the limit: err = %v", i, err)
 		}
 	}
-	if a.Sent() != RejectAfterMessages {
+	if a.Sent() != rejectAfterMessages {
 		t.Fatalf("Sent() = %d, want RejectAfterMessages", a.Sent())
 	}
 	if _, _, err := b.Open(last); err != nil {
 		t.Fatalf("counter RejectAfterMessages-1 must open: %v", err)
 	}
 	// An authentic packet at the limit, sealed by hand, is still refused.
-	for _, ctr := range []uint64{RejectAfterMessages, RejectAfterMessages + 1, ^uint64(0)} {
+	for _, ctr := range []uint64{rejectAfterMessages, rejectAfterMessages + 1, ^uint64(0)} {
 		pkt := sealAt(a, ctr, []byte("x"))
 		if _, _, err := b.Open(pkt); !errors.Is(err, ErrReplay) {
 			t.Errorf("counter %d: err = %v, want ErrReplay", ctr, err)

@@ -20,7 +20,7 @@ const (
 // CookieLifetime is how long a cookie stays usable: the initiator attaches
 // mac2 only while its cookie is younger than this, and the responder's
 // cookie secret changes this often.
-const CookieLifetime = 2 * time.Minute
+const cookieLifetime = 2 * time.Minute
 
 // labelledKey returns BLAKE2s-256(label || pub).
 func labelledKey(label string, pub PublicKey) [keyLen]byte {
@@ -93,11 +93,11 @@ type cookieSecret struct {
 }
 
 // usable reports whether cookies made from s are still accepted at now.
-// A secret is current for CookieLifetime and accepted for twice that, so a
+// A secret is current for cookieLifetime and accepted for twice that, so a
 // cookie handed out just before rotation still lasts the initiator's full
-// CookieLifetime.
+// cookieLifetime.
 func (s *cookieSecret) usable(now time.Time) bool {
-	return s.set && now.Sub(s.born) < 2*CookieLifetime
+	return s.set && now.Sub(s.born) < 2*cookieLifetime
 }
 
 func (s *cookieSecret) cookie(src []byte) [macLen]byte { return mac128(s.key[:], src) }
@@ -139,7 +139,7 @@ func (j *cookieJar) checkMAC2(msg []byte, mac2Off int, src []byte, now time.Time
 func (j *cookieJar) cookie(src []byte, now time.Time, fill func([]byte) error) ([macLen]byte, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if !j.cur.set || now.Sub(j.cur.born) >= CookieLifetime {
+	if !j.cur.set || now.Sub(j.cur.born) >= cookieLifetime {
 		next := cookieSecret{born: now, set: true}
 		if err := fill(next.key[:]); err != nil {
 			return [macLen]byte{}, err

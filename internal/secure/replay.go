@@ -5,7 +5,7 @@ import "math"
 // RejectAfterMessages is the first counter that is never sealed nor
 // accepted, as WireGuard's RejectAfterMessages: 2^64 − 2^13 − 1. Counters
 // stop well short of 2^64 so that no nonce can ever wrap around.
-const RejectAfterMessages uint64 = math.MaxUint64 - (1 << 13) - 1
+const rejectAfterMessages uint64 = math.MaxUint64 - (1 << 13) - 1
 
 // Replay window geometry (RFC 6479): a ring of 64-bit blocks, one bit per
 // counter. One block is kept as slack so that advancing the window can
@@ -18,7 +18,7 @@ const (
 
 	// ReplayWindow is how far behind the highest counter received a data
 	// packet may arrive and still be accepted (once).
-	ReplayWindow = (replayRingBlocks - 1) * replayBlockBits // 8128
+	replayWindow = (replayRingBlocks - 1) * replayBlockBits // 8128
 )
 
 // replayFilter remembers which counters were received within ReplayWindow
@@ -31,13 +31,13 @@ type replayFilter struct {
 
 // fresh reports, without changing anything, whether ctr would be accepted.
 func (f *replayFilter) fresh(ctr uint64) bool {
-	if ctr >= RejectAfterMessages {
+	if ctr >= rejectAfterMessages {
 		return false
 	}
 	if ctr > f.top {
 		return true
 	}
-	if f.top-ctr >= ReplayWindow {
+	if f.top-ctr >= replayWindow {
 		return false
 	}
 	return f.ring[(ctr>>replayBlockShift)&replayBlockMask]&(1<<(ctr&(replayBlockBits-1))) == 0
@@ -46,12 +46,12 @@ func (f *replayFilter) fresh(ctr uint64) bool {
 // accept records ctr and reports whether it was fresh. Call it only for
 // packets that authenticated, so forged counters cannot move the window.
 func (f *replayFilter) accept(ctr uint64) bool {
-	if ctr >= RejectAfterMessages {
+	if ctr >= rejectAfterMessages {
 		return false
 	}
 	if ctr > f.top {
 		f.advance(ctr)
-	} else if f.top-ctr >= ReplayWindow {
+	} else if f.top-ctr >= replayWindow {
 		return false
 	}
 	blk := &f.ring[(ctr>>replayBlockShift)&replayBlockMask]

@@ -10,7 +10,7 @@ func TestReplayWindow(t *testing.T) {
 		ctr  uint64
 		want bool
 	}
-	const W = ReplayWindow
+	const W = replayWindow
 	tests := []struct {
 		name  string
 		steps []step
@@ -24,7 +24,7 @@ func TestReplayWindow(t *testing.T) {
 		{"far jump clears the ring", []step{{5, true}, {5 + 10*W, true}, {5 + 10*W - 64*replayRingBlocks, false}, {5 + 9*W, false}, {5 + 10*W - 1, true}}},
 		{"jump of exactly one ring", []step{{64, true}, {64 + 64*replayRingBlocks, true}, {64 + 64*replayRingBlocks - 1, true}, {64, false}}},
 		{"block boundary", []step{{63, true}, {64, true}, {63, false}, {127, true}, {128, true}, {64, false}}},
-		{"limit", []step{{RejectAfterMessages - 1, true}, {RejectAfterMessages, false}, {RejectAfterMessages + 1, false}, {^uint64(0), false}, {RejectAfterMessages - 2, true}}},
+		{"limit", []step{{rejectAfterMessages - 1, true}, {rejectAfterMessages, false}, {rejectAfterMessages + 1, false}, {^uint64(0), false}, {rejectAfterMessages - 2, true}}},
 		{"counter zero after others", []step{{1, true}, {0, true}, {0, false}}},
 	}
 	for _, tt := range tests {
@@ -50,7 +50,7 @@ type replayModel struct {
 }
 
 func (m *replayModel) accept(c uint64) bool {
-	if c >= RejectAfterMessages || m.seen[c] || (c < m.top && m.top-c >= ReplayWindow) {
+	if c >= rejectAfterMessages || m.seen[c] || (c < m.top && m.top-c >= replayWindow) {
 		return false
 	}
 	m.seen[c] = true
@@ -68,17 +68,17 @@ func TestReplayModel(t *testing.T) {
 		m := replayModel{seen: make(map[uint64]bool)}
 		base := uint64(0)
 		if seed%4 == 0 {
-			base = RejectAfterMessages - 3*ReplayWindow // run into the limit
+			base = rejectAfterMessages - 3*replayWindow // run into the limit
 		}
 		accepted := 0
 		for round := 0; round < 40; round++ {
-			span := 1 + rng.IntN(3*ReplayWindow)
+			span := 1 + rng.IntN(3*replayWindow)
 			stream := make([]uint64, 0, span+span/4)
 			for _, p := range rng.Perm(span) {
 				stream = append(stream, base+uint64(p))
 			}
 			for i := 0; i < span/4; i++ { // duplicates and stragglers
-				back := uint64(rng.IntN(2 * ReplayWindow))
+				back := uint64(rng.IntN(2 * replayWindow))
 				stream = append(stream, stream[rng.IntN(len(stream))]-min(back, base))
 			}
 			rng.Shuffle(len(stream), func(i, j int) { stream[i], stream[j] = stream[j], stream[i] })
@@ -94,8 +94,8 @@ func TestReplayModel(t *testing.T) {
 					accepted++
 				}
 			}
-			base += uint64(span) + uint64(rng.IntN(4*ReplayWindow))
-			if base >= RejectAfterMessages {
+			base += uint64(span) + uint64(rng.IntN(4*replayWindow))
+			if base >= rejectAfterMessages {
 				break
 			}
 		}
@@ -106,7 +106,7 @@ func TestReplayModel(t *testing.T) {
 }
 
 func TestReplayFilterSize(t *testing.T) {
-	if ReplayWindow < 2048 {
-		t.Fatalf("ReplayWindow = %d, want at least 2048", ReplayWindow)
+	if replayWindow < 2048 {
+		t.Fatalf("ReplayWindow = %d, want at least 2048", replayWindow)
 	}
 }

@@ -66,7 +66,7 @@ const (
 	cookieReceiverOff = headerLen                         // 4
 	cookieNonceOff    = cookieReceiverOff + indexLen      // 8
 	cookieBoxOff      = cookieNonceOff + nonceXLen        // 32
-	CookieReplyLen    = cookieBoxOff + cookieLen + TagLen // 64: size of a cookie reply
+	cookieReplyLen    = cookieBoxOff + cookieLen + TagLen // 64: size of a cookie reply
 )
 
 // Byte offsets within a data packet header.
@@ -117,7 +117,7 @@ func ResponseReceiverIndex(pkt []byte) (uint32, bool) {
 // (the sender index of the Initiation it answers). It is false if pkt is not
 // shaped like a cookie reply.
 func CookieReplyReceiverIndex(pkt []byte) (uint32, bool) {
-	if !handshakeHeaderOK(pkt, TypeCookieReply, CookieReplyLen) {
+	if !handshakeHeaderOK(pkt, TypeCookieReply, cookieReplyLen) {
 		return 0, false
 	}
 	return getIndex(pkt[cookieReceiverOff:]), true
@@ -126,7 +126,7 @@ func CookieReplyReceiverIndex(pkt []byte) (uint32, bool) {
 // InitiationSenderIndex returns the sender index of an initiation. It is
 // false if pkt is not shaped like an initiation. The index is protected by
 // mac1 only, which anyone who knows the responder's public key can compute.
-func InitiationSenderIndex(pkt []byte) (uint32, bool) {
+func initiationSenderIndex(pkt []byte) (uint32, bool) {
 	if !handshakeHeaderOK(pkt, TypeInitiation, InitiationLen) {
 		return 0, false
 	}

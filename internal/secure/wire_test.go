@@ -13,8 +13,8 @@ func TestNoAmplification(t *testing.T) {
 	if InitiationLen <= ResponseLen {
 		t.Errorf("InitiationLen %d <= ResponseLen %d", InitiationLen, ResponseLen)
 	}
-	if InitiationLen <= CookieReplyLen {
-		t.Errorf("InitiationLen %d <= CookieReplyLen %d", InitiationLen, CookieReplyLen)
+	if InitiationLen <= cookieReplyLen {
+		t.Errorf("InitiationLen %d <= CookieReplyLen %d", InitiationLen, cookieReplyLen)
 	}
 }
 
@@ -37,7 +37,7 @@ func TestMessageSizes(t *testing.T) {
 	}{
 		{"initiation", len(msg), InitiationLen, 1 + 3 + 4 + 32 + 48 + (InitiationPayloadLen + 16) + 16 + 16},
 		{"response", len(resp), ResponseLen, 1 + 3 + 4 + 4 + 32 + (ResponsePayloadLen + 16) + 16 + 16},
-		{"cookie reply", len(reply), CookieReplyLen, 1 + 3 + 4 + 24 + 16 + 16},
+		{"cookie reply", len(reply), cookieReplyLen, 1 + 3 + 4 + 24 + 16 + 16},
 		{"data, 100 bytes", len(data), DataHeaderLen + 100 + TagLen, 1 + 1 + 2 + 4 + 8 + 100 + 16},
 	}
 	for _, tt := range tests {
@@ -46,8 +46,8 @@ func TestMessageSizes(t *testing.T) {
 		}
 	}
 	// The literal sizes doc.go states.
-	if InitiationLen != 176 || ResponseLen != 108 || CookieReplyLen != 64 || DataHeaderLen != 16 {
-		t.Errorf("sizes %d/%d/%d/%d differ from doc.go's 176/108/64/16", InitiationLen, ResponseLen, CookieReplyLen, DataHeaderLen)
+	if InitiationLen != 176 || ResponseLen != 108 || cookieReplyLen != 64 || DataHeaderLen != 16 {
+		t.Errorf("sizes %d/%d/%d/%d differ from doc.go's 176/108/64/16", InitiationLen, ResponseLen, cookieReplyLen, DataHeaderLen)
 	}
 	// Field placement: types, zero reserved bytes, indices.
 	if msg[0] != TypeInitiation || resp[0] != TypeResponse || reply[0] != TypeCookieReply || data[0] != TypeData {
@@ -98,8 +98,8 @@ func TestReceiverIndexHelpers(t *testing.T) {
 		{"data reserved", DataReceiverIndex, flip(data, 2, 1), 0, false},
 		{"data flags are free", DataReceiverIndex, flip(data, 1, 0xff), 0x0a0b0c0d, true},
 		{"data given response", DataReceiverIndex, resp, 0, false},
-		{"initiation sender", InitiationSenderIndex, msg, 0x0a0b0c0d, true},
-		{"initiation sender short", InitiationSenderIndex, msg[:10], 0, false},
+		{"initiation sender", initiationSenderIndex, msg, 0x0a0b0c0d, true},
+		{"initiation sender short", initiationSenderIndex, msg[:10], 0, false},
 		{"nil", DataReceiverIndex, nil, 0, false},
 	}
 	for _, tt := range tests {

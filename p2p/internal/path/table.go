@@ -1,0 +1,273 @@
+package path
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Reason says why a route changed.
+type Reason uint8
+
+// Reasons for a route change.
+const (
+	Begin     Reason = iota // a new attempt's first route (the handshake's)
+	Establish               // the route the session was established on
+	Heard                   // the peer's authenticated packets came from the route
+	Validated               // a connectivity check proved the route
+	Offered                 // the relay or a TCP link offered the route
+)
+
+func (r Reason) String() string {
+	return [...]string{"begin", "establish", "heard", "validated", "offered"}[r]
+}
+
+// Reporter hears of route changes. The table calls it on its owner
+// goroutine with no lock held; it may take any lock of its own, call the
+// session, and post to the table again, but it must not wait for the
+// table (Sync), which would wait for itself.
+type Reporter[T any] interface {
+	RouteChanged(p *Peer[T], old, cur *Route, why Reason)
+}
+
+// Peer is one peer's path state: the route sessions send on, and the
+// chooser behind it. Route may be read by any goroutine; everything else
+// belongs to the table's owner goroutine.
+type Peer[T any] struct {
+	Owner T // what the table reports about (the session); set once
+
+	route atomic.Pointer[Route]
+	// heardAt and heard: the last Heard offer posted (unix ns), so the
+	// reader does not post one per packet from an address that stays put.
+	heardAt atomic.Int64
+	heard   atomic.Pointer[netip.AddrPort]
+
+	// The owner goroutine's.
+	gen uint64
+	ch  chooser
+}
+
+// Route is where the peer's session sends now (nil: nowhere yet).
+func (p *Peer[T]) Route() *Route { return p.route.Load() }
+
+// event is what the owner goroutine is asked to do.
+type event[T any] struct {
+	peer  *Peer[T]
+	why   Reason
+	offer Offer
+	done  chan struct{} // Sync
+}
+
+// queueMax bounds the events waiting for the owner goroutine. Past it
+// events are dropped and counted: Heard offers repeat with the next
+// packet, checks report again, sessions begin again on their retry.
+const queueMax = 8192
+
+// heardGap: a Heard offer for the same address is posted at most this
+// often per peer.
+const heardGap = 50 * time.Millisecond
+
+// Table is a node's path layer: one owner goroutine that changes every
+// peer's route, fed by events from the reader, the traversal, the relay,
+// TCP links and sessions. Posting never blocks and never takes more than
+// the queue's leaf lock, so no caller can deadlock with the owner whatever
+// it holds; the owner reports changes with no lock held.
+//
+// The zero Table is not usable; NewTable makes one.
+type Table[T any] struct {
+	rep      Reporter[T]
+	prefixes []netip.Prefix
+	now      func() time.Time
+
+	mu     sync.Mutex // leaf: the queue
+	queue  []event[T]
+	closed bool
+	wake   chan struct{}
+	done   chan struct{}
+
+	// Counters, read with Stats.
+	changes, suppressed, dropped atomic.Uint64
+}
+
+// Stats are a table's counters.
+type Stats struct {
+	Changes    uint64 // established routes moved (Heard, Validated, Offered)
+	Suppressed uint64 // moves refused by the per-minute bound
+	Dropped    uint64 // events dropped because the queue was full
+}
+
+// NewTable starts a table reporting to rep; prefixes are the node's own
+// subnets (they make the LAN class). Close stops it.
+func NewTable[T any](rep Reporter[T], prefixes []netip.Prefix) *Table[T] {
+	t := &Table[T]{rep: rep, prefixes: prefixes, now: time.Now,
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go t.run()
+	return t
+}
+
+// NewPeer makes the path state of one peer's session.
+func (t *Table[T]) NewPeer(owner T) *Peer[T] { return &Peer[T]{Owner: owner} }
+
+// Stats returns the counters.
+func (t *Table[T]) Stats() Stats {
+	return Stats{Changes: t.changes.Load(), Suppressed: t.suppressed.Load(), Dropped: t.dropped.Load()}
+}
+
+// Begin sets the route of attempt r.Gen of p's session while it is not
+// established: where its handshake goes. A newer attempt starts the
+// chooser over.
+func (t *Table[T]) Begin(p *Peer[T], r Route) {
+	t.post(event[T]{peer: p, why: Begin, offer: Offer{Route: r}})
+}
+
+// Establish records the route attempt r.Gen was established on; pref is
+// its check priority (0 if unchecked).
+func (t *Table[T]) Establish(p *Peer[T], r Route, pref uint32) {
+	t.post(event[T]{peer: p, why: Establish, offer: Offer{Route: r, Pref: pref}})
+}
+
+// Heard offers the route the peer's authenticated packet came from, with
+// the health of the current route (asked only when the offer is posted).
+// It is cheap to call per packet: a route that is current, or was offered
+// within heardGap, posts nothing.
+func (t *Table[T]) Heard(p *Peer[T], r Route, health func() Health) {
+	if cur := p.route.Load(); cur != nil && cur.Gen == r.Gen && Same(cur, &r) {
+		return
+	}
+	now := time.Now().UnixNano()
+	if last := p.heard.Load(); last != nil && *last == r.Remote && now-p.heardAt.Load() < int64(heardGap) {
+		return
+	}
+	remote := r.Remote
+	p.heard.Store(&remote)
+	p.heardAt.Store(now)
+	t.post(event[T]{peer: p, why: Heard, offer: Offer{Route: r, Health: health()}})
+}
+
+// Validate offers a route a connectivity check proved.
+func (t *Table[T]) Validate(p *Peer[T], o Offer) {
+	o.Validated = true
+	t.post(event[T]{peer: p, why: Validated, offer: o})
+}
+
+// Offer offers a route the relay or a TCP link brought.
+func (t *Table[T]) Offer(p *Peer[T], o Offer) {
+	t.post(event[T]{peer: p, why: Offered, offer: o})
+}
+
+// Sync waits until every event posted before it was handled. Tests use it;
+// it must not be called from a Reporter.
+func (t *Table[T]) Sync() {
+	done := make(chan struct{})
+	if !t.post(event[T]{done: done}) {
+		return
+	}
+	select {
+	case <-done:
+	case <-t.done:
+	}
+}
+
+// Close stops the owner goroutine and waits for it.
+func (t *Table[T]) Close() {
+	t.mu.Lock()
+	if !t.closed {
+		t.closed = true
+		close(t.wake)
+	}
+	t.mu.Unlock()
+	<-t.done
+}
+
+func (t *Table[T]) post(e event[T]) bool {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return false
+	}
+	if len(t.queue) >= queueMax && e.done == nil {
+		t.mu.Unlock()
+		t.dropped.Add(1)
+		return false
+	}
+	t.queue = append(t.queue, e)
+	t.mu.Unlock()
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// run is the owner goroutine.
+func (t *Table[T]) run() {
+	defer close(t.done)
+	var batch []event[T]
+	for range t.wake {
+		for {
+			t.mu.Lock()
+			batch, t.queue = t.queue, batch[:0]
+			t.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			for i := range batch {
+				t.handle(&batch[i])
+				batch[i] = event[T]{}
+			}
+		}
+	}
+}
+
+func (t *Table[T]) handle(e *event[T]) {
+	if e.done != nil {
+		close(e.done)
+		return
+	}
+	p, o := e.peer, &e.offer
+	r := o.Route
+	now := t.now()
+	switch {
+	case r.Gen < p.gen:
+		return // from an earlier attempt
+	case r.Gen > p.gen:
+		if e.why != Begin && e.why != Establish {
+			return // the attempt's Begin is on its way
+		}
+		p.gen = r.Gen
+		p.ch = chooser{}
+	}
+	cls := Classify(&r, t.prefixes)
+	switch e.why {
+	case Begin:
+		if p.ch.since.IsZero() { // late, after the attempt was established: ignored
+			t.set(p, &r, cls, 0, e.why, false, now)
+		}
+		return
+	case Establish:
+		changes := p.ch.changes // a handshake again does not reset the bound
+		p.ch = chooser{since: now, changes: changes}
+		t.set(p, &r, cls, o.Pref, e.why, false, now)
+		return
+	}
+	if p.ch.since.IsZero() {
+		return // not established yet: the handshake sets the route
+	}
+	switch p.ch.consider(o, cls, now) {
+	case move:
+		t.set(p, &r, cls, o.Pref, e.why, true, now)
+	case suppressed:
+		t.suppressed.Add(1)
+	}
+}
+
+func (t *Table[T]) set(p *Peer[T], r *Route, cls Class, pref uint32, why Reason, counted bool, now time.Time) {
+	nr := *r
+	p.ch.set(&nr, cls, pref, counted, now)
+	old := p.route.Swap(&nr)
+	if counted {
+		t.changes.Add(1)
+	}
+	t.rep.RouteChanged(p, old, &nr, why)
+}
