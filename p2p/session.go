@@ -80,7 +80,8 @@ type session struct {
 	// sends once established (the path layer's owner goroutine chooses
 	// it). hsRoute is where this attempt's handshake goes, and the
 	// route the session was established on until the path layer has it.
-	// gen numbers the attempts, so no route of an earlier one is used.
+	// gen numbers the attempts and establishments, so no route of an
+	// earlier one is used.
 	paths    *path.Peer[*session]
 	hsRoute  atomic.Pointer[path.Route]
 	gen      atomic.Uint64
@@ -477,7 +478,9 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock p
 	if sock == nil {
 		sock = n.main
 	}
-	r := &path.Route{Remote: src, Sock: sock, Gen: s.gen.Load()}
+	// A number of its own: until the path layer has taken this route in,
+	// current() uses it rather than a handshake route of the attempt.
+	r := &path.Route{Remote: src, Sock: sock, Gen: s.gen.Add(1)}
 	s.hsRoute.Store(r)
 	s.lastPath.Store(time.Now().UnixNano())
 	n.paths.Establish(s.paths, *r, pref)
