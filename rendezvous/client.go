@@ -13,6 +13,11 @@ const (
 	retryFirst      = 250 * time.Millisecond
 	retryMax        = 2 * time.Second
 	registeredGrace = 3 // refreshes missed before the client counts itself unregistered
+	// introSilence: a registered client with introductions pending that
+	// has heard nothing from the server for this long registers again at
+	// once. A server that restarted forgot it and drops its INTRODUCEs
+	// unanswered; without this it would learn so only at its next refresh.
+	introSilence = 5 * time.Second
 	// unreachableAfter: trying this long with no answer at all makes
 	// Status report ErrUnreachable (the first registration takes two round
 	// trips, retried from 250 ms).
@@ -85,6 +90,8 @@ type Client struct {
 	keyErr     bool      // a CHALLENGE with a key other than the pinned one came since then
 	observed   netip.AddrPort
 	lastOK     time.Time // last registration confirmed
+	lastMsg    time.Time // last authenticated message from the server
+	recheck    bool      // registering again after introSilence: intros go again once confirmed
 	refresh    time.Duration
 	nextReg    time.Time
 	regRetry   time.Duration
@@ -202,7 +209,7 @@ func (c *Client) Reregister(now time.Time) {
 func (c *Client) Tick(now time.Time) {
 	var out [][]byte
 	c.mu.Lock()
-	due := !now.Before(c.nextReg)
+	due := !now.Before(c.nextReg) || c.silentLocked(now)
 	c.mu.Unlock()
 	var news Register
 	if due {
@@ -212,6 +219,9 @@ func (c *Client) Tick(now time.Time) {
 	if c.registered && now.Sub(c.lastOK) > registeredGrace*c.refresh {
 		c.registered = false // the server has surely forgotten us
 		c.trying, c.heard, c.keyErr = time.Time{}, false, false
+	}
+	if c.silentLocked(now) {
+		c.recheck, c.nextReg = true, now
 	}
 	if due && !now.Before(c.nextReg) {
 		out = append(out, c.registerLocked(now, news))
@@ -225,6 +235,13 @@ func (c *Client) Tick(now time.Time) {
 	for _, b := range out {
 		c.send(b)
 	}
+}
+
+// silentLocked reports a registered client waiting for introductions that
+// has heard nothing from the server for introSilence (and is not checking
+// already).
+func (c *Client) silentLocked(now time.Time) bool {
+	return c.registered && !c.recheck && len(c.intros) > 0 && now.Sub(c.lastMsg) >= introSilence
 }
 
 func (c *Client) send(b []byte) {
@@ -343,8 +360,8 @@ func (c *Client) handleRegistered(b []byte, now time.Time) {
 		c.mu.Unlock()
 		return
 	}
-	first := !c.registered
-	c.registered, c.observed, c.lastOK = true, r.Observed, now
+	first := !c.registered || c.recheck
+	c.registered, c.observed, c.lastOK, c.lastMsg, c.recheck = true, r.Observed, now, now, false
 	c.trying, c.heard, c.keyErr = time.Time{}, true, false
 	c.regRetry = retryFirst
 	// Refresh well within the server's TTL, whatever this client assumed.
@@ -382,6 +399,9 @@ func (c *Client) handlePeer(b []byte) {
 		return
 	}
 	p, ok := decodePeer(b, c.key)
+	if ok {
+		c.lastMsg = time.Now()
+	}
 	if ok && !p.Pushed {
 		delete(c.intros, p.About)
 	}
@@ -403,6 +423,7 @@ func (c *Client) handleUnknown(b []byte) {
 		c.mu.Unlock()
 		return
 	}
+	c.lastMsg = time.Now()
 	_, waiting := c.intros[u.Target]
 	delete(c.intros, u.Target)
 	cb := c.cfg.OnUnknown
@@ -419,6 +440,9 @@ func (c *Client) handleAsk(b []byte) {
 		return
 	}
 	a, ok := decodeAsk(b, c.key)
+	if ok {
+		c.lastMsg = time.Now()
+	}
 	cb := c.cfg.OnAsk
 	c.mu.Unlock()
 	if ok && cb != nil {

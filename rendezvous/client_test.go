@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gamewire/gamewire/internal/leakcheck"
 )
 
 // TestCallbacksRunUnlocked: the node's callbacks that fill a REGISTER run
@@ -47,4 +49,41 @@ func TestCallbacksRunUnlocked(t *testing.T) {
 	}
 	nodeMu.Unlock()
 	<-reregistered
+}
+
+// TestReregisterAfterServerRestart: a server that restarted forgot its
+// clients and drops their INTRODUCEs unanswered. A client waiting for an
+// introduction that hears nothing for introSilence registers again at
+// once and asks again, instead of waiting for its next refresh (20 s).
+func TestReregisterAfterServerRestart(t *testing.T) {
+	leakcheck.Check(t)
+	priv, _ := newKeypair(t)
+	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t, "127.0.0.1")).String()
+	s1, err := Listen(ServerConfig{PrivateKey: priv}, addr, "")
+	if err != nil {
+		t.Skipf("cannot listen: %v", err)
+	}
+	pin := s1.PublicKey()
+	a := startClient(t, s1.Addr(), &pin, nil)
+	_, target := newKeypair(t)
+	registerAll(t, a)
+	s1.Close()
+	s2, err := Listen(ServerConfig{PrivateKey: priv}, addr, "")
+	if err != nil {
+		t.Skipf("cannot listen again at %s: %v", addr, err)
+	}
+	defer s2.Close()
+	a.Introduce(target, time.Now())
+	a.barrier(t, s2.Addr()) // the INTRODUCE reached the new server, which dropped it
+	if st := s2.Stats(); st.Registered != 0 {
+		t.Fatalf("the new server holds %d registrations before any REGISTER", st.Registered)
+	}
+	a.Tick(time.Now().Add(introSilence)) // introSilence of silence
+	run(t, 3*time.Second, func() bool {
+		_, unknowns, _ := a.snapshot()
+		return s2.Stats().Registered == 1 && len(unknowns) == 1 && unknowns[0] == target
+	}) // not ticking: only the silence may have sent the REGISTER
+	if _, ok := a.Registered(); !ok {
+		t.Fatal("not registered")
+	}
 }

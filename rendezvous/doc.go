@@ -94,7 +94,11 @@
 // conntrack's 30 s UDP timeout, so the mapping toward the server stays
 // open for ASKs and introductions), and counts as gone 60 s after its last
 // refresh. The first registration takes two round trips (challenge, then
-// register with the cookie); later ones one.
+// register with the cookie); later ones one. A server that restarted
+// knows nobody and drops INTRODUCEs from peers not registered with it; a
+// client waiting for an introduction that has heard nothing from the
+// server for 5 s registers again at once and asks again, rather than
+// waiting for its next refresh.
 //
 // # Consent
 //
