@@ -85,6 +85,7 @@ type session struct {
 	paths    *path.Peer[*session]
 	hsRoute  atomic.Pointer[path.Route]
 	gen      atomic.Uint64
+	estGen   atomic.Uint64 // gen of the last establishment (0: none)
 	keys     atomic.Pointer[secure.Keypair]
 	txFlags  atomic.Uint32
 	lastRecv atomic.Int64 // unix ns of the last authenticated packet
@@ -199,11 +200,13 @@ func (s *session) unlock() {
 }
 
 // current is the route the session sends on: once established, the path
-// layer's route for this attempt; before that (and until the path layer
-// has taken the established route in), the handshake's.
+// layer's route for that establishment (closing notices and a tombstone's
+// replies included); before that, and until the path layer has taken the
+// established route in, the session's own (the handshake's, then the one
+// it was established on).
 func (s *session) current() *path.Route {
-	if s.live.Load() {
-		if r := s.paths.Route(); r != nil && r.Gen == s.gen.Load() {
+	if g := s.estGen.Load(); g != 0 && g == s.gen.Load() {
+		if r := s.paths.Route(); r != nil && r.Gen == g {
 			return r
 		}
 	}
@@ -482,6 +485,7 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock p
 	// current() uses it rather than a handshake route of the attempt.
 	r := &path.Route{Remote: src, Sock: sock, Gen: s.gen.Add(1)}
 	s.hsRoute.Store(r)
+	s.estGen.Store(r.Gen)
 	s.lastPath.Store(time.Now().UnixNano())
 	n.paths.Establish(s.paths, *r, pref)
 	s.confirmed.Store(s.initiator || (s.accepted && n.proven(s.peer, src, sock)))
