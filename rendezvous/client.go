@@ -92,6 +92,7 @@ type Client struct {
 	lastOK     time.Time // last registration confirmed
 	lastMsg    time.Time // last authenticated message from the server
 	recheck    bool      // registering again after introSilence: intros go again once confirmed
+	recheckAt  time.Time // the last such registration: at most one a refresh interval
 	refresh    time.Duration
 	nextReg    time.Time
 	regRetry   time.Duration
@@ -221,7 +222,7 @@ func (c *Client) Tick(now time.Time) {
 		c.trying, c.heard, c.keyErr = time.Time{}, false, false
 	}
 	if c.silentLocked(now) {
-		c.recheck, c.nextReg = true, now
+		c.recheck, c.recheckAt, c.nextReg = true, now, now
 	}
 	if due && !now.Before(c.nextReg) {
 		out = append(out, c.registerLocked(now, news))
@@ -238,10 +239,12 @@ func (c *Client) Tick(now time.Time) {
 }
 
 // silentLocked reports a registered client waiting for introductions that
-// has heard nothing from the server for introSilence (and is not checking
-// already).
+// has heard nothing from the server for introSilence, and has not checked
+// so within a refresh interval: a target that takes its time to consent
+// costs the server one extra registration, not one every introSilence.
 func (c *Client) silentLocked(now time.Time) bool {
-	return c.registered && !c.recheck && len(c.intros) > 0 && now.Sub(c.lastMsg) >= introSilence
+	return c.registered && !c.recheck && len(c.intros) > 0 && now.Sub(c.lastMsg) >= introSilence &&
+		(c.recheckAt.IsZero() || now.Sub(c.recheckAt) >= c.refresh)
 }
 
 func (c *Client) send(b []byte) {

@@ -86,4 +86,20 @@ func TestReregisterAfterServerRestart(t *testing.T) {
 	if _, ok := a.Registered(); !ok {
 		t.Fatal("not registered")
 	}
+	// Silence again within the refresh interval (a target slow to
+	// consent) costs the server no further registration.
+	a.mu.Lock()
+	before := a.sent[typeRegister]
+	a.mu.Unlock()
+	_, other := newKeypair(t)
+	a.Client.mu.Lock()
+	a.Client.intros[other] = &pendingIntro{next: time.Now().Add(time.Hour), interval: time.Hour}
+	a.Client.mu.Unlock()
+	a.Tick(time.Now().Add(2 * introSilence))
+	a.mu.Lock()
+	after := a.sent[typeRegister]
+	a.mu.Unlock()
+	if after != before {
+		t.Fatalf("%d more REGISTERs for a second silence within the refresh interval", after-before)
+	}
 }

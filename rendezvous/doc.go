@@ -97,8 +97,8 @@
 // register with the cookie); later ones one. A server that restarted
 // knows nobody and drops INTRODUCEs from peers not registered with it; a
 // client waiting for an introduction that has heard nothing from the
-// server for 5 s registers again at once and asks again, rather than
-// waiting for its next refresh.
+// server for 5 s registers again at once (at most once a refresh
+// interval) and asks again, rather than waiting for its next refresh.
 //
 // # Consent
 //

@@ -40,6 +40,7 @@ type testClient struct {
 	unknowns   []Key
 	asks       []Ask
 	registered int               // REGISTERED replies
+	sent       map[byte]int      // messages sent, by type
 	stunSeen   map[[12]byte]bool // transaction IDs of STUN answers received
 	wg         sync.WaitGroup
 }
@@ -58,10 +59,15 @@ func startClientAt(t *testing.T, ip string, srv netip.AddrPort, pin *Key, candid
 		t.Skipf("cannot bind %s: %v", ip, err)
 	}
 	priv, pub := newKeypair(t)
-	tc := &testClient{conn: conn, addr: conn.LocalAddr().(*net.UDPAddr).AddrPort(), pub: pub, stunSeen: map[[12]byte]bool{}}
+	tc := &testClient{conn: conn, addr: conn.LocalAddr().(*net.UDPAddr).AddrPort(), pub: pub, stunSeen: map[[12]byte]bool{}, sent: map[byte]int{}}
 	tc.Client = NewClient(ClientConfig{
 		Server: srv, ServerKey: pin, Private: priv, Public: pub,
-		Send:       func(b []byte, to netip.AddrPort) { conn.WriteToUDPAddrPort(b, to) },
+		Send: func(b []byte, to netip.AddrPort) {
+			tc.mu.Lock()
+			tc.sent[b[0]]++
+			tc.mu.Unlock()
+			conn.WriteToUDPAddrPort(b, to)
+		},
 		Candidates: func() []netip.AddrPort { return candidates },
 		Mapping:    func() Mapping { return MappingEndpointIndependent },
 		OnPeer: func(p *Peer) {
