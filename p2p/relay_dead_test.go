@@ -48,9 +48,10 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 }
 
 // restartableRendezvous is a rendezvous server with the embedded TURN
-// relay on one loopback port, which can be restarted there with the same
-// key and TURN secret: the relay forgets every allocation, the server
-// every registration.
+// relay on one loopback port, over UDP and over TCP (rendezvous and TURN
+// share the TCP listener), which can be restarted there with the same key
+// and TURN secret: the relay forgets every allocation, the server every
+// registration, and every TCP connection to it closes.
 type restartableRendezvous struct {
 	t    *testing.T
 	addr netip.AddrPort
@@ -67,20 +68,29 @@ func startRestartable(t *testing.T) *restartableRendezvous {
 		t.Fatal(err)
 	}
 	r.addr = addrPortOf(pc.LocalAddr())
-	r.start(pc)
+	if err := r.start(pc); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { r.srv.Close() })
 	return r
 }
 
-func (r *restartableRendezvous) start(pc net.PacketConn) {
-	r.t.Helper()
-	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{PrivateKey: r.key, Conns: []net.PacketConn{pc},
-		TURN: &rendezvous.TURNConfig{Secret: "restart", Embed: &relay.ServerConfig{}}})
+func (r *restartableRendezvous) start(pc net.PacketConn) error {
+	ln, err := net.Listen("tcp4", r.addr.String()) // for nodes whose UDP is blocked
 	if err != nil {
 		pc.Close()
-		r.t.Fatal(err)
+		return err
+	}
+	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{PrivateKey: r.key, Conns: []net.PacketConn{pc},
+		Listeners: []net.Listener{ln},
+		TURN:      &rendezvous.TURNConfig{Secret: "restart", Embed: &relay.ServerConfig{}}})
+	if err != nil {
+		pc.Close()
+		ln.Close()
+		return err
 	}
 	r.srv = srv
+	return nil
 }
 
 func (r *restartableRendezvous) restart() error {
@@ -89,8 +99,12 @@ func (r *restartableRendezvous) restart() error {
 	if err != nil {
 		return fmt.Errorf("rebinding %v: %w", r.addr, err)
 	}
-	r.start(pc)
-	return nil
+	return r.start(pc)
+}
+
+// pin is the server's Config.Rendezvous, its key pinned.
+func (r *restartableRendezvous) pin() string {
+	return PeerID(r.srv.PublicKey()).String() + "@" + r.addr.String()
 }
 
 // relayedNode is a loopback node that can reach only the rendezvous
@@ -108,8 +122,7 @@ func relayedNodeAt(t *testing.T, rv *restartableRendezvous, ip string) *Node {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	pin := PeerID(rv.srv.PublicKey()).String() + "@" + rv.addr.String()
-	n, err := New(Config{Rendezvous: pin, PacketConn: &serverOnlyConn{PacketConn: pc, server: rv.addr},
+	n, err := New(Config{Rendezvous: rv.pin(), PacketConn: &serverOnlyConn{PacketConn: pc, server: rv.addr},
 		DisableDirectTCP: true, RelayAfter: -1})
 	if err != nil {
 		t.Fatal(err)

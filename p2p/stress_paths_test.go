@@ -2,7 +2,6 @@ package p2p
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/gamewire/gamewire/internal/leakcheck"
 	"github.com/gamewire/gamewire/nat"
-	"github.com/gamewire/gamewire/relay"
 	"github.com/gamewire/gamewire/rendezvous"
 )
 
@@ -77,7 +75,7 @@ func stressPathsSize() ([numStressPathKinds]int, time.Duration) {
 func TestStressPaths(t *testing.T) {
 	leakcheck.Check(t)
 	sizes, dur := stressPathsSize()
-	srv := startPathsServer(t)
+	srv := startRestartable(t)
 
 	type pair struct {
 		kind  stressPathKind
@@ -101,7 +99,7 @@ func TestStressPaths(t *testing.T) {
 				p.a = loopbackNode(t, ip(0), Config{})
 				p.a.AddPeerAddr(p.b.PeerID(), p.proxy.front())
 			case kindRelay:
-				p.a, p.b = srv.relayedNode(t, ip(0)), srv.relayedNode(t, ip(1))
+				p.a, p.b = relayedNodeAt(t, srv, ip(0)), relayedNodeAt(t, srv, ip(1))
 			case kindTCP:
 				p.a, p.b = srv.tcpOnlyNode(t, ip(0)), srv.tcpOnlyNode(t, ip(1))
 			case kindDirect:
@@ -344,30 +342,12 @@ type pathLog struct {
 }
 
 func (l *pathLog) watch(ctx context.Context, n *Node, fails chan<- SessionConnectFail) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-n.Events():
-			if !ok {
-				return
-			}
-			switch e := e.(type) {
-			case SessionRequest:
-				n.AcceptP2PSessionWithUser(e.Peer)
-			case SessionConnectFail:
-				select {
-				case fails <- e:
-				default:
-				}
-			case PathChanged:
-				l.mu.Lock()
-				l.changes = append(l.changes, e)
-				l.at = append(l.at, time.Since(l.start))
-				l.mu.Unlock()
-			}
-		}
-	}
+	watchEvents(ctx, n, fails, func(e PathChanged) {
+		l.mu.Lock()
+		l.changes = append(l.changes, e)
+		l.at = append(l.at, time.Since(l.start))
+		l.mu.Unlock()
+	})
 }
 
 func (l *pathLog) String() string {
@@ -527,87 +507,10 @@ func receiveNoMore(ctx context.Context, n *Node) (bool, error) {
 	return err == nil, nil
 }
 
-// pathsServer is a rendezvous server with the embedded TURN relay on one
-// loopback port, over UDP and over TCP (rendezvous and TURN share the TCP
-// listener), which restarts there with the same key and TURN secret: the
-// relay forgets every allocation, the server every registration, and every
-// TCP connection to it closes.
-type pathsServer struct {
-	t    *testing.T
-	addr netip.AddrPort
-	key  [32]byte
-	srv  *rendezvous.Server
-}
-
-func startPathsServer(t *testing.T) *pathsServer {
-	t.Helper()
-	s := &pathsServer{t: t}
-	rand.Read(s.key[:])
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = addrPortOf(pc.LocalAddr())
-	if err := s.start(pc); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.srv.Close() })
-	return s
-}
-
-func (s *pathsServer) start(pc net.PacketConn) error {
-	ln, err := net.Listen("tcp4", s.addr.String())
-	if err != nil {
-		pc.Close()
-		return err
-	}
-	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{PrivateKey: s.key, Conns: []net.PacketConn{pc},
-		Listeners: []net.Listener{ln},
-		TURN:      &rendezvous.TURNConfig{Secret: "paths", Embed: &relay.ServerConfig{}}})
-	if err != nil {
-		pc.Close()
-		ln.Close()
-		return err
-	}
-	s.srv = srv
-	return nil
-}
-
-func (s *pathsServer) restart() error {
-	s.srv.Close()
-	pc, err := net.ListenPacket("udp4", s.addr.String())
-	if err != nil {
-		return fmt.Errorf("rebinding %v: %w", s.addr, err)
-	}
-	return s.start(pc)
-}
-
-func (s *pathsServer) pin() string {
-	return PeerID(s.srv.PublicKey()).String() + "@" + s.addr.String()
-}
-
-// relayedNode is a node at ip that reaches only the server over UDP, and
-// relays at once (relayedNodeAt for this server).
-func (s *pathsServer) relayedNode(t *testing.T, ip string) *Node {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	n, err := New(Config{Rendezvous: s.pin(), PacketConn: &serverOnlyConn{PacketConn: pc, server: s.addr},
-		DisableDirectTCP: true, RelayAfter: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
-}
-
 // tcpOnlyNode is a node at ip on a network that drops UDP (every socket it
 // opens, the server's port too): it registers over TCP and takes direct
 // TCP links. Relay is forbidden, so only a TCP link carries its sessions.
-func (s *pathsServer) tcpOnlyNode(t *testing.T, ip string) *Node {
+func (s *restartableRendezvous) tcpOnlyNode(t *testing.T, ip string) *Node {
 	t.Helper()
 	var mu sync.Mutex
 	var socks []net.PacketConn

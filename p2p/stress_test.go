@@ -34,7 +34,7 @@ func TestStressSessions(t *testing.T) {
 	leakcheck.Check(t)
 	pairs, dur := stressSize() // half direct, half relayed; two streams a pair
 	rv := startRestartable(t)
-	pin := PeerID(rv.srv.PublicKey()).String() + "@" + rv.addr.String()
+	pin := rv.pin()
 	// Each node has an address of its own, as players do: the server's
 	// per-IP limits would otherwise pace fifty nodes re-registering from
 	// one address after the restart (a CGNAT's lot).
@@ -136,6 +136,12 @@ func TestStressSessions(t *testing.T) {
 
 // watchFails accepts every session request and passes failures on.
 func watchFails(ctx context.Context, n *Node, fails chan<- SessionConnectFail) {
+	watchEvents(ctx, n, fails, nil)
+}
+
+// watchEvents is watchFails that also hands each PathChanged to onPath
+// (if not nil).
+func watchEvents(ctx context.Context, n *Node, fails chan<- SessionConnectFail, onPath func(PathChanged)) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -151,6 +157,10 @@ func watchFails(ctx context.Context, n *Node, fails chan<- SessionConnectFail) {
 				select {
 				case fails <- e:
 				default:
+				}
+			case PathChanged:
+				if onPath != nil {
+					onPath(e)
 				}
 			}
 		}
