@@ -87,12 +87,11 @@ type Table[T any] struct {
 	done   chan struct{}
 
 	// Counters, read with Stats.
-	changes, suppressed, dropped atomic.Uint64
+	suppressed, dropped atomic.Uint64
 }
 
 // Stats are a table's counters.
 type Stats struct {
-	Changes    uint64 // established routes moved (Heard, Validated, Offered)
 	Suppressed uint64 // moves refused by the per-minute bound
 	Dropped    uint64 // events dropped because the queue was full
 }
@@ -111,7 +110,7 @@ func (t *Table[T]) NewPeer(owner T) *Peer[T] { return &Peer[T]{Owner: owner} }
 
 // Stats returns the counters.
 func (t *Table[T]) Stats() Stats {
-	return Stats{Changes: t.changes.Load(), Suppressed: t.suppressed.Load(), Dropped: t.dropped.Load()}
+	return Stats{Suppressed: t.suppressed.Load(), Dropped: t.dropped.Load()}
 }
 
 // Begin sets the route of attempt r.Gen of p's session while it is not
@@ -266,8 +265,5 @@ func (t *Table[T]) set(p *Peer[T], r *Route, cls Class, pref uint32, why Reason,
 	nr := *r
 	p.ch.set(&nr, cls, pref, counted, now)
 	old := p.route.Swap(&nr)
-	if counted {
-		t.changes.Add(1)
-	}
 	t.rep.RouteChanged(p, old, &nr, why)
 }
