@@ -376,3 +376,51 @@ func TestTriggeredChecksPaced(t *testing.T) {
 		}
 	})
 }
+
+// TestHardSideBirthdayMainSocket: on the hard side, a path to the easy
+// side's public address counts as the birthday approach's even over the
+// main socket: the easy side's spray found that socket's mapping, and
+// nothing else opens the easy side's NAT to it. (A session that came up
+// there was recorded as found without the birthday approach.)
+func TestHardSideBirthdayMainSocket(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		self, peer := key32(), key32()
+		key := NewProbeKey([]byte("dh"), self, peer)
+		public := netip.MustParseAddrPort("198.51.100.7:5000")
+		main := &recordSock{}
+		paths := make(chan Path, 4)
+		p := StartPunch(PunchConfig{Local: self, Peer: peer, Key: key, Main: main,
+			OpenSocket:   func() (Socket, error) { return &recordSock{}, nil },
+			LocalMapping: MappingEndpointDependent, PeerMapping: MappingEndpointIndependent,
+			Candidates: []Candidate{{Addr: public, Kind: KindServerRefl}},
+			OnPath:     func(path Path) { paths <- path }})
+		defer p.Stop()
+		if p.FromBirthday(public, nil) {
+			t.Fatal("a birthday path before the birthday approach started")
+		}
+		time.Sleep(birthdayDelay + 2*punchPace)
+		if !p.FromBirthday(public, nil) {
+			t.Fatal("the main socket's path to the easy side's public address is not counted as the birthday approach's")
+		}
+		if p.FromBirthday(netip.MustParseAddrPort("192.168.1.5:4000"), nil) {
+			t.Fatal("a LAN path counted as the birthday approach's")
+		}
+		// The main socket's own check to the public address, acked: the
+		// validated path says so too.
+		main.mu.Lock()
+		check, ok := ParseProbe(main.last)
+		main.mu.Unlock()
+		if !ok || check.Ack {
+			t.Fatal("no check from the main socket")
+		}
+		p.HandleProbe((&Probe{Ack: true, Sender: peer, TxID: check.TxID}).Append(nil, &key), public, nil)
+		select {
+		case path := <-paths:
+			if !path.Birthday || path.Socket != Socket(main) {
+				t.Fatalf("path %+v, want the main socket's, found by the birthday approach", path)
+			}
+		default:
+			t.Fatal("the ack validated no path")
+		}
+	})
+}

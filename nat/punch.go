@@ -166,15 +166,25 @@ func (p *Punch) AddCandidates(cs []Candidate) {
 }
 
 // FromBirthday reports whether a path to addr over sock is one the
-// birthday approach made: from one of the hard side's extra sockets, or to
-// a port the easy side sprayed. A session can come up on such a path
-// through the peer's packets before this punch validates it.
+// birthday approach made: from one of the hard side's extra sockets, to a
+// port the easy side sprayed, or, on the hard side, to the easy side's
+// public address over any socket (the main one included: the easy side's
+// spray found that socket's mapping too, and nothing else opens the easy
+// side's NAT to it). A session can come up on such a path through the
+// peer's packets before this punch validates it.
 func (p *Punch) FromBirthday(addr netip.AddrPort, sock Socket) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if sock != nil {
+	return p.fromBirthdayLocked(addr, sock)
+}
+
+func (p *Punch) fromBirthdayLocked(addr netip.AddrPort, sock Socket) bool {
+	if len(p.extra) > 0 {
+		if public, ok := p.peerPublicLocked(); ok && addr == public {
+			return true
+		}
 		for _, s := range p.extra {
-			if s == sock {
+			if sock != nil && s == sock {
 				return true
 			}
 		}
@@ -554,7 +564,7 @@ func (p *Punch) ackLocked(pr Probe, from netip.AddrPort, now time.Time) *Path {
 	if from != r.cand.Addr {
 		kind = KindPeerRefl // the peer answers from elsewhere: that is where to send
 	}
-	path := &Path{Remote: from, Socket: p.sockOf(r), Kind: kind, RTT: now.Sub(t.sentAt), Birthday: r.spray || r.sock != nil}
+	path := &Path{Remote: from, Socket: p.sockOf(r), Kind: kind, RTT: now.Sub(t.sentAt), Birthday: r.spray || p.fromBirthdayLocked(from, r.sock)}
 	path.Priority = Priority(Candidate{Addr: from, Kind: kind}, p.cfg.LocalPrefixes)
 	if p.best != nil && p.best.Remote == path.Remote && p.best.Socket == path.Socket {
 		// The path we have, confirmed again (say by a triggered check
