@@ -147,13 +147,15 @@
 // socket, a handshake worker, a maintenance goroutine, the path layer's
 // owner, each Conn's timer, each punch's goroutine, and the relay client's
 // and TCP links' readers and writers. Locks are taken in the order
-// Node.mu, session.mu, then the traversal's, a punch's, the relayer's or
-// the TCP side's mu, then leaf locks. No socket is written, no rendezvous
-// message sent and no user callback run under session.mu: a locked section
-// queues what it decided and session.unlock carries it out. Path code
-// (traversal, relay, TCP links) reaches a session only through the
-// session's own methods, with no lock of its own held, and posts routes
-// to the path layer, which never waits on anyone.
+// Node.mu, session.mu, a punch's mu, then leaf locks. No socket is
+// written, no rendezvous message sent and no user callback run under
+// session.mu: a locked section queues what it decided and session.unlock
+// carries it out. Each peer's path state (peerPaths: its punch, what
+// traversal found, its relay and TCP state), the relay allocation and the
+// TCP links belong to the path layer's owner goroutine, which runs all
+// path work posted to it (traversal.do, traversal.must) and reaches a
+// session only through the session's own methods; everyone else reads the
+// peer's published peerView. Nothing waits for the owner.
 //
 // Data packet flags (authenticated) say where the sender stands on the
 // session, so acceptance, refusal and closing ride on every packet,

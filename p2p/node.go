@@ -129,15 +129,16 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.main = n.newSocket(n.pc, true)
 	n.prefixes, _ = cfg.Interfaces()
+	n.paths = path.NewTable[*session](pathReporter{n}, n.prefixes)
 	if cfg.Rendezvous != "" {
 		if n.trav, err = newTraversal(n); err != nil {
 			if n.ownPC {
 				n.pc.Close()
 			}
+			n.paths.Close()
 			return nil, err
 		}
 	}
-	n.paths = path.NewTable[*session](pathReporter{n}, n.prefixes)
 	n.wg.Add(3)
 	go n.readLoop(n.main)
 	go n.handshakeLoop()

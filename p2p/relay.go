@@ -3,7 +3,6 @@ package p2p
 import (
 	"context"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,16 +47,17 @@ const (
 // peer's allocation, on the same server, likely died too and its new
 // relayed address comes with the introduction.
 //
-// Ownership: fields under mu are touched by the maintenance goroutine
-// (tick), the reader (onPeer, setTURN, through the rendezvous client) and
-// the allocation and permission goroutines. It takes no Node, session or
-// traversal lock while holding mu; sessions are looked up and locked
-// without it.
+// Ownership: everything but pub belongs to the path table's owner
+// goroutine: the maintenance goroutine's tick, the rendezvous client's
+// callbacks and the allocation and permission goroutines post their work
+// there (traversal.do, traversal.must), and each peer's relayPeer lives in
+// its peerPaths. pub is the allocation for the rendezvous client, which
+// reads our relayed address when it registers.
 type relayer struct {
-	n *Node
-	t *traversal
+	n   *Node
+	t   *traversal
+	pub atomic.Pointer[relay.Client]
 
-	mu         sync.Mutex
 	turn       *rendezvous.TURN
 	client     *relay.Client
 	sock       *relaySocket // the allocation as a socket sessions can use
@@ -67,7 +67,6 @@ type relayer struct {
 	retryGap   time.Duration // the wait after the next failure
 	madeAt     time.Time     // when the allocation was made
 	usedAt     time.Time     // last tick a peer needed the relay
-	peers      map[PeerID]*relayPeer
 }
 
 // relayPeer is what the relayer knows of one peer.
@@ -88,13 +87,16 @@ type relayPeer struct {
 }
 
 func newRelayer(n *Node, t *traversal) *relayer {
-	return &relayer{n: n, t: t, peers: map[PeerID]*relayPeer{}, retryGap: allocateRetryFirst}
+	return &relayer{n: n, t: t, retryGap: allocateRetryFirst}
 }
 
-// setTURN takes the TURN servers and credentials of a registration.
+// setTURN takes the TURN servers and credentials of a registration (the
+// rendezvous client's callback).
 func (r *relayer) setTURN(t *rendezvous.TURN) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.t.do(func() { r.takeTURN(t) })
+}
+
+func (r *relayer) takeTURN(t *rendezvous.TURN) {
 	if r.failures > 0 && r.client == nil && (r.turn == nil || r.turn.Credentials != t.Credentials) {
 		// Fresh credentials: a server that restarted refuses allocations
 		// until the node registered again, so the ones that failed while it
@@ -104,36 +106,36 @@ func (r *relayer) setTURN(t *rendezvous.TURN) {
 	r.turn = t
 }
 
-// addr is our relayed address, for registrations.
+// addr is our relayed address, for registrations (any goroutine).
 func (r *relayer) addr() netip.AddrPort {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.client == nil {
-		return netip.AddrPort{}
+	if c := r.pub.Load(); c != nil {
+		return c.RelayedAddr()
 	}
-	return r.client.RelayedAddr()
+	return netip.AddrPort{}
 }
 
 // server is the allocation's TURN server and how it is reached (zero:
-// no allocation).
+// no allocation; any goroutine).
 func (r *relayer) server() (netip.AddrPort, relay.Transport) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.client == nil {
-		return netip.AddrPort{}, 0
+	if c := r.pub.Load(); c != nil {
+		return c.Server()
 	}
-	return r.client.Server()
+	return netip.AddrPort{}, 0
 }
 
-// onPeer records what an introduction says of the peer's relay.
-func (r *relayer) onPeer(p *rendezvous.Peer, now time.Time) {
-	peer := PeerID(p.About)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	rp := r.peers[peer]
+// setClient makes c (or none) the allocation.
+func (r *relayer) setClient(c *relay.Client, sock *relaySocket) {
+	r.client, r.sock = c, sock
+	r.pub.Store(c)
+}
+
+// onPeer records what an introduction says of the peer's relay (owner
+// goroutine).
+func (r *relayer) onPeer(pp *peerPaths, p *rendezvous.Peer, now time.Time) {
+	rp := pp.relay
 	if rp == nil {
 		rp = &relayPeer{since: now}
-		r.peers[peer] = rp
+		pp.relay = rp
 	}
 	rp.allowed, rp.tcp, rp.mapping = p.RelayAllowed, p.TCP, p.Mapping
 	if p.Relay.IsValid() && p.Relay != rp.addr {
@@ -142,19 +144,14 @@ func (r *relayer) onPeer(p *rendezvous.Peer, now time.Time) {
 	}
 }
 
-// restart makes the direct budget count from now: a new attempt.
+// restart makes the direct budget count from now: a new attempt. The
+// caller may hold the session's lock.
 func (r *relayer) restart(peer PeerID, now time.Time) {
-	r.mu.Lock()
-	if rp := r.peers[peer]; rp != nil {
-		rp.since = now
-	}
-	r.mu.Unlock()
-}
-
-func (r *relayer) forget(peer PeerID) {
-	r.mu.Lock()
-	delete(r.peers, peer)
-	r.mu.Unlock()
+	r.t.do(func() {
+		if pp := r.t.peers[peer]; pp != nil && pp.relay != nil {
+			pp.relay.since = now
+		}
+	})
 }
 
 // relayNeed is what a peer's session wants of the relay now.
@@ -169,7 +166,7 @@ type relayNeed struct {
 }
 
 // need reports what peer's session needs of the relay.
-func (r *relayer) need(peer PeerID, rp relayPeer, now time.Time) relayNeed {
+func (r *relayer) need(peer PeerID, rp *relayPeer, now time.Time) relayNeed {
 	if !rp.allowed {
 		return relayNeed{}
 	}
@@ -199,51 +196,45 @@ func (r *relayer) need(peer PeerID, rp relayPeer, now time.Time) relayNeed {
 }
 
 // overBudget: direct paths had the budget's 1/div, or cannot work.
-func (r *relayer) overBudget(rp relayPeer, now time.Time, div time.Duration) bool {
+func (r *relayer) overBudget(rp *relayPeer, now time.Time, div time.Duration) bool {
 	hard := rp.mapping == rendezvous.MappingEndpointDependent && r.t.mapping() == rendezvous.MappingEndpointDependent
 	return rp.tcp || hard || r.t.udpBlocked() || now.Sub(rp.since) >= r.n.cfg.RelayAfter/div
 }
 
-// tick runs the relay's timers (the maintenance goroutine).
+// tick runs the relay's timers (owner goroutine).
 func (r *relayer) tick(now time.Time) {
-	r.mu.Lock()
-	dropped := r.dropDeadLocked(now)
-	client := r.client
-	peers := make(map[PeerID]relayPeer, len(r.peers))
-	for p, rp := range r.peers {
-		peers[p] = *rp
-	}
-	r.mu.Unlock()
-	if dropped {
+	if r.dropDead(now) {
 		r.t.reregister(now) // no relayed address now; and a restarted server learns of us again
 	}
 	needed := false
-	for peer, rp := range peers {
+	for peer, pp := range r.t.peers {
+		rp := pp.relay
+		if rp == nil {
+			continue
+		}
 		nd := r.need(peer, rp, now)
 		if !nd.prepare {
 			continue
 		}
 		needed = true
-		if nd.relayed && nd.down && client != nil {
-			client.Check() // traffic through it stopped: is the allocation still there?
+		if nd.relayed && nd.down && r.client != nil {
+			r.client.Check() // traffic through it stopped: is the allocation still there?
 		}
 		r.serve(peer, rp, nd, now)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	if needed {
 		r.usedAt = now
 	}
 	if r.client != nil && now.Sub(r.usedAt) >= relayIdleRelease {
-		r.releaseLocked()
+		r.release()
 		r.retryGap = allocateRetryFirst // it lived: the backoff starts over
 	}
 }
 
-// dropDeadLocked drops the allocation if the relay client found it dead,
+// dropDead drops the allocation if the relay client found it dead,
 // and schedules the next one: at once after a long life, else after the
 // backoff. It reports whether it dropped one.
-func (r *relayer) dropDeadLocked(now time.Time) bool {
+func (r *relayer) dropDead(now time.Time) bool {
 	if r.client == nil {
 		return false
 	}
@@ -254,85 +245,70 @@ func (r *relayer) dropDeadLocked(now time.Time) bool {
 	}
 	srv, tr := r.client.Server()
 	r.n.log.Debug("p2p: TURN allocation dead", "server", srv, "transport", tr, "relayed", r.client.RelayedAddr(), "err", r.client.Err())
-	for _, rp := range r.peers {
-		rp.stale = rp.addr
+	for _, pp := range r.t.peers {
+		if rp := pp.relay; rp != nil {
+			rp.stale = rp.addr
+		}
 	}
 	if now.Sub(r.madeAt) >= allocateRetry {
 		r.retryAt, r.retryGap = now, allocateRetryFirst
 	} else {
 		r.retryAt, r.retryGap = now.Add(r.retryGap), min(2*r.retryGap, allocateRetry)
 	}
-	r.releaseLocked()
+	r.release()
 	return true
 }
 
 // serve moves a peer that needs the relay along: an allocation, the
 // peer's relayed address, a permission, then the session onto the relay;
 // and while relayed, a search for a direct path now and then.
-func (r *relayer) serve(peer PeerID, rp relayPeer, nd relayNeed, now time.Time) {
-	r.mu.Lock()
+func (r *relayer) serve(peer PeerID, rp *relayPeer, nd relayNeed, now time.Time) {
 	if r.client == nil {
-		r.allocateLocked(now)
-		r.mu.Unlock()
-		return
-	}
-	live := r.peers[peer]
-	if live == nil {
-		r.mu.Unlock()
+		r.allocate(now)
 		return
 	}
 	if nd.relayed && !nd.down {
-		live.stale = netip.AddrPort{} // carrying traffic: the address is good
+		rp.stale = netip.AddrPort{} // carrying traffic: the address is good
 	}
 	switch {
 	case !rp.addr.IsValid():
 		if now.Sub(rp.introAt) >= relayIntroEvery {
-			live.introAt = now
-			r.mu.Unlock()
+			rp.introAt = now
 			r.t.introduce(peer, now) // brings its relayed address, and ours to it
-			return
 		}
 	case rp.permitted != rp.addr:
 		if now.After(rp.permitAt) {
-			live.permitAt = now.Add(permitRetry)
-			r.permitLocked(peer, rp.addr, nd.use)
+			rp.permitAt = now.Add(permitRetry)
+			r.permit(peer, rp.addr, nd.use)
 		}
 	case nd.down && rp.addr == rp.stale && now.Sub(rp.introAt) >= relayIntroEvery:
 		// Our allocation died and the peer's may have: its new relayed
 		// address, once it has registered it, comes with an introduction
 		// (which brings it ours too). Meanwhile the session uses the old one.
-		live.introAt = now
-		r.mu.Unlock()
+		rp.introAt = now
 		r.t.introduce(peer, now)
-		return
 	case nd.relayed && !nd.down:
-		if live.directGap == 0 {
-			live.directGap, live.directAt = directFirstRetry, now.Add(directFirstRetry)
+		if rp.directGap == 0 {
+			rp.directGap, rp.directAt = directFirstRetry, now.Add(directFirstRetry)
 		}
-		if now.After(live.directAt) && !r.t.punching(peer) {
-			live.directGap = min(2*live.directGap, directMaxRetry)
-			live.directAt = now.Add(live.directGap)
-			r.mu.Unlock()
+		if now.After(rp.directAt) && !r.t.punching(peer) {
+			rp.directGap = min(2*rp.directGap, directMaxRetry)
+			rp.directAt = now.Add(rp.directGap)
 			r.t.introduce(peer, now) // punches start on both sides
-			return
 		}
 	case nd.use:
-		sock := r.sock
-		r.mu.Unlock()
-		r.use(peer, rp.addr, sock, now)
-		return
+		r.use(peer, rp.addr, r.sock, now)
 	}
-	r.mu.Unlock()
 }
 
-// allocateLocked starts an allocation on the first TURN server the node
+// allocate starts an allocation on the first TURN server the node
 // can reach: UDP, or TCP (TLS when configured) when the node's own UDP
 // is blocked.
-func (r *relayer) allocateLocked(now time.Time) {
+func (r *relayer) allocate(now time.Time) {
 	if r.allocating || r.turn == nil || now.Before(r.retryAt) || r.t.ctx.Err() != nil {
 		return
 	}
-	srv, ok := r.pickServerLocked()
+	srv, ok := pickServer(r.turn.Servers, r.failures, r.t.udpBlocked(), r.n.cfg.RelayTLS != nil)
 	if !ok {
 		return
 	}
@@ -357,43 +333,53 @@ func (r *relayer) allocateLocked(now time.Time) {
 		ctx, cancel := context.WithTimeout(r.t.ctx, allocateTimeout)
 		c, err := relay.Allocate(ctx, cfg)
 		cancel()
-		r.mu.Lock()
-		r.allocating = false
-		if err != nil || r.t.ctx.Err() != nil {
-			r.retryAt = time.Now().Add(r.retryGap)
-			r.retryGap = min(2*r.retryGap, allocateRetry)
-			r.failures++
-			r.mu.Unlock()
+		if err != nil {
+			n.log.Debug("p2p: TURN allocation failed", "server", srv.Addr, "transport", srv.Transport, "err", err)
+		}
+		r.t.must(func() { r.allocated(c, err, sock, &ready) }, func() {
 			if c != nil {
 				c.Close()
 			}
-			n.stats.relayFailures.Add(1)
-			n.log.Debug("p2p: TURN allocation failed", "server", srv.Addr, "transport", srv.Transport, "err", err)
-			return
-		}
-		sock.c = c
-		ready.Store(true)
-		r.client, r.sock, r.usedAt, r.madeAt = c, sock, time.Now(), time.Now()
-		r.mu.Unlock()
-		n.stats.relayAllocations.Add(1)
-		n.log.Debug("p2p: TURN allocation", "server", srv.Addr, "transport", srv.Transport, "relayed", c.RelayedAddr())
-		r.t.reregister(time.Now()) // peers learn our relayed address from the server
+		})
 	}()
 }
 
-// pickServerLocked orders the usable servers by transport (UDP, TCP, TLS;
-// no UDP when the node's UDP is blocked, no TLS without Config.RelayTLS)
-// and returns the next after as many as have failed: a server that does
-// not answer, or a transport a firewall drops, is not tried forever.
-func (r *relayer) pickServerLocked() (rendezvous.TURNServer, bool) {
+// allocated takes an allocation's outcome (owner goroutine).
+func (r *relayer) allocated(c *relay.Client, err error, sock *relaySocket, ready *atomic.Bool) {
+	r.allocating = false
+	if err != nil {
+		if c != nil {
+			c.Close()
+		}
+		r.retryAt = time.Now().Add(r.retryGap)
+		r.retryGap = min(2*r.retryGap, allocateRetry)
+		r.failures++
+		r.n.stats.relayFailures.Add(1)
+		return
+	}
+	sock.c = c
+	ready.Store(true)
+	r.setClient(c, sock)
+	r.usedAt, r.madeAt = time.Now(), time.Now()
+	r.n.stats.relayAllocations.Add(1)
+	srv, tr := c.Server()
+	r.n.log.Debug("p2p: TURN allocation", "server", srv, "transport", tr, "relayed", c.RelayedAddr())
+	r.t.reregister(time.Now()) // peers learn our relayed address from the server
+}
+
+// pickServer orders the usable servers by transport (UDP, TCP, TLS; no
+// UDP when the node's UDP is blocked, no TLS without Config.RelayTLS) and
+// returns the next after as many as have failed: a server that does not
+// answer, or a transport a firewall drops, is not tried forever.
+func pickServer(servers []rendezvous.TURNServer, failures int, udpBlocked, tls bool) (rendezvous.TURNServer, bool) {
 	want := []relay.Transport{relay.UDP, relay.TCP, relay.TLS}
-	if r.t.udpBlocked() {
+	if udpBlocked {
 		want = []relay.Transport{relay.TCP, relay.TLS}
 	}
 	var usable []rendezvous.TURNServer
 	for _, tr := range want {
-		for _, s := range r.turn.Servers {
-			if s.Transport == tr && (tr != relay.TLS || r.n.cfg.RelayTLS != nil) {
+		for _, s := range servers {
+			if s.Transport == tr && (tr != relay.TLS || tls) {
 				usable = append(usable, s)
 			}
 		}
@@ -401,13 +387,13 @@ func (r *relayer) pickServerLocked() (rendezvous.TURNServer, bool) {
 	if len(usable) == 0 {
 		return rendezvous.TURNServer{}, false
 	}
-	return usable[r.failures%len(usable)], true
+	return usable[failures%len(usable)], true
 }
 
-// permitLocked installs a permission for the peer's relayed address, then,
-// with use, moves its session onto the relay (otherwise the tick does once
-// the budget is spent).
-func (r *relayer) permitLocked(peer PeerID, addr netip.AddrPort, use bool) {
+// permit installs a permission for the peer's relayed address, then, with
+// use, moves its session onto the relay (otherwise the tick does once the
+// budget is spent).
+func (r *relayer) permit(peer PeerID, addr netip.AddrPort, use bool) {
 	c, sock := r.client, r.sock
 	r.t.wg.Add(1)
 	go func() {
@@ -416,14 +402,16 @@ func (r *relayer) permitLocked(peer PeerID, addr netip.AddrPort, use bool) {
 			r.n.log.Debug("p2p: TURN permission failed", "peer", peer, "err", err)
 			return
 		}
-		r.mu.Lock()
-		if rp := r.peers[peer]; rp != nil && r.client == c {
-			rp.permitted = addr
-		}
-		r.mu.Unlock()
-		if use {
-			r.use(peer, addr, sock, time.Now())
-		}
+		r.t.must(func() {
+			pp := r.t.peers[peer]
+			if pp == nil || pp.relay == nil || r.client != c {
+				return // forgotten, or the allocation was replaced
+			}
+			pp.relay.permitted = addr
+			if use {
+				r.use(peer, addr, sock, time.Now())
+			}
+		}, nil)
 	}()
 }
 
@@ -439,31 +427,32 @@ func (r *relayer) use(peer PeerID, addr netip.AddrPort, sock *relaySocket, now t
 	}
 }
 
-// releaseLocked gives the allocation back; sessions still on it fall
-// back to the main socket and re-punch.
-func (r *relayer) releaseLocked() {
+// release gives the allocation back; sessions still on it fall back to
+// the main socket and re-punch.
+func (r *relayer) release() {
 	r.sock.closed.Store(true)
 	c := r.client
-	r.client, r.sock = nil, nil
-	for _, rp := range r.peers {
-		rp.permitted = netip.AddrPort{}
+	r.setClient(nil, nil)
+	for _, pp := range r.t.peers {
+		if pp.relay != nil {
+			pp.relay.permitted = netip.AddrPort{}
+		}
 	}
 	r.t.wg.Add(1)
-	go func() { // Close waits on the client's goroutines: not under mu
+	go func() { // Close waits on the client's goroutines, which may be posting to the owner
 		defer r.t.wg.Done()
 		c.Close()
 	}()
 	r.n.log.Debug("p2p: TURN allocation released")
 }
 
+// close drops the allocation as the node closes (owner goroutine).
 func (r *relayer) close() {
-	r.mu.Lock()
 	c := r.client
-	r.client = nil
 	if r.sock != nil {
 		r.sock.closed.Store(true)
 	}
-	r.mu.Unlock()
+	r.setClient(nil, nil)
 	if c != nil {
 		c.Close()
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/gamewire/gamewire/nat"
+	"github.com/gamewire/gamewire/p2p/internal/path"
 )
 
 // PathKind says how a session's packets travel.
@@ -114,7 +115,11 @@ func (n *Node) GetP2PSessionState(p PeerID) (SessionState, bool) {
 		st.PacketsSent, st.PacketsReceived = c.PacketsSent, c.PacketsReceived
 	}
 	if n.trav != nil {
-		st.Traversal = n.trav.route(p)
+		var cur *path.Route
+		if s.state == stEstablished {
+			cur = s.current()
+		}
+		st.Traversal = n.trav.route(p, cur)
 	}
 	return st, true
 }

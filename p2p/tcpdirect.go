@@ -53,22 +53,23 @@ const (
 // tcpDirect is the node's direct TCP side: a listener opened on demand,
 // the links, and the peers links may be made with.
 //
-// Ownership: fields under mu are touched by the reader (onPeer, through
-// the rendezvous client), the maintenance goroutine (tick), the dial and
-// accept goroutines and the links' goroutines. It takes no session or
-// traversal lock while holding mu.
+// Ownership: links, and each peer's tcpPeer (in its peerPaths), belong to
+// the path table's owner goroutine: introductions, the tick, the dial and
+// accept goroutines and the links' own goroutines post their work there
+// (traversal.do, traversal.must). mu is a leaf lock over the listener,
+// which the rendezvous client's TCP dialer opens too.
 type tcpDirect struct {
 	t *traversal
 	n *Node
 
-	mu         sync.Mutex
-	ln         net.Listener
-	lnRetry    time.Time
-	links      map[*tcpLink]struct{}
-	peers      map[PeerID]*tcpPeer
-	closed     bool
+	links      map[*tcpLink]struct{} // the path owner goroutine's
 	framePool  sync.Pool
 	queueBytes atomic.Int64 // tcpQueueBytes; tests lower it
+
+	mu      sync.Mutex // leaf
+	ln      net.Listener
+	lnRetry time.Time
+	closed  bool
 }
 
 // tcpPeer is an introduced peer direct TCP may serve.
@@ -77,7 +78,7 @@ type tcpPeer struct {
 }
 
 func newTCPDirect(t *traversal) *tcpDirect {
-	d := &tcpDirect{t: t, n: t.n, links: map[*tcpLink]struct{}{}, peers: map[PeerID]*tcpPeer{}}
+	d := &tcpDirect{t: t, n: t.n, links: map[*tcpLink]struct{}{}}
 	d.queueBytes.Store(tcpQueueBytes)
 	d.framePool.New = func() any {
 		b := make([]byte, 0, tcpFrameHeader+readBufSize)
@@ -89,38 +90,26 @@ func newTCPDirect(t *traversal) *tcpDirect {
 func (d *tcpDirect) enabled() bool { return !d.n.cfg.DisableDirectTCP }
 
 // onPeer dials an introduced peer's candidates over TCP when UDP between
-// us may not work: the peer registered over TCP, or we did.
-func (d *tcpDirect) onPeer(peer PeerID, p *rendezvous.Peer) {
-	if !d.enabled() || !(p.TCP || d.t.udpBlocked()) || peer == d.n.id.public {
+// us may not work: the peer registered over TCP, or we did (owner
+// goroutine; the peer's view says it may make links once its state is
+// published).
+func (d *tcpDirect) onPeer(peer PeerID, pp *peerPaths, p *rendezvous.Peer, udpBlocked bool) {
+	if !d.enabled() || !(p.TCP || udpBlocked) || peer == d.n.id.public {
 		return
 	}
-	cands := tcpCandidatesOf(p)
+	if pp.tcp == nil {
+		pp.tcp = &tcpPeer{dialing: map[netip.AddrPort]bool{}}
+	}
 	local, err := d.listen()
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
+	if err != nil || d.confirmed(peer) {
 		return
 	}
-	tp := d.peers[peer]
-	if tp == nil {
-		tp = &tcpPeer{dialing: map[netip.AddrPort]bool{}}
-		d.peers[peer] = tp
-	}
-	if err != nil || d.confirmedLocked(peer) {
-		d.mu.Unlock()
-		return
-	}
-	var todo []netip.AddrPort
-	for _, c := range cands {
-		if !tp.dialing[c] && !d.linkedLocked(peer, c) {
-			tp.dialing[c] = true
-			todo = append(todo, c)
+	for _, c := range tcpCandidatesOf(p) {
+		if !pp.tcp.dialing[c] && !d.linked(peer, c) {
+			pp.tcp.dialing[c] = true
+			d.t.wg.Add(1)
+			go d.dial(peer, local, c)
 		}
-	}
-	d.mu.Unlock()
-	for _, c := range todo {
-		d.t.wg.Add(1)
-		go d.dial(peer, local, c)
 	}
 }
 
@@ -148,7 +137,7 @@ func tcpCandidatesOf(p *rendezvous.Peer) []netip.AddrPort {
 	return out
 }
 
-func (d *tcpDirect) confirmedLocked(peer PeerID) bool {
+func (d *tcpDirect) confirmed(peer PeerID) bool {
 	for l := range d.links {
 		if l.isConfirmed(peer) {
 			return true
@@ -157,7 +146,7 @@ func (d *tcpDirect) confirmedLocked(peer PeerID) bool {
 	return false
 }
 
-func (d *tcpDirect) linkedLocked(peer PeerID, remote netip.AddrPort) bool {
+func (d *tcpDirect) linked(peer PeerID, remote netip.AddrPort) bool {
 	for l := range d.links {
 		if l.remote == remote && l.belongsTo(peer) {
 			return true
@@ -256,16 +245,21 @@ func (d *tcpDirect) dial(peer PeerID, local, to netip.AddrPort) {
 	ctx, cancel := context.WithTimeout(d.t.ctx, tcpLinkDialTimeout)
 	conn, err := d.n.cfg.DialTCP(ctx, "tcp4", local.String(), to.String())
 	cancel()
-	d.mu.Lock()
-	if tp := d.peers[peer]; tp != nil {
-		delete(tp.dialing, to)
-	}
-	d.mu.Unlock()
 	if err != nil {
 		d.n.log.Debug("p2p: TCP dial", "peer", peer, "to", to, "err", err)
-		return
 	}
-	d.add(conn, peer)
+	d.t.must(func() {
+		if pp := d.t.peers[peer]; pp != nil && pp.tcp != nil {
+			delete(pp.tcp.dialing, to)
+		}
+		if conn != nil {
+			d.add(conn, peer)
+		}
+	}, func() {
+		if conn != nil {
+			conn.Close()
+		}
+	})
 }
 
 func (d *tcpDirect) accept(ln net.Listener) {
@@ -282,7 +276,22 @@ func (d *tcpDirect) accept(ln net.Listener) {
 			continue
 		}
 		fails = 0
+		d.accepted(c)
+	}
+}
+
+// accepted hands an accepted connection to the owner goroutine; when its
+// queue is full (a flood of connections) the connection is refused.
+func (d *tcpDirect) accepted(c net.Conn) {
+	if !d.n.paths.Do(func() {
+		if d.t.ctx.Err() != nil {
+			c.Close()
+			return
+		}
 		d.add(c, PeerID{})
+	}) {
+		c.Close()
+		d.n.stats.tcpRefused.Add(1)
 	}
 }
 
@@ -292,7 +301,8 @@ func (d *tcpDirect) isClosed() bool {
 	return d.closed
 }
 
-// add starts a link on conn: dialed toward peer, or accepted (zero peer).
+// add starts a link on conn: dialed toward peer, or accepted (zero peer)
+// (owner goroutine).
 func (d *tcpDirect) add(conn net.Conn, peer PeerID) {
 	remote, err := netip.ParseAddrPort(conn.RemoteAddr().String())
 	if err != nil {
@@ -304,16 +314,13 @@ func (d *tcpDirect) add(conn net.Conn, peer PeerID) {
 	now := time.Now().UnixNano()
 	l.lastIn.Store(now)
 	l.lastOut.Store(now)
-	d.mu.Lock()
-	if d.closed || len(d.links) >= maxTCPLinks {
-		d.mu.Unlock()
+	if len(d.links) >= maxTCPLinks {
 		conn.Close()
 		d.n.stats.tcpRefused.Add(1)
 		return
 	}
 	d.links[l] = struct{}{}
 	d.t.wg.Add(2)
-	d.mu.Unlock()
 	conn.SetReadDeadline(time.Now().Add(tcpHelloTimeout))
 	go l.readLoop()
 	go l.writeLoop()
@@ -323,69 +330,55 @@ func (d *tcpDirect) add(conn net.Conn, peer PeerID) {
 	d.n.log.Debug("p2p: TCP link", "remote", l.remote, "dialed", peer != (PeerID{}))
 }
 
-// wants reports whether a link may be made with peer: it was introduced.
-func (d *tcpDirect) wants(peer PeerID) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.peers[peer] != nil
-}
+// wants reports whether a link may be made with peer: it was introduced
+// (any goroutine).
+func (d *tcpDirect) wants(peer PeerID) bool { return d.t.view(peer).tcp }
 
-// confirmed offers a proven link to the peer's session (session.offer):
+// offer offers a proven link to the peer's session (session.offer):
 // one still connecting sends its initiation there unless a punched UDP
 // path already carries it; for an established one the path layer decides
 // (it leaves the relay, or a path that went quiet, for the link; a direct
 // UDP path that works stays: it ranks above TCP). Without a session (the
 // peer asked for us) the peer's initiation will arrive on the link.
-func (d *tcpDirect) confirmed(peer PeerID, l *tcpLink) {
+func (d *tcpDirect) offer(peer PeerID, l *tcpLink) {
 	d.n.stats.tcpLinks.Add(1)
 	if s := d.n.lookupSession(peer); s != nil {
 		s.offer(path.Offer{Route: path.Route{Remote: l.remote, Sock: l}}, fromTCP, time.Now())
 	}
 }
 
-// tick closes links nothing crossed for tcpLinkIdle.
+// tick closes links nothing crossed for tcpLinkIdle (owner goroutine).
 func (d *tcpDirect) tick(now time.Time) {
-	var idle []*tcpLink
-	d.mu.Lock()
 	for l := range d.links {
 		if now.Sub(time.Unix(0, max(l.lastIn.Load(), l.lastOut.Load()))) >= tcpLinkIdle {
-			idle = append(idle, l)
+			d.n.log.Debug("p2p: TCP link idle: closed", "remote", l.remote)
+			l.close()
 		}
 	}
-	d.mu.Unlock()
-	for _, l := range idle {
-		d.n.log.Debug("p2p: TCP link idle: closed", "remote", l.remote)
-		l.close()
-	}
 }
 
-func (d *tcpDirect) forget(peer PeerID) {
-	d.mu.Lock()
-	delete(d.peers, peer)
-	d.mu.Unlock()
-}
-
+// remove forgets a closed link (any goroutine: the link's own, or the
+// owner's).
 func (d *tcpDirect) remove(l *tcpLink) {
-	d.mu.Lock()
-	delete(d.links, l)
-	d.mu.Unlock()
+	d.n.paths.Must(func() { delete(d.links, l) })
 }
 
-// close ends the listener and every link; their goroutines end (the
-// traversal's wait group counts them).
-func (d *tcpDirect) close() {
+// closeListener stops accepting, before the owner goroutine closes the
+// links.
+func (d *tcpDirect) closeListener() {
 	d.mu.Lock()
 	d.closed = true
 	ln := d.ln
-	links := make([]*tcpLink, 0, len(d.links))
-	for l := range d.links {
-		links = append(links, l)
-	}
 	d.mu.Unlock()
 	if ln != nil {
 		ln.Close()
 	}
-	for _, l := range links {
+}
+
+// close ends every link (owner goroutine); their goroutines end (the
+// traversal's wait group counts them).
+func (d *tcpDirect) close() {
+	for l := range d.links {
 		l.close()
 	}
 }
@@ -584,7 +577,7 @@ func (l *tcpLink) onProbe(b []byte) bool {
 		l.mu.Unlock()
 		if fresh {
 			l.conn.SetReadDeadline(time.Time{})
-			l.d.confirmed(peer, l)
+			l.d.offer(peer, l)
 		}
 		return true
 	}

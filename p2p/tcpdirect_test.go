@@ -27,10 +27,28 @@ func tcpListener(t *testing.T, n *Node) netip.AddrPort {
 
 // allowTCPFrom lets peer make links with n, as an introduction does.
 func allowTCPFrom(n *Node, peer PeerID) {
-	d := n.trav.direct
-	d.mu.Lock()
-	d.peers[peer] = &tcpPeer{dialing: map[netip.AddrPort]bool{}}
-	d.mu.Unlock()
+	onOwner(n, func() {
+		pp := n.trav.peerOf(peer)
+		pp.tcp = &tcpPeer{dialing: map[netip.AddrPort]bool{}}
+		n.trav.publish(peer, pp)
+	})
+}
+
+// onOwner runs f on n's path owner goroutine and waits for it.
+func onOwner(n *Node, f func()) {
+	n.paths.Must(f)
+	n.paths.Sync()
+}
+
+// tcpLinks are n's TCP links now.
+func tcpLinks(n *Node) []*tcpLink {
+	var out []*tcpLink
+	onOwner(n, func() {
+		for l := range n.trav.direct.links {
+			out = append(out, l)
+		}
+	})
+	return out
 }
 
 func tcpFrame(b []byte) []byte {
@@ -102,11 +120,7 @@ func TestTCPLinkRefusesStrangers(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	waitFor(t, 2*time.Second, "links gone", func() bool {
-		a.trav.direct.mu.Lock()
-		defer a.trav.direct.mu.Unlock()
-		return len(a.trav.direct.links) == 0
-	})
+	waitFor(t, 2*time.Second, "links gone", func() bool { return len(tcpLinks(a)) == 0 })
 	st := a.Stats()
 	if st.TCPRefused != uint64(len(cases)) || st.TCPLinks != 0 {
 		t.Errorf("refused %d (want %d), links %d", st.TCPRefused, len(cases), st.TCPLinks)
@@ -200,10 +214,7 @@ func TestTCPLinkBacklog(t *testing.T) {
 	}
 	var l *tcpLink
 	waitFor(t, 5*time.Second, "the link hears the peer", func() bool {
-		d := a.trav.direct
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		for k := range d.links {
+		for _, k := range tcpLinks(a) {
 			l = k
 		}
 		return l != nil && l.isHeard()

@@ -36,10 +36,14 @@ const (
 )
 
 // traversal is a node's NAT traversal: its rendezvous client, STUN client
-// and NAT behaviour, and a punch per peer being connected. Its fields under
-// mu are touched by the reader (packets), the maintenance goroutine (tick)
-// and sessions (introduce); it takes no Node or session lock while holding
-// mu, and calls into sessions only without it.
+// and NAT behaviour, and each peer's path state (peerPaths: the punch
+// toward it, the relay's and direct TCP's view of it).
+//
+// Ownership: peers, and the relayer's and tcpDirect's per-peer and
+// allocation state, belong to the path table's owner goroutine; the
+// reader, the maintenance goroutine, sessions and the punch, allocation,
+// permission, dial and link goroutines post work there (do, must) and read
+// views. mu is a leaf lock over the NAT behaviour and the probe key cache.
 type traversal struct {
 	n         *Node
 	server    netip.AddrPort
@@ -57,19 +61,13 @@ type traversal struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 
-	mu        sync.Mutex
+	peers map[PeerID]*peerPaths // the path owner goroutine's
+	views sync.Map              // PeerID → *peerView, published by the owner
+
+	mu        sync.Mutex // leaf
 	behaviour nat.Behaviour
 	ready     bool // the mapping test is done: registration may start
-	punches   map[PeerID]*punchState
 	keys      map[PeerID]nat.ProbeKey
-	routes    map[PeerID]Traversal      // the last path found per peer, while it has a session or a punch
-	observed  map[PeerID]netip.AddrPort // the public address the server verified for a peer it introduced
-}
-
-type punchState struct {
-	p       *nat.Punch
-	started time.Time
-	found   time.Time
 }
 
 // parseRendezvous splits "[peerid@]host:port".
@@ -107,8 +105,7 @@ func newTraversal(n *Node) (*traversal, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &traversal{n: n, server: server, punches: map[PeerID]*punchState{}, keys: map[PeerID]nat.ProbeKey{},
-		routes: map[PeerID]Traversal{}, observed: map[PeerID]netip.AddrPort{}}
+	t := &traversal{n: n, server: server, peers: map[PeerID]*peerPaths{}, keys: map[PeerID]nat.ProbeKey{}}
 	for _, s := range n.cfg.STUNServers {
 		a, err := resolveUDP(s)
 		if err != nil {
@@ -217,19 +214,25 @@ func (t *traversal) discoverFiltering() {
 	t.mu.Unlock()
 }
 
+// stop ends the traversal: its clients, and on the path owner goroutine
+// the punches, the allocation and the TCP links. Work posted afterwards
+// finds the context cancelled and only cleans up.
 func (t *traversal) stop() {
 	t.cancel()
 	t.rv.Close()
 	t.tcp.close()
-	t.direct.close()
-	t.relay.close()
-	t.mu.Lock()
-	punches := t.punches
-	t.punches = map[PeerID]*punchState{}
-	t.mu.Unlock()
-	for _, ps := range punches {
-		ps.p.Stop()
-	}
+	t.direct.closeListener()
+	t.n.paths.Must(func() {
+		t.direct.close()
+		t.relay.close()
+		for peer, pp := range t.peers {
+			if pp.punch != nil {
+				pp.punch.Stop()
+			}
+			t.drop(peer)
+		}
+	})
+	t.n.paths.Sync()
 	t.wg.Wait()
 }
 
@@ -261,21 +264,12 @@ func (t *traversal) hostCandidates() []netip.AddrPort {
 
 func (t *traversal) prefixes() []netip.Prefix { return t.n.prefixes }
 
-// tick drives registration and retires finished punches (maintenance
-// goroutine).
+// tick drives registration (maintenance goroutine) and, on the path owner
+// goroutine, retires finished punches and runs the TCP links' and the
+// relay's timers.
 func (t *traversal) tick(now time.Time) {
 	t.mu.Lock()
 	ready := t.ready
-	var done []*nat.Punch
-	var retired []PeerID
-	for peer, ps := range t.punches {
-		finished := !ps.found.IsZero() && now.Sub(ps.found) >= improveWindow
-		if finished || now.Sub(ps.started) >= t.n.cfg.ConnectTimeout {
-			done = append(done, ps.p)
-			retired = append(retired, peer)
-			delete(t.punches, peer)
-		}
-	}
 	t.mu.Unlock()
 	t.asks.expire(now, askTTL)
 	if ready {
@@ -283,35 +277,62 @@ func (t *traversal) tick(now time.Time) {
 	}
 	t.noteRegistration(now)
 	t.tcp.tick(now)
-	t.direct.tick(now)
-	if ready || t.udpBlocked() {
-		t.relay.tick(now)
-	}
-	for _, p := range done {
-		p.Stop()
-	}
-	for _, peer := range retired {
+	relaying := ready || t.udpBlocked()
+	t.do(func() {
+		now := time.Now()
+		t.retire(now)
+		t.direct.tick(now)
+		if relaying {
+			t.relay.tick(now)
+		}
+	})
+}
+
+// retire stops punches that are done: a path found improveWindow ago, or
+// the connect timeout spent (owner goroutine).
+func (t *traversal) retire(now time.Time) {
+	for peer, pp := range t.peers {
+		if pp.punch == nil {
+			continue
+		}
+		finished := !pp.found.IsZero() && now.Sub(pp.found) >= improveWindow
+		if !finished && now.Sub(pp.started) < t.n.cfg.ConnectTimeout {
+			continue
+		}
+		pp.punch.Stop() // it waits for the punch's goroutine, which never waits for us
+		pp.punch, pp.started, pp.found = nil, time.Time{}, time.Time{}
 		if t.n.lookupSession(peer) == nil {
-			t.forget(peer)
+			t.drop(peer)
+		} else {
+			t.publish(peer, pp)
 		}
 	}
 }
 
 // established records the path a session came up on, if no check has
-// validated one yet: the speculative handshake can win the race.
+// validated one yet: the speculative handshake can win the race. The
+// caller may hold the session's lock: the record is made on the path
+// owner goroutine.
 func (t *traversal) established(peer PeerID, remote netip.AddrPort, sock path.Socket) {
 	if sock != nil && sock.Kind() == path.Relay {
 		return // the relay is not a path traversal found
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	ps := t.punches[peer]
-	if ps == nil || t.routes[peer].Punched {
-		return
-	}
-	st := ps.p.Stats()
-	t.routes[peer] = Traversal{Punched: true, Candidate: ps.p.KindOf(remote), Checks: st.Checks,
-		Sockets: st.Sockets, Birthday: ps.p.FromBirthday(remote, t.natSocket(sock)), After: time.Since(ps.started)}
+	t.do(func() {
+		pp := t.peers[peer]
+		if pp == nil || pp.punch == nil || pp.route.Punched {
+			return
+		}
+		pp.route = t.recordOf(pp.punch, pp.started, remote, sock)
+		t.publish(peer, pp)
+	})
+}
+
+// recordOf is the Traversal of a session that came up on remote over sock
+// while punch ran.
+func (t *traversal) recordOf(p *nat.Punch, started time.Time, remote netip.AddrPort, sock path.Socket) Traversal {
+	st := p.Stats()
+	return Traversal{Punched: true, Candidate: p.KindOf(remote), Checks: st.Checks,
+		Sockets: st.Sockets, Birthday: p.FromBirthday(remote, t.natSocket(sock)), After: time.Since(started)}
 }
 
 // natSocket is sock as the punch knows it: nil for the main socket.
@@ -332,37 +353,36 @@ func (t *traversal) natSocket(sock path.Socket) nat.Socket {
 // session was relayed) while our punch toward it runs, unless one of our
 // checks recorded a path already: GetP2PSessionState's Traversal then
 // still describes the path in use.
+//
+// It runs on the path owner goroutine (the path reporter).
 func (t *traversal) followed(peer PeerID, remote netip.AddrPort, sock path.Socket) {
 	if sock.Kind() != path.Direct {
 		return
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	ps := t.punches[peer]
-	if ps == nil || t.routes[peer].Punched {
+	pp := t.peers[peer]
+	if pp == nil || pp.punch == nil || pp.route.Punched {
 		return // no traversal toward the peer: its packets alone brought the address
 	}
-	st := ps.p.Stats()
-	t.routes[peer] = Traversal{Punched: true, Candidate: ps.p.KindOf(remote), Checks: st.Checks, Sockets: st.Sockets,
-		Birthday: t.natSocket(sock) != nil || ps.p.FromBirthday(remote, nil), // extra sockets are the birthday approach's
-		After:    time.Since(ps.started)}
+	st := pp.punch.Stats()
+	pp.route = Traversal{Punched: true, Candidate: pp.punch.KindOf(remote), Checks: st.Checks, Sockets: st.Sockets,
+		Birthday: t.natSocket(sock) != nil || pp.punch.FromBirthday(remote, nil), // extra sockets are the birthday approach's
+		After:    time.Since(pp.started)}
+	t.publish(peer, pp)
 }
 
 // better returns the punch's best validated path to peer if it ranks above
 // remote (over sock), else remote and sock; and the check priority of the
 // one returned (0: unchecked).
 func (t *traversal) better(peer PeerID, remote netip.AddrPort, sock path.Socket) (netip.AddrPort, path.Socket, uint32) {
-	t.mu.Lock()
-	ps := t.punches[peer]
-	t.mu.Unlock()
-	if ps == nil {
+	p := t.view(peer).punch
+	if p == nil {
 		return remote, sock, 0
 	}
-	best, ok := ps.p.Best()
+	best, ok := p.Best()
 	if !ok {
 		return remote, sock, 0
 	}
-	if sock != nil && sock.Kind() == path.Relay || best.Priority > nat.Priority(nat.Candidate{Addr: remote, Kind: ps.p.KindOf(remote)}, t.prefixes()) {
+	if sock != nil && sock.Kind() == path.Relay || best.Priority > nat.Priority(nat.Candidate{Addr: remote, Kind: p.KindOf(remote)}, t.prefixes()) {
 		return best.Remote, t.socketOf(best), uint32(best.Priority) // any direct path beats the relay
 	}
 	if best.Remote == remote {
@@ -382,57 +402,49 @@ func (t *traversal) socketOf(p nat.Path) path.Socket {
 // proven reports whether peer is known to receive at addr: the server
 // verified it (a cookie round trip there), or a check validated it.
 func (t *traversal) proven(peer PeerID, addr netip.AddrPort) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.observed[peer] == addr {
+	v := t.view(peer)
+	if v.observed == addr {
 		return true
 	}
-	ps := t.punches[peer]
-	if ps == nil {
+	if v.punch == nil {
 		return false
 	}
-	best, ok := ps.p.Best()
+	best, ok := v.punch.Best()
 	return ok && best.Remote == addr
 }
 
-// route is what traversal found for peer (zero if nothing).
-func (t *traversal) route(peer PeerID) Traversal {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.routes[peer]
+// route is what traversal found for peer (zero if nothing); cur is the
+// session's route if it is established. A session that came up an instant
+// ago may not have its record on the owner goroutine yet: it is derived
+// here the same way.
+func (t *traversal) route(peer PeerID, cur *path.Route) Traversal {
+	v := t.view(peer)
+	if v.route.Punched || v.punch == nil || cur == nil || cur.Kind() == path.Relay {
+		return v.route
+	}
+	return t.recordOf(v.punch, v.started, cur.Remote, cur.Sock)
 }
 
-// forget drops what traversal keeps for a peer that has no session (left).
+// forget drops what traversal keeps for a peer whose session ended, unless
+// a punch toward it runs or a new session began meanwhile.
 func (t *traversal) forget(peer PeerID) {
-	t.mu.Lock()
-	gone := t.punches[peer] == nil
-	if gone {
-		delete(t.routes, peer)
-		delete(t.observed, peer)
-	}
-	t.mu.Unlock()
-	if gone {
-		t.relay.forget(peer)
-		t.direct.forget(peer)
-	}
+	t.do(func() {
+		if pp := t.peers[peer]; pp != nil && pp.punch == nil && t.n.lookupSession(peer) == nil {
+			t.drop(peer)
+		}
+	})
 }
 
 // punching reports whether a punch toward peer is running and has not
-// found a path yet.
+// found a path yet (owner goroutine).
 func (t *traversal) punching(peer PeerID) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	ps := t.punches[peer]
-	return ps != nil && ps.found.IsZero()
+	pp := t.peers[peer]
+	return pp != nil && pp.punch != nil && pp.found.IsZero()
 }
 
-// found reports whether a punch toward peer validated a UDP path.
-func (t *traversal) found(peer PeerID) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	ps := t.punches[peer]
-	return ps != nil && !ps.found.IsZero()
-}
+// found reports whether a punch toward peer validated a UDP path (any
+// goroutine).
+func (t *traversal) found(peer PeerID) bool { return t.view(peer).found }
 
 // udpBlocked reports whether the node reaches the rendezvous server only
 // over TCP.
@@ -477,10 +489,8 @@ func (t *traversal) handleProbe(b []byte, src netip.AddrPort, sock path.Socket) 
 	if !ok {
 		return false
 	}
-	t.mu.Lock()
-	ps := t.punches[PeerID(pr.Sender)]
-	t.mu.Unlock()
-	if ps == nil || !ps.p.HandleProbe(b, src, t.natSocket(sock)) {
+	p := t.view(PeerID(pr.Sender)).punch
+	if p == nil || !p.HandleProbe(b, src, t.natSocket(sock)) {
 		return false
 	}
 	if !pr.Ack {
@@ -537,12 +547,14 @@ func (t *traversal) onPeer(p *rendezvous.Peer) {
 		cands = append(cands, nat.Candidate{Addr: c, Kind: nat.KindHost})
 	}
 	t.n.log.Debug("p2p: introduced", "peer", peer, "public", p.Observed, "host", p.Candidates, "relay", p.Relay, "relay allowed", p.RelayAllowed, "tcp", p.TCP)
-	t.relay.onPeer(p, time.Now())
-	t.direct.onPeer(peer, p)
-	t.mu.Lock()
-	t.observed[peer] = p.Observed
-	t.mu.Unlock()
-	t.startPunch(peer, cands, p.Mapping)
+	udpBlocked := t.udpBlocked()
+	t.do(func() {
+		pp := t.peerOf(peer)
+		pp.observed = p.Observed
+		t.relay.onPeer(pp, p, time.Now())
+		t.direct.onPeer(peer, pp, p, udpBlocked)
+		t.startPunch(peer, pp, cands, p.Mapping)
+	})
 }
 
 // prePunch starts checks toward the address the server verified for an
@@ -556,62 +568,53 @@ func (t *traversal) prePunch(peer PeerID, from netip.AddrPort, m rendezvous.Mapp
 	if !from.IsValid() || m != rendezvous.MappingEndpointIndependent || t.mapping() != rendezvous.MappingEndpointIndependent {
 		return
 	}
-	t.mu.Lock()
-	if _, ok := t.observed[peer]; !ok {
-		t.observed[peer] = from
-	}
-	t.mu.Unlock()
-	t.startPunch(peer, []nat.Candidate{{Addr: from, Kind: nat.KindServerRefl}}, m)
+	t.do(func() {
+		pp := t.peerOf(peer)
+		if !pp.observed.IsValid() {
+			pp.observed = from
+		}
+		t.startPunch(peer, pp, []nat.Candidate{{Addr: from, Kind: nat.KindServerRefl}}, m)
+	})
 }
 
-// startPunch starts the punch toward peer, or feeds the one running.
-func (t *traversal) startPunch(peer PeerID, cands []nat.Candidate, mapping rendezvous.Mapping) {
-	t.mu.Lock()
-	if ps := t.punches[peer]; ps != nil {
-		t.mu.Unlock()
-		ps.p.AddCandidates(cands)
-		ps.p.SetPeerMapping(mapping)
+// startPunch starts the punch toward peer, or feeds the one running
+// (owner goroutine).
+func (t *traversal) startPunch(peer PeerID, pp *peerPaths, cands []nat.Candidate, mapping rendezvous.Mapping) {
+	if pp.punch != nil {
+		pp.punch.AddCandidates(cands)
+		pp.punch.SetPeerMapping(mapping)
+		t.publish(peer, pp)
 		return
 	}
-	key, err := t.probeKeyLocked(peer)
+	key, err := t.probeKey(peer)
 	if err != nil || peer == t.n.id.public {
-		t.mu.Unlock()
+		t.publish(peer, pp)
 		return
 	}
-	local := t.behaviour.Mapping
-	t.mu.Unlock()
-	punch := nat.StartPunch(nat.PunchConfig{
+	var punch *nat.Punch // read by OnPath only after the view below published it
+	punch = nat.StartPunch(nat.PunchConfig{
 		Local:         t.n.id.public,
 		Peer:          peer,
 		Key:           key,
 		Main:          t.n.main,
 		OpenSocket:    t.openSocket,
 		LocalPrefixes: t.prefixes(),
-		LocalMapping:  local,
+		LocalMapping:  t.mapping(),
 		PeerMapping:   mapping,
 		Candidates:    cands,
-		OnPath:        func(path nat.Path) { t.onPath(peer, path) },
+		OnPath:        func(path nat.Path) { t.onPath(peer, punch, path) },
 		Logger:        t.n.log,
 	})
-	t.mu.Lock()
-	if old := t.punches[peer]; old != nil || t.ctx.Err() != nil {
-		t.mu.Unlock()
-		punch.Stop() // lost a race with another introduction, or closing
-		if old != nil {
-			old.p.AddCandidates(cands)
-			old.p.SetPeerMapping(mapping)
-		}
-		return
-	}
-	t.punches[peer] = &punchState{p: punch, started: time.Now()}
-	t.mu.Unlock()
+	pp.punch, pp.started, pp.found = punch, time.Now(), time.Time{}
+	t.publish(peer, pp)
 	t.speculate(peer, cands)
 	// The peer's initiation may have come through before the introduction
 	// reached us (its checks started first): the session is up, and this
 	// is the first moment a route can describe its path.
 	if s := t.n.lookupSession(peer); s != nil && s.live.Load() {
-		if r := s.current(); r != nil {
-			t.established(peer, r.Remote, r.Sock)
+		if r := s.current(); r != nil && r.Kind() != path.Relay && !pp.route.Punched {
+			pp.route = t.recordOf(pp.punch, pp.started, r.Remote, r.Sock)
+			t.publish(peer, pp)
 		}
 	}
 }
@@ -639,18 +642,25 @@ func (t *traversal) openSocket() (nat.Socket, error) {
 // a session waiting for a path starts its handshake on it; an established
 // one offers it to the path layer. Without a session (the peer asked for
 // the introduction) the peer's handshake will arrive on the path.
-func (t *traversal) onPath(peer PeerID, p nat.Path) {
+//
+// The punch calls it from the goroutine that handled the ack; the record
+// is made on the path owner goroutine (a punch validates a path a few
+// times at most, so it is never dropped).
+func (t *traversal) onPath(peer PeerID, punch *nat.Punch, p nat.Path) {
 	sock := t.socketOf(p)
-	t.mu.Lock()
-	if ps := t.punches[peer]; ps != nil {
-		if ps.found.IsZero() {
-			ps.found = time.Now()
+	t.must(func() {
+		pp := t.peers[peer]
+		if pp == nil || pp.punch != punch {
+			return // retired meanwhile
 		}
-		st := ps.p.Stats()
-		t.routes[peer] = Traversal{Punched: true, Candidate: p.Kind, Birthday: p.Birthday,
-			Checks: st.Checks, Sockets: st.Sockets, After: ps.found.Sub(ps.started)}
-	}
-	t.mu.Unlock()
+		if pp.found.IsZero() {
+			pp.found = time.Now()
+		}
+		st := punch.Stats()
+		pp.route = Traversal{Punched: true, Candidate: p.Kind, Birthday: p.Birthday,
+			Checks: st.Checks, Sockets: st.Sockets, After: pp.found.Sub(pp.started)}
+		t.publish(peer, pp)
+	}, nil)
 	t.n.log.Debug("p2p: path", "peer", peer, "remote", p.Remote, "kind", p.Kind, "rtt", p.RTT, "extra socket", sock != path.Socket(t.n.main))
 	if s := t.n.lookupSession(peer); s != nil {
 		s.offer(path.Offer{Route: path.Route{Remote: p.Remote, Sock: sock}, Pref: uint32(p.Priority), RTT: p.RTT}, fromCheck, time.Now())

@@ -12,9 +12,11 @@
 // links (Offer), and sessions (Begin, Establish). Posting appends to a
 // bounded queue under a leaf lock and never blocks, so a caller holding
 // any lock cannot deadlock with the owner; the owner reports each change
-// to a Reporter with no lock held. Route is an atomic pointer to an
-// immutable Route: the data path reads it without a lock, and never sees
-// one path's address with another's socket.
+// to a Reporter with no lock held. The node runs the rest of its per-peer
+// path work on the same goroutine (Do, Must): one goroutine changes all of
+// a peer's path state, in the order it was posted. Route is an atomic
+// pointer to an immutable Route: the data path reads it without a lock,
+// and never sees one path's address with another's socket.
 //
 // # Choice
 //

@@ -346,3 +346,44 @@ func TestNoSwingWhileFailing(t *testing.T) {
 		}
 	})
 }
+
+// TestDoAndMust: functions run on the owner in the order posted, between
+// the route events; with the owner busy and the queue full, Do drops (and
+// counts) while Must still queues; after Close neither runs and Must says
+// so, so the caller can clean up.
+func TestDoAndMust(t *testing.T) {
+	gate, busy := make(chan struct{}), make(chan struct{})
+	tab := NewTable[int](&recorder{}, nil)
+	var order []int
+	tab.Do(func() { close(busy); <-gate }) // the owner is busy until gate closes
+	<-busy
+	for i := range queueMax {
+		if !tab.Do(func() { order = append(order, i) }) {
+			t.Fatalf("Do %d dropped below the bound", i)
+		}
+	}
+	if tab.Do(func() { t.Error("a dropped function ran") }) {
+		t.Fatal("Do past the bound was queued")
+	}
+	if tab.Stats().Dropped != 1 {
+		t.Fatalf("dropped %d, want 1", tab.Stats().Dropped)
+	}
+	mustRan := false
+	if !tab.Must(func() { mustRan = true }) {
+		t.Fatal("Must refused while the table runs")
+	}
+	close(gate)
+	tab.Sync()
+	if !mustRan || len(order) != queueMax {
+		t.Fatalf("Must ran %v, %d of %d Do functions ran", mustRan, len(order), queueMax)
+	}
+	for i, v := range order {
+		if v != i {
+			t.Fatalf("function %d ran in place %d", v, i)
+		}
+	}
+	tab.Close()
+	if tab.Must(func() { t.Error("ran after Close") }) || tab.Do(func() { t.Error("ran after Close") }) {
+		t.Fatal("posting after Close was accepted")
+	}
+}

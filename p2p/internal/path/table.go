@@ -56,6 +56,8 @@ type event[T any] struct {
 	peer  *Peer[T]
 	why   Reason
 	offer Offer
+	fn    func()        // Do, Must
+	must  bool          // never dropped: Must, Sync
 	done  chan struct{} // Sync
 }
 
@@ -70,7 +72,7 @@ const heardGap = 50 * time.Millisecond
 
 // Table is a node's path layer: one owner goroutine that changes every
 // peer's route, fed by events from the reader, the traversal, the relay,
-// TCP links and sessions. Posting never blocks and never takes more than
+// TCP links and sessions, and runs the node's other path work (Do, Must). Posting never blocks and never takes more than
 // the queue's leaf lock, so no caller can deadlock with the owner whatever
 // it holds; the owner reports changes with no lock held.
 //
@@ -155,11 +157,26 @@ func (t *Table[T]) Offer(p *Peer[T], o Offer) {
 	t.post(event[T]{peer: p, why: Offered, offer: o})
 }
 
-// Sync waits until every event posted before it was handled. Tests use it;
-// it must not be called from a Reporter.
+// Do runs f on the owner goroutine, in order with the table's other
+// events: the node's path state beyond routes (punches, the relay
+// allocation, TCP links) is changed there and nowhere else. Like any event
+// f is dropped and counted when the queue is full, so it must be work that
+// comes again (a timer's tick, a message that is repeated). Do reports
+// whether f was queued.
+func (t *Table[T]) Do(f func()) bool { return t.post(event[T]{fn: f}) }
+
+// Must is Do for results of work the node started itself (an allocation,
+// a dial, a permission): they are bounded by the goroutines that started
+// them, and are never dropped while the table runs. Must reports false
+// only after Close; the caller then cleans up what f would have taken.
+func (t *Table[T]) Must(f func()) bool { return t.post(event[T]{fn: f, must: true}) }
+
+// Sync waits until every event posted before it was handled. It must not
+// be called on the owner goroutine (from a Reporter or a Do function),
+// which would wait for itself.
 func (t *Table[T]) Sync() {
 	done := make(chan struct{})
-	if !t.post(event[T]{done: done}) {
+	if !t.post(event[T]{done: done, must: true}) {
 		return
 	}
 	select {
@@ -185,7 +202,7 @@ func (t *Table[T]) post(e event[T]) bool {
 		t.mu.Unlock()
 		return false
 	}
-	if len(t.queue) >= queueMax && e.done == nil {
+	if len(t.queue) >= queueMax && !e.must {
 		t.mu.Unlock()
 		t.dropped.Add(1)
 		return false
@@ -220,8 +237,12 @@ func (t *Table[T]) run() {
 }
 
 func (t *Table[T]) handle(e *event[T]) {
-	if e.done != nil {
+	switch {
+	case e.done != nil:
 		close(e.done)
+		return
+	case e.fn != nil:
+		e.fn()
 		return
 	}
 	p, o := e.peer, &e.offer
