@@ -51,6 +51,16 @@ func (r pathReporter) RouteChanged(p *path.Peer[*session], old, cur *path.Route,
 	}
 }
 
+// Health is how s's current route is doing now, for an offer the path
+// layer considers again (owner goroutine).
+func (r pathReporter) Health(p *path.Peer[*session], now time.Time) path.Health {
+	s := p.Owner
+	s.mu.Lock()
+	conn := s.conn
+	s.unlock()
+	return s.health(conn, now.UnixNano())
+}
+
 // offerSource is what found a route offered to a session.
 type offerSource int
 

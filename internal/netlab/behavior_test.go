@@ -54,20 +54,20 @@ func TestBehavior(t *testing.T) {
 	t.Logf("%d sites built in %v", len(sites), time.Since(start))
 
 	start = time.Now()
-	rows := make([]BehaviorRow, len(cases))
+	rows := make([]behaviorRow, len(cases))
 	var wg sync.WaitGroup
 	errs := make([]error, len(cases))
 	for i := range cases {
 		wg.Go(func() {
 			b, err := l.Probe(sites[i].Hosts[0])
-			rows[i] = BehaviorRow{Name: cases[i].name, Config: sites[i].Config, Behavior: b}
+			rows[i] = behaviorRow{Name: cases[i].name, Config: sites[i].Config, Behavior: b}
 			errs[i] = err
 		})
 	}
 	wg.Wait()
 	t.Logf("probed in %v", time.Since(start))
 	var table strings.Builder
-	FormatTable(&table, rows)
+	formatTable(&table, rows)
 	t.Logf("measured behaviour:\n%s", table.String())
 
 	for i, c := range cases {

@@ -135,7 +135,7 @@
 //     its bridge-nf-call-* sysctls are turned off in every lab namespace.
 //   - Close removes every namespace the lab made (which removes its links,
 //     bridges, rules and conntrack state) and any other namespace with the
-//     prefix; New and AddSite undo what they made when they fail; Sweep
+//     prefix; New and AddSite undo what they made when they fail; sweep
 //     removes leftovers of a crashed process by prefix.
 //   - Host.Do runs its function on a separate goroutine locked to an OS
 //     thread that is switched into the namespace and back; a thread that

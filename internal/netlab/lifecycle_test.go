@@ -323,8 +323,8 @@ func TestDo(t *testing.T) {
 // remove namespaces that are not labs'.
 func TestSweep(t *testing.T) {
 	for _, p := range []string{"", "g", "gw", "x1234-", "gw1/..", "gw 1"} {
-		if err := Sweep(p); err == nil {
-			t.Errorf("Sweep(%q) accepted", p)
+		if err := sweep(p); err == nil {
+			t.Errorf("sweep(%q) accepted", p)
 		}
 	}
 	requireAvailable(t)
@@ -338,11 +338,11 @@ func TestSweep(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := Sweep(prefix); err != nil {
+	if err := sweep(prefix); err != nil {
 		t.Fatal(err)
 	}
 	if left := namespacesWith(t, prefix); len(left) != 0 {
-		t.Errorf("Sweep left %v", left)
+		t.Errorf("sweep left %v", left)
 	}
 }
 

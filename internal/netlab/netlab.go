@@ -221,13 +221,6 @@ func (l *Lab) Server() *Host { return l.server }
 // Server().IP), [1] = 203.0.113.11 (the RFC 5780 alternate address).
 func (l *Lab) ServerAddrs() []netip.Addr { return []netip.Addr{serverAddr1, serverAddr2} }
 
-// Sites returns the sites added so far.
-func (l *Lab) Sites() []*Site {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]*Site(nil), l.sites...)
-}
-
 // Close removes every namespace the lab made (which removes their links,
 // bridges, nftables rules and conntrack state) and then any other
 // namespace whose name starts with the lab's prefix. It is idempotent.
@@ -249,19 +242,19 @@ func (l *Lab) Close() error {
 	}
 	l.created = nil
 	if l.prefix != "" {
-		if err := Sweep(l.prefix); err != nil {
+		if err := sweep(l.prefix); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// Sweep removes every network namespace whose name starts with prefix
+// sweep removes every network namespace whose name starts with prefix
 // (which removes the links inside them), for leftovers of labs whose
 // process died before Close. prefix must start with "gw" and be at least 3
-// characters; Sweep("gw") would remove other processes' running labs too,
+// characters; sweep("gw") would remove other processes' running labs too,
 // so pass one lab's full prefix when others may be running.
-func Sweep(prefix string) error {
+func sweep(prefix string) error {
 	if len(prefix) < 3 || !strings.HasPrefix(prefix, PrefixBase) || strings.ContainsAny(prefix, "/ \t\n") {
 		return fmt.Errorf("netlab: refusing to sweep prefix %q (must start with %q, at least 3 characters)", prefix, PrefixBase)
 	}

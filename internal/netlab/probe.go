@@ -282,8 +282,8 @@ func newNonce() string {
 	return hex.EncodeToString(b[:]) + ":"
 }
 
-// BehaviorRow is one line of FormatTable.
-type BehaviorRow struct {
+// behaviorRow is one line of formatTable.
+type behaviorRow struct {
 	Name     string
 	Config   SiteConfig
 	Behavior Behavior
@@ -305,10 +305,10 @@ func (c SiteConfig) Describe() string {
 	return s
 }
 
-// FormatTable writes rows as an aligned table: site, configuration,
+// formatTable writes rows as an aligned table: site, configuration,
 // mapping, filtering, port preservation, hairpin, and the mapped addresses
 // seen from A:p1 / A:p2 / B:p1.
-func FormatTable(w io.Writer, rows []BehaviorRow) error {
+func formatTable(w io.Writer, rows []behaviorRow) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "site\tconfig\tmapping\tfiltering\tport kept\thairpin\tmapped A:p1 / A:p2 / B:p1")
 	yn := func(v bool) string {

@@ -22,10 +22,10 @@ const (
 	NATSymmetric      NATKind = "symmetric"          // address-and-port-dependent mapping (masquerade fully-random) + APDF
 )
 
-// NATKinds lists every kind, NATNone first.
-var NATKinds = []NATKind{NATNone, NATFullCone, NATAddrRestricted, NATPortRestricted, NATSymmetric}
+// natKinds lists every kind, NATNone first.
+var natKinds = []NATKind{NATNone, NATFullCone, NATAddrRestricted, NATPortRestricted, NATSymmetric}
 
-func (k NATKind) valid() bool { return slices.Contains(NATKinds, k) }
+func (k NATKind) valid() bool { return slices.Contains(natKinds, k) }
 
 // SiteConfig describes a site: its NAT layers, LAN hosts and impairments.
 type SiteConfig struct {

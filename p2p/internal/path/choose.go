@@ -19,8 +19,8 @@ const (
 	ClassLAN           // UDP to an address on one of our own subnets
 )
 
-// Classify gives r's class; prefixes are the node's own subnets.
-func Classify(r *Route, prefixes []netip.Prefix) Class {
+// classify gives r's class; prefixes are the node's own subnets.
+func classify(r *Route, prefixes []netip.Prefix) Class {
 	switch r.Kind() {
 	case Relay:
 		return ClassRelay
@@ -110,6 +110,15 @@ type chooser struct {
 	// margin, and when it first did.
 	margin   netip.AddrPort
 	marginAt time.Time
+	pending  *pendingOffer // the last offer refused, considered again (Table.recheck)
+}
+
+// pendingOffer is a refused offer waiting to be considered again.
+type pendingOffer struct {
+	offer Offer
+	cls   Class
+	why   Reason
+	at    time.Time // when it was last made
 }
 
 // verdict says what consider decided.
@@ -131,6 +140,7 @@ func (c *chooser) consider(o *Offer, cls Class, now time.Time) verdict {
 		if o.Pref > c.curPref {
 			c.curPref = o.Pref
 		}
+		c.pending = nil
 		return stay
 	}
 	h := o.Health
@@ -166,7 +176,10 @@ func (c *chooser) settling(now time.Time) bool {
 // route's smoothed RTT by the margin twice, Sustain apart.
 func (c *chooser) sustainedMargin(o *Offer, now time.Time) bool {
 	cur := o.Health.RTT
-	if o.RTT <= 0 || cur <= 0 || o.RTT > time.Duration(float64(cur)*MarginRatio) || cur-o.RTT < MarginMin {
+	if o.RTT <= 0 || cur <= 0 {
+		return false // nothing measured: says nothing either way
+	}
+	if o.RTT > time.Duration(float64(cur)*MarginRatio) || cur-o.RTT < MarginMin {
 		if c.margin == o.Route.Remote {
 			c.margin = netip.AddrPort{}
 		}
@@ -194,7 +207,7 @@ func (c *chooser) allow(now time.Time) bool {
 // set makes r the current route.
 func (c *chooser) set(r *Route, cls Class, pref uint32, counted bool, now time.Time) {
 	c.cur, c.curClass, c.curPref, c.movedAt = r, cls, pref, now
-	c.margin = netip.AddrPort{}
+	c.margin, c.pending = netip.AddrPort{}, nil
 	if counted {
 		c.changes = append(c.changes, now)
 	}

@@ -39,6 +39,12 @@
 // still unacknowledged right after a move and stragglers still arrive
 // from it, which would otherwise swing the session back.
 //
+// An offer refused stays pending: every 50 ms, for 3 s after it was last
+// made, it is considered again with the current route's health then
+// (Reporter.Health), so a session whose route fails moves to where the
+// peer was last heard without waiting for the peer's next packet, which
+// after a NAT rebinding may be seconds away.
+//
 // ::1 and an IPv4 loopback address with the same port are one route, as
 // are an IPv4-mapped address and its IPv4 address. A peer's route moves
 // at most 6 times in any minute unless the current route is failing;

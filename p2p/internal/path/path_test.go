@@ -25,6 +25,12 @@ func route(sock Socket, addr string, gen uint64) Route {
 	return Route{Remote: ap(addr), Sock: sock, Gen: gen}
 }
 func (r *recorder) RouteChanged(p *Peer[int], old, cur *Route, why Reason) { r.add(why, cur) }
+func (r *recorder) Health(*Peer[int], time.Time) Health {
+	if h := r.health.Load(); h != nil {
+		return *h
+	}
+	return healthy
+}
 
 type change struct {
 	why Reason
@@ -32,8 +38,9 @@ type change struct {
 }
 
 type recorder struct {
-	mu  sync.Mutex
-	got []change
+	mu     sync.Mutex
+	got    []change
+	health atomic.Pointer[Health] // what Health reports (nil: healthy)
 }
 
 func (r *recorder) add(why Reason, cur *Route) {
@@ -103,7 +110,7 @@ func TestClassOrder(t *testing.T) {
 	order := []Route{route(relaySock, "198.51.100.1:1", 1), route(tcpSock, "198.51.100.1:1", 1),
 		route(mainSock, "198.51.100.1:1", 1), route(mainSock, "10.0.0.1:1", 1), route(mainSock, "192.168.1.9:1", 1)}
 	for i := 1; i < len(order); i++ {
-		if Classify(&order[i], pre) <= Classify(&order[i-1], pre) {
+		if classify(&order[i], pre) <= classify(&order[i-1], pre) {
 			t.Errorf("%v over %v should rank above %v", order[i].Remote, order[i].Kind(), order[i-1].Kind())
 		}
 	}
@@ -317,6 +324,7 @@ func TestPostNeverBlocks(t *testing.T) {
 type reporterFunc func()
 
 func (f reporterFunc) RouteChanged(*Peer[int], *Route, *Route, Reason) { f() }
+func (f reporterFunc) Health(*Peer[int], time.Time) Health             { return healthy }
 
 // TestNoSwingWhileFailing: while acknowledgements are overdue, packets
 // from two routes in turn (stragglers from the old one) move the session
@@ -386,4 +394,68 @@ func TestDoAndMust(t *testing.T) {
 	if tab.Must(func() { t.Error("ran after Close") }) || tab.Do(func() { t.Error("ran after Close") }) {
 		t.Fatal("posting after Close was accepted")
 	}
+}
+
+// TestRefusedOfferRechecked: a route the peer was heard on while the
+// current one still worked is taken once the current one fails, with no
+// further offer (the peer backing off its retransmissions may not send
+// again for seconds); one refused in the dwell after a move is taken once
+// the dwell is over and the route fails; and a pending offer expires.
+func TestRefusedOfferRechecked(t *testing.T) {
+	t.Run("failing later", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			tab, p, rec := established(t, route(mainSock, "198.51.100.1:4000", 1))
+			time.Sleep(Settle)
+			moved := route(mainSock, "198.51.100.1:4001", 1)
+			tab.Heard(p, moved, func() Health { return healthy })
+			tab.Sync()
+			time.Sleep(time.Second)
+			if p.Route().Remote != ap("198.51.100.1:4000") {
+				t.Fatal("moved while the current route was healthy")
+			}
+			rec.health.Store(&failing)
+			time.Sleep(2 * recheckEvery)
+			tab.Sync()
+			if p.Route().Remote != moved.Remote || len(rec.moves()) != 1 || rec.moves()[0].why != Heard {
+				t.Fatalf("route %v, moves %v: the pending offer was not taken once the route failed", p.Route().Remote, rec.moves())
+			}
+		})
+	})
+	t.Run("after the dwell", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			tab, p, rec := established(t, route(mainSock, "198.51.100.1:4000", 1))
+			time.Sleep(Settle)
+			rec.health.Store(&failing)
+			r2, r3 := route(mainSock, "198.51.100.1:4001", 1), route(mainSock, "198.51.100.1:4002", 1)
+			tab.Heard(p, r2, func() Health { return failing })
+			tab.Sync()
+			time.Sleep(MinDwell / 2)
+			tab.Heard(p, r3, func() Health { return failing }) // the NAT rebound again
+			tab.Sync()
+			if p.Route().Remote != r2.Remote {
+				t.Fatalf("route %v: the dwell did not hold", p.Route().Remote)
+			}
+			time.Sleep(MinDwell/2 + 2*recheckEvery)
+			tab.Sync()
+			if p.Route().Remote != r3.Remote {
+				t.Fatalf("route %v, moves %v: the offer refused in the dwell was not taken after it", p.Route().Remote, rec.moves())
+			}
+		})
+	})
+	t.Run("expires", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			tab, p, rec := established(t, route(mainSock, "198.51.100.1:4000", 1))
+			time.Sleep(Settle)
+			tab.Heard(p, route(mainSock, "198.51.100.1:4001", 1), func() Health { return healthy })
+			tab.Sync()
+			time.Sleep(pendingFor + recheckEvery)
+			tab.Sync()
+			rec.health.Store(&failing)
+			time.Sleep(2 * recheckEvery)
+			tab.Sync()
+			if len(rec.moves()) != 0 {
+				t.Fatalf("moved to a route last heard %v ago: %v", pendingFor, rec.moves())
+			}
+		})
+	})
 }

@@ -70,12 +70,12 @@ func Same(a, b *Route) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return a.Sock == b.Sock && SameAddr(a.Remote, b.Remote)
+	return a.Sock == b.Sock && sameAddr(a.Remote, b.Remote)
 }
 
-// SameAddr reports whether two peer addresses reach the same endpoint (see
+// sameAddr reports whether two peer addresses reach the same endpoint (see
 // Same).
-func SameAddr(a, b netip.AddrPort) bool {
+func sameAddr(a, b netip.AddrPort) bool {
 	if a.Port() != b.Port() {
 		return false
 	}

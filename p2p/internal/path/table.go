@@ -29,6 +29,9 @@ func (r Reason) String() string {
 // table (Sync), which would wait for itself.
 type Reporter[T any] interface {
 	RouteChanged(p *Peer[T], old, cur *Route, why Reason)
+	// Health is how p's current route is doing at now: the table asks
+	// when it considers again an offer it refused.
+	Health(p *Peer[T], now time.Time) Health
 }
 
 // Peer is one peer's path state: the route sessions send on, and the
@@ -70,6 +73,18 @@ const queueMax = 8192
 // often per peer.
 const heardGap = 50 * time.Millisecond
 
+// An offer the chooser refused stays pending: every recheckEvery it is
+// considered again with the current route's health then, until it is
+// taken, another offer replaces it, or pendingFor passed since it was
+// last made. A peer whose packets now come only from a new route (a NAT
+// rebinding while it backs off its retransmissions) may send the next one
+// seconds later; the session must not wait for it to notice that its own
+// route stopped working.
+const (
+	recheckEvery = 50 * time.Millisecond
+	pendingFor   = 3 * time.Second
+)
+
 // Table is a node's path layer: one owner goroutine that changes every
 // peer's route, fed by events from the reader, the traversal, the relay,
 // TCP links and sessions, and runs the node's other path work (Do, Must). Posting never blocks and never takes more than
@@ -88,6 +103,12 @@ type Table[T any] struct {
 	wake   chan struct{}
 	done   chan struct{}
 
+	// The owner goroutine's: peers with a pending offer, and the timer
+	// that rechecks them.
+	rechecks map[*Peer[T]]struct{}
+	timer    *time.Timer
+	armed    bool
+
 	// Counters, read with Stats.
 	suppressed, dropped atomic.Uint64
 }
@@ -102,7 +123,7 @@ type Stats struct {
 // subnets (they make the LAN class). Close stops it.
 func NewTable[T any](rep Reporter[T], prefixes []netip.Prefix) *Table[T] {
 	t := &Table[T]{rep: rep, prefixes: prefixes, now: time.Now,
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
+		wake: make(chan struct{}, 1), done: make(chan struct{}), rechecks: map[*Peer[T]]struct{}{}}
 	go t.run()
 	return t
 }
@@ -219,20 +240,58 @@ func (t *Table[T]) post(e event[T]) bool {
 // run is the owner goroutine.
 func (t *Table[T]) run() {
 	defer close(t.done)
+	t.timer = time.NewTimer(recheckEvery)
+	t.timer.Stop()
+	defer t.timer.Stop()
 	var batch []event[T]
-	for range t.wake {
-		for {
-			t.mu.Lock()
-			batch, t.queue = t.queue, batch[:0]
-			t.mu.Unlock()
-			if len(batch) == 0 {
-				break
+	for {
+		select {
+		case _, ok := <-t.wake:
+			batch = t.drain(batch)
+			if !ok {
+				return
 			}
-			for i := range batch {
-				t.handle(&batch[i])
-				batch[i] = event[T]{}
-			}
+		case <-t.timer.C:
+			t.armed = false
+			t.recheck()
 		}
+		if len(t.rechecks) > 0 && !t.armed {
+			t.timer.Reset(recheckEvery)
+			t.armed = true
+		}
+	}
+}
+
+// drain handles every queued event.
+func (t *Table[T]) drain(batch []event[T]) []event[T] {
+	for {
+		t.mu.Lock()
+		batch, t.queue = t.queue, batch[:0]
+		t.mu.Unlock()
+		if len(batch) == 0 {
+			return batch
+		}
+		for i := range batch {
+			t.handle(&batch[i])
+			batch[i] = event[T]{}
+		}
+	}
+}
+
+// recheck considers each pending offer again with the health of its
+// peer's current route now.
+func (t *Table[T]) recheck() {
+	now := t.now()
+	for p := range t.rechecks {
+		pe := p.ch.pending
+		if pe == nil || now.Sub(pe.at) >= pendingFor {
+			p.ch.pending = nil
+			delete(t.rechecks, p)
+			continue
+		}
+		o := pe.offer
+		o.Health = t.rep.Health(p, now)
+		t.decide(p, &o, pe.why, now)
 	}
 }
 
@@ -258,7 +317,7 @@ func (t *Table[T]) handle(e *event[T]) {
 		p.gen = r.Gen
 		p.ch = chooser{}
 	}
-	cls := Classify(&r, t.prefixes)
+	cls := classify(&r, t.prefixes)
 	switch e.why {
 	case Begin:
 		if p.ch.since.IsZero() { // late, after the attempt was established: ignored
@@ -274,12 +333,37 @@ func (t *Table[T]) handle(e *event[T]) {
 	if p.ch.since.IsZero() {
 		return // not established yet: the handshake sets the route
 	}
-	switch p.ch.consider(o, cls, now) {
+	if t.decide(p, o, e.why, now) == stay && !Same(p.ch.cur, &r) {
+		t.keep(p, o, cls, e.why, now)
+	}
+}
+
+// keep makes a refused offer p's pending one, unless the pending one is of
+// a better class and still fresh (a relay offered every tick must not push
+// out the direct route the peer was just heard on).
+func (t *Table[T]) keep(p *Peer[T], o *Offer, cls Class, why Reason, now time.Time) {
+	if pe := p.ch.pending; pe != nil && pe.cls > cls && now.Sub(pe.at) < pendingFor {
+		return
+	}
+	// One RTT sample is not two (sustainedMargin): the copy carries none.
+	pe := &pendingOffer{offer: *o, cls: cls, why: why, at: now}
+	pe.offer.RTT = 0
+	p.ch.pending = pe
+	t.rechecks[p] = struct{}{}
+}
+
+// decide runs the chooser on o and carries out its verdict.
+func (t *Table[T]) decide(p *Peer[T], o *Offer, why Reason, now time.Time) verdict {
+	cls := classify(&o.Route, t.prefixes)
+	v := p.ch.consider(o, cls, now)
+	switch v {
 	case move:
-		t.set(p, &r, cls, o.Pref, e.why, true, now)
+		t.set(p, &o.Route, cls, o.Pref, why, true, now)
 	case suppressed:
 		t.suppressed.Add(1)
+		p.ch.pending = nil // the bound is not rechecked every 50 ms
 	}
+	return v
 }
 
 func (t *Table[T]) set(p *Peer[T], r *Route, cls Class, pref uint32, why Reason, counted bool, now time.Time) {
