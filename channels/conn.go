@@ -326,8 +326,10 @@ func (c *Conn) Release(n int) {
 }
 
 // SetReceiveWindow grows the receive window to n bytes and tells the peer
-// at once. A window can only grow: the peer may already use what it was
-// given, so smaller values are ignored.
+// at once, from the Conn's timer goroutine (the caller may hold a lock of
+// its own: nothing is written to the Link on its goroutine). A window can
+// only grow: the peer may already use what it was given, so smaller values
+// are ignored.
 func (c *Conn) SetReceiveWindow(n int) {
 	c.mu.Lock()
 	if c.closed || n <= c.cfg.ReceiveWindow {
@@ -337,9 +339,8 @@ func (c *Conn) SetReceiveWindow(n int) {
 	now := time.Now()
 	c.cfg.ReceiveWindow = n
 	c.pendingMaxData = true
-	b := c.buildLocked(now)
-	c.armLocked(now)
-	c.writeUnlock(b)
+	c.armLocked(now) // the timer goroutine sends the update at once
+	c.mu.Unlock()
 }
 
 // dropRecycledLocked lets go of recycled messages and slabs, so an idle or

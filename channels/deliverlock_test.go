@@ -1,10 +1,13 @@
 package channels
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -563,4 +566,82 @@ func TestQueueBehindDeliverIsBounded(t *testing.T) {
 			t.Errorf("no ACK with the new limit %d within MaxAckDelay (last %d)", limit0+heldWant, l)
 		}
 	})
+}
+
+// inlineLink is a Link that notes a write made on the goroutine that is
+// inside Queue or SetReceiveWindow: one p2p would make under its session
+// lock.
+type inlineLink struct {
+	caller *atomic.Int64 // the goroutine calling the Conn now (0: none)
+	inline *atomic.Int64 // writes made on it
+	sent   chanLink
+}
+
+func (l inlineLink) SendDatagrams(dgrams [][]byte) error {
+	if id := l.caller.Load(); id != 0 && id == goid() {
+		l.inline.Add(1)
+	}
+	return l.sent.SendDatagrams(dgrams)
+}
+
+// goid is the calling goroutine's number, from its stack header.
+func goid() int64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	n, _ := strconv.ParseInt(string(b[:bytes.IndexByte(b, ' ')]), 10, 64)
+	return n
+}
+
+// TestQueueWritesNothingInline: Queue and SetReceiveWindow leave the
+// writing to the Conn's own goroutine, so a caller holding a lock the
+// Link's writes need (p2p's session lock) writes nothing under it; what it
+// queued still goes out, in order. Send, for contrast, writes at once.
+func TestQueueWritesNothingInline(t *testing.T) {
+	var caller, inline atomic.Int64
+	link := inlineLink{caller: &caller, inline: &inline, sent: make(chanLink, 64)}
+	c, err := New(link, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got []string
+	b, err := New(discard, Config{Deliver: func(m Message) { got = append(got, string(m.Data)) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	caller.Store(goid())
+	for _, m := range []string{"one", "two", "three"} {
+		if err := c.Queue(0, []byte(m), Reliable|FlushHint); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.SetReceiveWindow(8 << 20)
+	caller.Store(0)
+	if n := inline.Load(); n != 0 {
+		t.Fatalf("%d datagrams written on the caller's goroutine", n)
+	}
+	timeout := time.After(5 * time.Second)
+	for len(got) < 3 {
+		select {
+		case d := <-link.sent:
+			if err := b.HandleDatagram(d); err != nil {
+				t.Fatal(err)
+			}
+		case <-timeout:
+			t.Fatalf("got %q after 5 s: the Conn's goroutine did not send what was queued", got)
+		}
+	}
+	if want := []string{"one", "two", "three"}; !slices.Equal(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	caller.Store(goid())
+	if err := c.Send(0, []byte("four"), Reliable|FlushHint); err != nil {
+		t.Fatal(err)
+	}
+	caller.Store(0)
+	if inline.Load() == 0 {
+		t.Fatal("Send did not write on the caller's goroutine: this test cannot tell")
+	}
 }

@@ -54,6 +54,10 @@
 // lock, which keeps datagrams in order and which the Conn's methods may
 // wait for, so it must not call the Conn nor wait for a lock held by code
 // that does. The same holds for the handler of Config.Logger.
+// Send, Flush, Close and HandleDatagram may write to the Link on the
+// caller's goroutine; Queue and SetReceiveWindow never do (the Conn's
+// timer goroutine sends what they asked for), so a caller may use them
+// while holding a lock its Link's writes must not run under.
 //
 // # Wire format
 //

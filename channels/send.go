@@ -9,6 +9,17 @@ import (
 // caller may reuse it at once. Without FlushHint the message may wait up to
 // Config.NagleDelay to share a datagram.
 func (c *Conn) Send(channel uint16, data []byte, flags Flags) error {
+	return c.send(channel, data, flags, true)
+}
+
+// Queue is Send that leaves the writing to the Conn's timer goroutine, a
+// moment later: a caller holding a lock of its own does not write to the
+// Link under it. Messages queued and sent keep the order of the calls.
+func (c *Conn) Queue(channel uint16, data []byte, flags Flags) error {
+	return c.send(channel, data, flags, false)
+}
+
+func (c *Conn) send(channel uint16, data []byte, flags Flags, write bool) error {
 	if err := flags.Validate(); err != nil {
 		return err
 	}
@@ -38,7 +49,10 @@ func (c *Conn) Send(channel uint16, data []byte, flags Flags) error {
 	} else if c.nagleDeadline.IsZero() {
 		c.nagleDeadline = now.Add(c.cfg.NagleDelay)
 	}
-	b := c.buildLocked(now)
+	var b *batch
+	if write {
+		b = c.buildLocked(now)
+	}
 	c.armLocked(now)
 	c.writeUnlock(b)
 	return nil

@@ -150,7 +150,8 @@
 // Node.mu, session.mu, a punch's mu, then leaf locks. No socket is
 // written, no rendezvous message sent and no user callback run under
 // session.mu: a locked section queues what it decided and session.unlock
-// carries it out. Each peer's path state (peerPaths: its punch, what
+// carries it out (Conns are handed queued data with Conn.Queue, and
+// closed there too). Each peer's path state (peerPaths: its punch, what
 // traversal found, its relay and TCP state), the relay allocation and the
 // TCP links belong to the path layer's owner goroutine, which runs all
 // path work posted to it (traversal.do, traversal.must) and reaches a

@@ -130,10 +130,11 @@ type session struct {
 	early       []earlyPacket
 
 	conn      *channels.Conn
-	out       []outgoing // sent by unlock
-	later     laterWork  // done by unlock
-	respCache []byte     // responder: our response, resent for a retransmitted initiation
-	respID    [16]byte   // the initiation it answers
+	out       []outgoing       // sent by unlock
+	later     laterWork        // done by unlock
+	closing   []*channels.Conn // closed by unlock: Close writes and waits
+	respCache []byte           // responder: our response, resent for a retransmitted initiation
+	respID    [16]byte         // the initiation it answers
 	openChans map[int]struct{}
 }
 
@@ -177,11 +178,14 @@ const (
 // unlock releases mu, then sends what the locked section queued and asks
 // the server what it decided to.
 func (s *session) unlock() {
-	out, later := s.out, s.later
-	s.out, s.later = nil, 0
+	out, later, closing := s.out, s.later, s.closing
+	s.out, s.later, s.closing = nil, 0, nil
 	s.mu.Unlock()
 	for _, o := range out {
 		o.sock.WriteTo(o.b, o.to)
+	}
+	for _, c := range closing {
+		c.Close() // writes its CLOSE frame and waits for its goroutine
 	}
 	t := s.node.trav
 	if later == 0 || t == nil {
@@ -197,6 +201,13 @@ func (s *session) unlock() {
 	if later&repunch != 0 {
 		t.repunch(s.peer, now)
 	}
+}
+
+// closeConnLocked retires the Conn: the session has none from here on, and
+// unlock closes it once s.mu is released.
+func (s *session) closeConnLocked() {
+	s.closing = append(s.closing, s.conn)
+	s.conn = nil
 }
 
 // current is the route the session sends on: once established, the path
@@ -323,7 +334,7 @@ func (s *session) send(data []byte, flags channels.Flags, ch int, noDelay bool, 
 // the Conn.
 func (s *session) flushPreLocked() {
 	for _, m := range s.pre {
-		s.conn.Send(uint16(m.channel), m.data, m.flags)
+		s.conn.Queue(uint16(m.channel), m.data, m.flags) // written by the Conn's goroutine, not under s.mu
 	}
 	s.pre, s.preBytes = nil, 0
 }
@@ -457,7 +468,7 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock p
 		rtt = max(time.Since(s.hsSentAt), time.Millisecond)
 		s.hsSentAt = time.Time{}
 	}
-	conn, err := channels.New(sessionLink{s}, channels.Config{
+	conn, err := channels.New(sessionLink{s: s, kp: kp}, channels.Config{
 		InitialRTT:        rtt,
 		Headroom:          secure.DataHeaderLen,
 		Tailroom:          secure.TagLen,
@@ -687,11 +698,9 @@ func (s *session) stopLocked(tell bool) {
 			s.setFlagsLocked()
 			s.sendControl()
 			s.state = prev
-			s.conn.Close() // its CLOSE frame backs up the flag
-		} else {
-			s.conn.Close()
 		}
-		s.conn = nil
+		s.closeConnLocked() // its CLOSE frame backs up the flag
+
 	}
 	s.pre, s.preBytes = nil, 0
 	s.held, s.heldUnrel = nil, 0
@@ -715,8 +724,7 @@ func (s *session) closeByApp(refuse bool) {
 		s.state = stClosed
 		s.setFlagsLocked()
 		s.sendControl()
-		s.conn.Close() // its CLOSE frame backs up the flags
-		s.conn = nil
+		s.closeConnLocked() // its CLOSE frame backs up the flags
 	}
 	s.state = stClosed
 	s.ended = time.Now()
@@ -828,13 +836,20 @@ func (s *session) endQuietlyLocked(now time.Time) {
 	s.setFlagsLocked()
 }
 
-// sessionLink seals a session's datagrams and writes them to the socket.
-type sessionLink struct{ s *session }
+// sessionLink seals a Conn's datagrams and writes them to the session's
+// socket. Each Conn seals with the keys of the establishment it belongs
+// to: a Conn retired as the session re-establishes (its CLOSE frame is
+// written once the session's lock is released) must not speak for the new
+// one.
+type sessionLink struct {
+	s  *session
+	kp *secure.Keypair
+}
 
 func (l sessionLink) SendDatagrams(dgrams [][]byte) error {
-	s := l.s
-	kp, r := s.keys.Load(), s.current()
-	if kp == nil || r == nil {
+	s, kp := l.s, l.kp
+	r := s.current()
+	if r == nil {
 		return errNoTransport
 	}
 	if !s.confirmed.Load() {
