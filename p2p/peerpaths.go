@@ -30,7 +30,6 @@ type peerPaths struct {
 type peerView struct {
 	punch    *nat.Punch
 	started  time.Time
-	found    bool
 	route    Traversal
 	observed netip.AddrPort
 	tcp      bool // introduced for direct TCP: links may be made with it
@@ -49,8 +48,8 @@ func (t *traversal) peerOf(peer PeerID) *peerPaths {
 // publish makes pp's state what other goroutines read of peer (owner
 // goroutine).
 func (t *traversal) publish(peer PeerID, pp *peerPaths) {
-	t.views.Store(peer, &peerView{punch: pp.punch, started: pp.started, found: !pp.found.IsZero(),
-		route: pp.route, observed: pp.observed, tcp: pp.tcp != nil})
+	t.views.Store(peer, &peerView{punch: pp.punch, started: pp.started, route: pp.route,
+		observed: pp.observed, tcp: pp.tcp != nil})
 }
 
 // drop forgets peer entirely (owner goroutine).

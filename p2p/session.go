@@ -700,7 +700,6 @@ func (s *session) stopLocked(tell bool) {
 			s.state = prev
 		}
 		s.closeConnLocked() // its CLOSE frame backs up the flag
-
 	}
 	s.pre, s.preBytes = nil, 0
 	s.held, s.heldUnrel = nil, 0

@@ -63,6 +63,7 @@ type tcpDirect struct {
 	n *Node
 
 	links      map[*tcpLink]struct{} // the path owner goroutine's
+	accepting  atomic.Int32          // accepted connections on their way to the owner
 	framePool  sync.Pool
 	queueBytes atomic.Int64 // tcpQueueBytes; tests lower it
 
@@ -280,16 +281,26 @@ func (d *tcpDirect) accept(ln net.Listener) {
 	}
 }
 
-// accepted hands an accepted connection to the owner goroutine; when its
-// queue is full (a flood of connections) the connection is refused.
+// accepted hands an accepted connection to the owner goroutine. At most
+// maxTCPLinks wait there at once: a stranger flooding the listener with
+// connections is refused here, and cannot fill the owner's queue and make
+// it drop the route events of sessions.
 func (d *tcpDirect) accepted(c net.Conn) {
+	if d.accepting.Add(1) > maxTCPLinks {
+		d.accepting.Add(-1)
+		c.Close()
+		d.n.stats.tcpRefused.Add(1)
+		return
+	}
 	if !d.n.paths.Do(func() {
+		defer d.accepting.Add(-1)
 		if d.t.ctx.Err() != nil {
 			c.Close()
 			return
 		}
 		d.add(c, PeerID{})
 	}) {
+		d.accepting.Add(-1)
 		c.Close()
 		d.n.stats.tcpRefused.Add(1)
 	}

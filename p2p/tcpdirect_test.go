@@ -249,3 +249,41 @@ func mustIdentity(t *testing.T) *Identity {
 	}
 	return id
 }
+
+// TestTCPAcceptFloodBounded: connections accepted while the path owner is
+// busy wait for it at most maxTCPLinks at a time; the rest are refused at
+// once, so a stranger flooding the listener cannot fill the owner's queue
+// (and make it drop sessions' route events) nor hold more connections.
+func TestTCPAcceptFloodBounded(t *testing.T) {
+	leakcheck.Check(t)
+	n := tcpNode(t)
+	ln := tcpListener(t, n)
+	gate, busy := make(chan struct{}), make(chan struct{})
+	n.paths.Must(func() { close(busy); <-gate })
+	<-busy
+	defer func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	}()
+	const total = 3 * maxTCPLinks
+	for range total {
+		dialTCP(t, ln)
+	}
+	waitFor(t, 5*time.Second, "the surplus refused while the owner is busy", func() bool {
+		return n.Stats().TCPRefused >= total-maxTCPLinks
+	})
+	if q := n.trav.direct.accepting.Load(); q > maxTCPLinks {
+		t.Fatalf("%d connections wait for the owner, bound %d", q, maxTCPLinks)
+	}
+	close(gate)
+	waitFor(t, 5*time.Second, "the owner took the rest", func() bool { return n.trav.direct.accepting.Load() == 0 })
+	if got := len(tcpLinks(n)); got > maxTCPLinks {
+		t.Fatalf("%d links, bound %d", got, maxTCPLinks)
+	}
+	if d := n.Stats().PathEventsDropped; d != 0 {
+		t.Fatalf("%d path events dropped", d)
+	}
+}

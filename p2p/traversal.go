@@ -443,8 +443,16 @@ func (t *traversal) punching(peer PeerID) bool {
 }
 
 // found reports whether a punch toward peer validated a UDP path (any
-// goroutine).
-func (t *traversal) found(peer PeerID) bool { return t.view(peer).found }
+// goroutine). It asks the punch itself: the owner's record of the find
+// may still be on its way when a TCP link is offered right after it.
+func (t *traversal) found(peer PeerID) bool {
+	p := t.view(peer).punch
+	if p == nil {
+		return false
+	}
+	_, ok := p.Best()
+	return ok
+}
 
 // udpBlocked reports whether the node reaches the rendezvous server only
 // over TCP.
