@@ -86,6 +86,14 @@
 // overloading", only when both use the same local port); fc then holds the
 // first and inbound datagrams go to that host.
 //
+// AcceptInbound (any kind, every layer) adds "iifname WAN meta l4proto
+// udp accept" to the input chain: the router takes unsolicited UDP to its
+// own address, as OpenWrt's fw4 and a bare MASQUERADE box do. Its
+// conntrack entry (peer -> PUBLIC:port, UNREPLIED) is then confirmed, and
+// a LAN datagram to that peer that leaves later clashes with the entry's
+// tuple, so SNAT maps it to another port (TestAcceptInboundClash). Each
+// retry the peer sends refreshes the stale entry (30 s unreplied).
+//
 // Site.ChangeMappings replaces each layer's table (one atomic nft
 // transaction) with the SNAT restricted to the next port range, 20000-29999
 // then 10000-19999 alternately (outside the ephemeral range 32768-60999,
@@ -97,6 +105,17 @@
 // UDPTimeout sets nf_conntrack_udp_timeout and _stream inside the NAT
 // namespaces (these sysctls are per namespace; the tests check the root's
 // are unchanged).
+//
+// # Hops (bridge family, in the public namespace)
+//
+// Table bridge hops makes the public segment count as Options.Hops routers
+// (DefaultHops, 4): "ip ttl <= HOPS drop", then one rule per TTL value
+// setting it to TTL-HOPS (nft cannot subtract from a header field). Each
+// NAT layer is one more hop (it forwards). A datagram from behind one NAT
+// thus needs TTL HOPS+2 to reach any other host on the segment, and one
+// with TTL 2 (3 behind a double NAT) passes its own NAT layers and dies on
+// the segment: the low-TTL priming that opens a NAT's mapping toward a
+// peer without reaching the peer's NAT (TestHops).
 //
 // # Impairments (bridge family, in the public namespace)
 //

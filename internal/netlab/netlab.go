@@ -42,6 +42,10 @@ const (
 	// from the process's once the thread has called setns.
 	threadNetns = "/proc/thread-self/ns/net"
 	cmdTimeout  = 20 * time.Second
+	// DefaultHops is Options.Hops when it is zero.
+	DefaultHops = 4
+	// MaxHops bounds Options.Hops.
+	MaxHops = 32
 	// PrefixBase starts every lab prefix: "gw" + 4 hex digits + "-".
 	PrefixBase = "gw"
 )
@@ -54,6 +58,13 @@ type Options struct {
 	Name string
 	// Logf, if set, receives every command the lab runs.
 	Logf func(format string, args ...any)
+	// Hops is how many routers the public segment stands for between any
+	// two of its hosts (sites and server): a datagram crossing it loses
+	// that much TTL, and one whose TTL would not last is dropped there, as
+	// the internet's routers would drop it (without their ICMP). A sender
+	// can then prime its own NAT with a low-TTL datagram that dies before
+	// the peer's. 0 means DefaultHops; at most MaxHops.
+	Hops int
 
 	// hook, if set, is called with every command line before it runs; an
 	// error fails that command (tests use it to fail a setup half way).
@@ -68,6 +79,7 @@ type Lab struct {
 	tag    string // "" or Options.Name + "-"
 	logf   func(string, ...any)
 	hook   func(string) error
+	hops   int
 
 	mu        sync.Mutex
 	closed    bool
@@ -139,10 +151,17 @@ func New(opts Options) (_ *Lab, err error) {
 	if ok, reason := Available(); !ok {
 		return nil, fmt.Errorf("netlab: unavailable: %s", reason)
 	}
+	if opts.Hops < 0 || opts.Hops > MaxHops {
+		return nil, fmt.Errorf("netlab: %d hops: want 0-%d", opts.Hops, MaxHops)
+	}
+	if opts.Hops == 0 {
+		opts.Hops = DefaultHops
+	}
 	l := &Lab{
 		tag:       sanitizeTag(opts.Name),
 		logf:      opts.Logf,
 		hook:      opts.hook,
+		hops:      opts.Hops,
 		nextOctet: firstSiteOctet,
 		nextIndex: 1,
 	}
@@ -202,7 +221,38 @@ func New(opts Options) (_ *Lab, err error) {
 	if err := l.runPlan(&p); err != nil {
 		return nil, err
 	}
+	if err := l.nft(l.pubNS, hopsScript(l.hops)); err != nil {
+		return nil, err
+	}
 	return l, nil
+}
+
+// Hops reports how many routers the public segment stands for
+// (Options.Hops).
+func (l *Lab) Hops() int { return l.hops }
+
+// hopsScript returns the public namespace's table that makes the bridge
+// count as hops routers: it drops IPv4 datagrams whose TTL would run out
+// on the way and takes hops off the others' TTL. nft cannot subtract from
+// a header field, so each TTL value gets its own rule, the usual ones
+// (just under 64, 128 and 255, the common initial TTLs) first.
+func hopsScript(hops int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table bridge hops {\n\tchain forward {\n\t\ttype filter hook forward priority -10; policy accept;\n")
+	fmt.Fprintf(&b, "\t\tether type ip ip ttl <= %d drop\n", hops)
+	for _, top := range []int{64, 128, 255} {
+		for ttl := top; ttl > hops && ttl > top-32; ttl-- {
+			fmt.Fprintf(&b, "\t\tether type ip ip ttl %d ip ttl set %d accept\n", ttl, ttl-hops)
+		}
+	}
+	for ttl := hops + 1; ttl <= 255; ttl++ {
+		if (ttl > 32 && ttl <= 64) || (ttl > 96 && ttl <= 128) || ttl > 223 {
+			continue // a rule above has it
+		}
+		fmt.Fprintf(&b, "\t\tether type ip ip ttl %d ip ttl set %d accept\n", ttl, ttl-hops)
+	}
+	b.WriteString("\t}\n}\n")
+	return b.String()
 }
 
 // Prefix returns the lab's name prefix ("gw" + 4 hex digits + "-"), which

@@ -302,6 +302,9 @@ func (c SiteConfig) Describe() string {
 	if c.Hairpin {
 		s += ", hairpin"
 	}
+	if c.AcceptInbound {
+		s += ", accepts inbound"
+	}
 	return s
 }
 

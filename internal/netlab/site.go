@@ -43,6 +43,16 @@ type SiteConfig struct {
 	// address), since only that lets a LAN host reach the site's public
 	// address. Without it such datagrams are dropped (the Linux default).
 	Hairpin bool
+	// AcceptInbound makes the site's NAT routers accept, on their own
+	// input, UDP from the WAN that no mapping claims, as OpenWrt's fw4 and
+	// a Linux box with only a MASQUERADE rule do (without it they drop
+	// it). Conntrack then records such a datagram as a flow to the router
+	// itself, and a LAN host's datagram to its sender that leaves later
+	// clashes with that flow's tuple: the NAT maps it to another port. A
+	// peer's probe that arrives before the host's own has left thus moves
+	// the host's mapping toward that peer, and every retry keeps the stale
+	// entry alive. Applies to every NAT kind and layer.
+	AcceptInbound bool
 	// Hosts is the number of hosts on the site's LAN; 0 means 1.
 	Hosts int
 	// LossPermille drops this many datagrams per thousand, at random, in
@@ -83,6 +93,7 @@ type natLayer struct {
 	wan, lan string       // interface names in router's namespace
 	lanNet   netip.Prefix // the addresses it translates
 	hairpin  bool
+	accept   bool // SiteConfig.AcceptInbound
 	lifetime int // seconds: full-cone / address-restricted mapping lifetime
 	epoch    int // bumped by ChangeMappings; selects the SNAT port range
 }
@@ -233,7 +244,7 @@ func (s *Site) build(pub []netip.Addr) error {
 		router: &Host{Name: s.Name + "-nat", Namespace: l.nsName(s.Name + "-nat"), IP: pub[0]},
 		kind:   cfg.NAT, wan: wan, lan: lan,
 		lanNet:  netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 24),
-		hairpin: cfg.Hairpin, lifetime: lifetime,
+		hairpin: cfg.Hairpin, accept: cfg.AcceptInbound, lifetime: lifetime,
 	}
 	s.layers = []*natLayer{home}
 	var cgn *natLayer
@@ -245,6 +256,7 @@ func (s *Site) build(pub []netip.Addr) error {
 			lan:      l.ifName("cgl"),
 			lanNet:   netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, byte(i), 0}), 24),
 			hairpin:  cfg.Hairpin,
+			accept:   cfg.AcceptInbound,
 			lifetime: lifetime,
 		}
 		home.router.IP = netip.AddrFrom4([4]byte{100, 64, byte(i), 2})
@@ -418,12 +430,17 @@ func (n *natLayer) script(replace bool) string {
 
 	// The router itself answers pings and nothing else: datagrams to
 	// unmapped ports (and, without hairpin, from the LAN to the public
-	// address) are dropped silently, not answered with ICMP.
+	// address) are dropped silently, not answered with ICMP. With accept
+	// it takes UDP from the WAN, which confirms its conntrack entry (the
+	// kernel then answers port unreachable, rate-limited).
 	w("\tchain input_filter {")
 	w("\t\ttype filter hook input priority filter; policy drop;")
 	w("\t\tct state established,related accept")
 	w("\t\tiifname \"lo\" accept")
 	w("\t\tmeta l4proto icmp accept")
+	if n.accept {
+		w("\t\tiifname %s meta l4proto udp accept", W)
+	}
 	w("\t}")
 	w("}")
 	return b.String()
