@@ -94,8 +94,8 @@ type natLayer struct {
 	lanNet   netip.Prefix // the addresses it translates
 	hairpin  bool
 	accept   bool // SiteConfig.AcceptInbound
-	lifetime int // seconds: full-cone / address-restricted mapping lifetime
-	epoch    int // bumped by ChangeMappings; selects the SNAT port range
+	lifetime int  // seconds: full-cone / address-restricted mapping lifetime
+	epoch    int  // bumped by ChangeMappings; selects the SNAT port range
 }
 
 var siteNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_-]{0,19}$`)
