@@ -16,6 +16,31 @@ type Socket interface {
 	Close() error
 }
 
+// TTLSocket is a Socket that can send one datagram with a small TTL (hop
+// limit), which primes this side's NAT (see Punch). A Socket without it,
+// or whose WriteToTTL fails, is not primed: its first checks go out at
+// once, at full TTL.
+type TTLSocket interface {
+	Socket
+	WriteToTTL(b []byte, to netip.AddrPort, ttl int) error
+}
+
+// primeTTLs are the TTLs of a primer: 2 passes a NAT on the first hop,
+// 3 a carrier NAT behind it as well, and either dies within the next
+// routers, before the peer's NAT. A NAT that accepts datagrams to its own
+// address (Linux masquerade without an input filter, OpenWrt) would
+// otherwise let a check of the peer's that arrives before this side's
+// first datagram left make a conntrack entry that moves this side's
+// mapping toward the peer (the conntrack clash), for as long as retries
+// keep it alive.
+var primeTTLs = [...]int{2, 3}
+
+// PrimeWait is how long the first check to a primed address waits after
+// the primers: long enough for the peer, introduced at the same moment, to
+// have primed its own NAT. Whatever else the owner sends to such an
+// address early (a speculative handshake) waits as long.
+const PrimeWait = 5 * time.Millisecond
+
 // Punch timing and bounds.
 const (
 	punchPace  = 20 * time.Millisecond // one probe per pace, RFC 8445's Ta is 50 ms
@@ -37,6 +62,14 @@ const (
 	sprayMax       = 4096                   // about 8 s; 2048 random ones give 99.97 % against 256 mappings
 	predictWindow  = 1024                   // ports above the peer's public port tried in order
 	sockResend     = 2 * time.Second        // the hard side refreshes its mappings
+	// stallAfter: public addresses of an endpoint-independent peer
+	// unanswered this long after the first check, behind an
+	// endpoint-independent NAT, look like the conntrack clash (OnStall).
+	stallAfter = 250 * time.Millisecond
+	// staleQuiet is how long the pairs a stall suspends stay quiet: past
+	// the 30 s (60 s on OpenWrt) a NAT keeps an unreplied UDP entry, so
+	// the stale entries expire instead of being refreshed.
+	staleQuiet = 65 * time.Second
 )
 
 // PunchConfig configures a Punch.
@@ -55,6 +88,17 @@ type PunchConfig struct {
 	LocalMapping  Mapping
 	PeerMapping   Mapping
 	Candidates    []Candidate // the peer's
+	// Hold primes the candidates but holds their checks until the first
+	// AddCandidates (the introduction): the responder's punch, started
+	// when it consents, a round trip before the asker hears of it, must
+	// not reach the asker's NAT before the asker has primed it.
+	Hold bool
+	// OnStall, if set, is called once, on the punch's goroutine, when both
+	// NATs map endpoint-independently and the peer's public addresses
+	// have gone unanswered for stallAfter: most likely a conntrack clash
+	// moved a mapping. The owner heals it with AddSocket. The pairs that
+	// stalled are left quiet for staleQuiet so the stale entries expire.
+	OnStall func()
 	// OnPath is called with each validated path better than the last, on
 	// the goroutine of the HandleProbe call that validated it, with no lock
 	// of the punch held.
@@ -77,9 +121,11 @@ type Path struct {
 
 // PunchStats counts what a punch has sent.
 type PunchStats struct {
-	Checks  int // connectivity checks sent, spray and birthday sockets included
-	Sprayed int // the easy side's probes to predicted and random ports
-	Sockets int // extra sockets the hard side opened
+	Checks  int  // connectivity checks sent, spray and birthday sockets included
+	Primers int  // low-TTL datagrams sent to prime this side's NAT
+	Stalled bool // OnStall was called
+	Sprayed int  // the easy side's probes to predicted and random ports
+	Sockets int  // extra sockets the hard side opened
 }
 
 // Punch runs the connectivity checks toward one peer: paced, best
@@ -99,14 +145,22 @@ type Punch struct {
 	txs     map[[12]byte]*tx
 	best    *Path
 	extra   []Socket        // birthday sockets
-	kept    map[Socket]bool // birthday sockets Stop leaves open: adopted (a path on them) or Keep
+	fresh   []Socket        // AddSocket's
+	kept    map[Socket]bool // extra and fresh sockets Stop leaves open: adopted (a path on them) or Keep
 	sprayed int
 	// sprayedTo marks the ports sprayed at the peer's public address (a
 	// bitmap, made on the first spray): a probe from one of them came
 	// through a hole the spray opened.
 	sprayedTo *[65536 / 64]uint64
 	checks    int
+	primers   int
 	lastSock  time.Time
+	// firstOut is when the first check to a public address of the peer's
+	// left; stalled: OnStall has been called.
+	firstOut time.Time
+	stalled  bool
+	// firstTimer sends the first checks PrimeWait after a priming.
+	firstTimer *time.Timer
 	// stopped: Stop has begun. No tick runs after it, and no birthday
 	// socket that is not kept is adopted after it: Stop closes those.
 	stopped bool
@@ -119,6 +173,9 @@ type remote struct {
 	next     time.Time
 	tries    int  // checks sent to it
 	spray    bool // a guessed port of the birthday approach
+	// waiting: primed, its first check not sent yet; held: and that waits
+	// for the next AddCandidates.
+	waiting, held bool
 	// triggered: the last check the peer's probe from there triggered.
 	triggered time.Time
 }
@@ -134,7 +191,7 @@ func StartPunch(cfg PunchConfig) *Punch {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Punch{cfg: cfg, done: make(chan struct{}), start: time.Now(), txs: map[[12]byte]*tx{}, kept: map[Socket]bool{}}
-	p.AddCandidates(cfg.Candidates)
+	p.addCandidates(cfg.Candidates, cfg.Hold, false)
 	p.wg.Add(1)
 	go p.run()
 	return p
@@ -145,15 +202,31 @@ func StartPunch(cfg PunchConfig) *Punch {
 // moment, is checking ours, and a NAT lets its checks in only once ours
 // have gone out. Pacing applies to retries; a first round of at most
 // firstRound small datagrams is no load on any link.
-func (p *Punch) AddCandidates(cs []Candidate) {
+//
+// An address that may sit behind the peer's NAT (not a private, loopback
+// or link-local one) is primed first: primers with primeTTLs open this
+// side's NAT toward it, and its first check follows PrimeWait later. The
+// call also releases the checks that Hold or AddSocket held.
+func (p *Punch) AddCandidates(cs []Candidate) { p.addCandidates(cs, false, true) }
+
+func (p *Punch) addCandidates(cs []Candidate, hold, release bool) {
 	now := time.Now()
 	p.mu.Lock()
 	var out []send
+	if release {
+		p.releaseLocked(now)
+	}
+	round := 0
 	for _, c := range cs {
 		known := len(p.remotes)
 		r := p.addRemoteLocked(c, nil)
-		if r == nil || len(p.remotes) == known || len(out) >= firstRound {
+		if r == nil || len(p.remotes) == known || round >= firstRound {
 			continue // not new, or the first round is full
+		}
+		round++
+		if primers := p.primeLocked(r, hold, now); primers != nil {
+			out = append(out, primers...)
+			continue
 		}
 		r.next = now.Add(p.retryLocked(r, now))
 		out = append(out, p.probeLocked(r, r.cand.Addr, now))
@@ -163,6 +236,167 @@ func (p *Punch) AddCandidates(cs []Candidate) {
 	if !stopped {
 		p.flush(out)
 	}
+}
+
+// MayBeNATed reports whether a remote address may be a peer NAT's (not a
+// private, loopback, link-local or carrier-grade NAT one): only those need
+// priming against.
+func MayBeNATed(a netip.Addr) bool {
+	a = a.Unmap()
+	return !(a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() || cgnat.Contains(a))
+}
+
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// primeLocked primes this side's NAT toward r, if r's address needs it and
+// its socket can send low-TTL datagrams, and schedules r's first check
+// (held: at the next release). It returns nil if r is not primed.
+func (p *Punch) primeLocked(r *remote, hold bool, now time.Time) []send {
+	if !MayBeNATed(r.cand.Addr.Addr()) {
+		return nil
+	}
+	if _, ok := p.sockOf(r).(TTLSocket); !ok {
+		return nil
+	}
+	out := p.primersLocked(r, now)
+	r.waiting, r.held = true, hold
+	r.next = now.Add(time.Hour) // dueLocked leaves waiting remotes alone
+	if !hold {
+		p.scheduleFirstLocked()
+	}
+	return out
+}
+
+// primersLocked builds r's primers: probes, so one that does arrive is
+// answered like any check.
+func (p *Punch) primersLocked(r *remote, now time.Time) []send {
+	out := make([]send, 0, len(primeTTLs))
+	for _, ttl := range primeTTLs {
+		s := p.newProbeLocked(r, r.cand.Addr, now)
+		s.ttl = ttl
+		p.primers++
+		out = append(out, s)
+	}
+	return out
+}
+
+// releaseLocked lets held remotes' first checks go PrimeWait from now.
+func (p *Punch) releaseLocked(now time.Time) {
+	held := false
+	for _, r := range p.remotes {
+		if r.held {
+			r.held, held = false, true
+		}
+	}
+	if held {
+		p.scheduleFirstLocked()
+	}
+}
+
+// scheduleFirstLocked arms the timer that sends the waiting first checks.
+func (p *Punch) scheduleFirstLocked() {
+	if p.stopped {
+		return
+	}
+	if p.firstTimer == nil {
+		p.firstTimer = time.AfterFunc(PrimeWait, p.firstChecks)
+		return
+	}
+	p.firstTimer.Reset(PrimeWait)
+}
+
+// firstChecks sends the first check to each primed remote not held.
+func (p *Punch) firstChecks() {
+	now := time.Now()
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return
+	}
+	var out []send
+	for _, r := range p.remotes {
+		if !r.waiting || r.held {
+			continue
+		}
+		r.waiting = false
+		r.next = now.Add(p.retryLocked(r, now))
+		out = append(out, p.probeLocked(r, r.cand.Addr, now))
+	}
+	p.mu.Unlock()
+	p.flush(out)
+}
+
+// AddSocket checks the peer's public addresses from sock as well, a fresh
+// socket the owner opened (and reads, passing its probes to HandleProbe)
+// to heal a stall: a new local port gets a new NAT mapping, which no stale
+// conntrack entry clashes with. The pairs are primed now and their first
+// checks held until the next AddCandidates (the introduction that tells
+// the peer of the new mapping). The punch owns sock as it owns its
+// birthday sockets: Stop closes it unless a path uses it. It reports false,
+// leaving sock to the caller, if the punch has stopped or knows no public
+// address of the peer's.
+func (p *Punch) AddSocket(sock Socket) bool {
+	now := time.Now()
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return false
+	}
+	var out []send
+	for _, c := range p.publicLocked() {
+		r := p.addRemoteLockedAlways(c, sock)
+		r.next = now.Add(time.Hour)
+		if primers := p.primeLocked(r, true, now); primers != nil {
+			out = append(out, primers...)
+		} else {
+			r.waiting, r.held = true, true // no TTL: its checks still wait for the peer
+		}
+	}
+	if len(out) == 0 && !p.anyHeldLocked(sock) {
+		p.mu.Unlock()
+		return false
+	}
+	p.fresh = append(p.fresh, sock)
+	p.mu.Unlock()
+	p.flush(out)
+	return true
+}
+
+func (p *Punch) anyHeldLocked(sock Socket) bool {
+	for _, r := range p.remotes {
+		if r.sock == sock && r.held {
+			return true
+		}
+	}
+	return false
+}
+
+// publicLocked lists the peer's candidates (not the spray's guesses) that
+// may be behind its NAT, checked from the main socket.
+func (p *Punch) publicLocked() []Candidate {
+	var out []Candidate
+	for _, r := range p.remotes {
+		if r.sock == nil && !r.spray && MayBeNATed(r.cand.Addr.Addr()) {
+			out = append(out, r.cand)
+		}
+	}
+	return out
+}
+
+// stallLocked reports, once, the stall OnStall describes, and quiets the
+// pairs that stalled.
+func (p *Punch) stallLocked(now time.Time) bool {
+	if p.stalled || p.cfg.OnStall == nil || p.best != nil || p.firstOut.IsZero() || now.Sub(p.firstOut) < stallAfter ||
+		p.cfg.LocalMapping != MappingEndpointIndependent || p.cfg.PeerMapping != MappingEndpointIndependent {
+		return false
+	}
+	p.stalled = true
+	for _, r := range p.remotes {
+		if r.sock == nil && !r.spray && MayBeNATed(r.cand.Addr.Addr()) {
+			r.next = now.Add(staleQuiet)
+		}
+	}
+	return true
 }
 
 // FromBirthday reports whether a path to addr over sock is one the
@@ -252,7 +486,7 @@ func (p *Punch) KindOf(addr netip.AddrPort) Kind {
 func (p *Punch) Stats() PunchStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return PunchStats{Checks: p.checks, Sprayed: p.sprayed, Sockets: len(p.extra)}
+	return PunchStats{Checks: p.checks, Primers: p.primers, Stalled: p.stalled, Sprayed: p.sprayed, Sockets: len(p.extra)}
 }
 
 // Keep marks a birthday socket as adopted by the owner: Stop leaves it
@@ -274,17 +508,20 @@ func (p *Punch) Stop() {
 		return
 	}
 	p.stopped = true
+	if p.firstTimer != nil {
+		p.firstTimer.Stop() // a run already started sees stopped
+	}
 	p.mu.Unlock()
 	close(p.done)
 	p.wg.Wait() // no tick opens sockets from here on
 	p.mu.Lock()
 	var closing []Socket
-	for _, s := range p.extra {
+	for _, s := range append(p.extra, p.fresh...) {
 		if !p.kept[s] {
 			closing = append(closing, s)
 		}
 	}
-	p.extra = nil
+	p.extra, p.fresh = nil, nil
 	p.mu.Unlock()
 	for _, s := range closing {
 		s.Close()
@@ -309,6 +546,7 @@ type send struct {
 	sock Socket
 	to   netip.AddrPort
 	b    []byte
+	ttl  int // a primer's; 0: the socket's own
 }
 
 // tick sends this pace's probes.
@@ -324,8 +562,13 @@ func (p *Punch) tick(now time.Time) {
 	}
 	out = append(out, p.birthdayLocked(now)...)
 	p.pruneLocked(now)
+	stalled := p.stallLocked(now)
 	p.mu.Unlock()
 	p.flush(out)
+	if stalled {
+		p.cfg.Logger.Debug("nat: public candidates unanswered; healing from a fresh port")
+		p.cfg.OnStall()
+	}
 }
 
 func (p *Punch) flush(out []send) {
@@ -333,6 +576,12 @@ func (p *Punch) flush(out []send) {
 		sock := s.sock
 		if sock == nil {
 			sock = p.cfg.Main
+		}
+		if s.ttl != 0 {
+			if ts, ok := sock.(TTLSocket); ok {
+				ts.WriteToTTL(s.b, s.to, s.ttl)
+			}
+			continue
 		}
 		sock.WriteTo(s.b, s.to)
 	}
@@ -369,11 +618,19 @@ func (p *Punch) retryLocked(r *remote, now time.Time) time.Duration {
 	return retryFast
 }
 
+// probeLocked builds a check to r, at to.
 func (p *Punch) probeLocked(r *remote, to netip.AddrPort, now time.Time) send {
+	p.checks++
+	if p.firstOut.IsZero() && r.sock == nil && !r.spray && r.cand.Kind == KindServerRefl {
+		p.firstOut = now
+	}
+	return p.newProbeLocked(r, to, now)
+}
+
+func (p *Punch) newProbeLocked(r *remote, to netip.AddrPort, now time.Time) send {
 	var id [12]byte
 	rand.Read(id[:])
 	p.txs[id] = &tx{r: r, sentAt: now}
-	p.checks++
 	pr := Probe{Sender: p.cfg.Local, TxID: id}
 	return send{sock: r.sock, to: to, b: pr.Append(nil, &p.cfg.Key)}
 }
@@ -434,9 +691,16 @@ func (p *Punch) hardSideLocked(target netip.AddrPort, now time.Time) []send {
 		return nil
 	}
 	p.lastSock = now
-	out := make([]send, 0, len(p.extra))
+	// Primers where the sockets take them: the mappings are what the
+	// easy side's spray needs, and a probe that reached its NAT first
+	// would make the conntrack entry that moves its mapping toward us.
+	out := make([]send, 0, len(p.extra)*len(primeTTLs))
 	for _, s := range p.extra {
 		r := p.addRemoteLockedAlways(Candidate{Addr: target, Kind: KindServerRefl}, s)
+		if _, ok := s.(TTLSocket); ok {
+			out = append(out, p.primersLocked(r, now)...)
+			continue
+		}
 		out = append(out, p.probeLocked(r, target, now))
 	}
 	return out

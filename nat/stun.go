@@ -65,6 +65,12 @@ var ErrNoAnswer = errors.New("nat: no STUN answer")
 // Query sends a Binding request to server, retransmitting, and waits for
 // the answer or ctx.
 func (s *STUN) Query(ctx context.Context, server netip.AddrPort, change Change) (STUNResult, error) {
+	return s.QueryVia(ctx, s.send, server, change)
+}
+
+// QueryVia is Query sent with send instead: from another socket, whose
+// reader also passes its STUN datagrams to Handle.
+func (s *STUN) QueryVia(ctx context.Context, send func(b []byte, to netip.AddrPort) error, server netip.AddrPort, change Change) (STUNResult, error) {
 	req, id, err := bindingRequest(change)
 	if err != nil {
 		return STUNResult{}, err
@@ -80,7 +86,7 @@ func (s *STUN) Query(ctx context.Context, server netip.AddrPort, change Change) 
 	}()
 	rto := stunRTO
 	for range stunTries {
-		if err := s.send(req, server); err != nil {
+		if err := send(req, server); err != nil {
 			return STUNResult{}, err
 		}
 		t := time.NewTimer(rto)

@@ -404,44 +404,78 @@ func (r matrixRow) connected() int {
 	return n
 }
 
-// Run counts: the birthday approach gets enough runs to measure a 95 %
-// rate; everything else is deterministic and repeated a few times.
+// Run counts: direct and birthday rows run matrixRunsLong times with
+// GAMEWIRE_LONG or when the table is written (docs/NAT-MATRIX.md), a few
+// times otherwise; the other rows are deterministic.
 const (
-	matrixRuns   = 3
-	birthdayRuns = 20
+	matrixRuns     = 3
+	matrixRunsLong = 20
 )
 
+func directRuns() int {
+	if os.Getenv("GAMEWIRE_LONG") != "" || os.Getenv(matrixEnv) != "" {
+		return matrixRunsLong
+	}
+	return matrixRuns
+}
+
 // TestLabNATMatrix connects two nodes through the rendezvous server for
-// every pair of site kinds (each on its own NAT), on one NAT with and
-// without hairpinning, and across a lossy pair, exchanging reliable and
-// unreliable data. It prints the table; with GAMEWIRE_NAT_MATRIX=<file> it
-// also writes it there as Markdown (go generate ./p2p regenerates
-// docs/NAT-MATRIX.md).
+// every pair of site kinds (each on its own NAT), with NATs that filter
+// inbound datagrams to their own address and with NATs that accept them
+// (the conntrack clash), on one NAT with and without hairpinning, and
+// across a lossy pair, exchanging reliable and unreliable data. Where a
+// direct path is expected the relay is forbidden. It prints the table;
+// with GAMEWIRE_NAT_MATRIX=<file> it also writes it there as Markdown (go
+// generate ./p2p regenerates docs/NAT-MATRIX.md).
 func TestLabNATMatrix(t *testing.T) {
 	netlab.Require(t)
 	leakcheck.Check(t)
 	e := newLabEnvWith(t, "matrix", 0, true)
 	sites := map[string]*netlab.Site{}
-	for _, k := range labKinds {
-		for _, side := range []string{"a", "b"} {
-			s, err := e.lab.AddSite(k.name[:min(len(k.name), 12)]+"-"+side, k.cfg)
-			if err != nil {
-				t.Fatal(err)
+	for _, accept := range []bool{false, true} {
+		for _, k := range labKinds {
+			if accept && k.cfg.NAT == netlab.NATNone {
+				continue
 			}
-			sites[k.name+"-"+side] = s
+			for _, side := range []string{"a", "b"} {
+				cfg := k.cfg
+				cfg.AcceptInbound = accept
+				name := k.name[:min(len(k.name), 12)] + "-" + side + map[bool]string{true: "x"}[accept]
+				s, err := e.lab.AddSite(name, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sites[fmt.Sprint(k.name, side, accept)] = s
+			}
 		}
 	}
+	host := func(k labKind, side string, accept bool) *netlab.Host {
+		if k.cfg.NAT == netlab.NATNone {
+			accept = false
+		}
+		return sites[fmt.Sprint(k.name, side, accept)].Hosts[0]
+	}
 	var rows []matrixRow
-	for i, ka := range labKinds {
-		for _, kb := range labKinds[i:] {
-			want := expect(ka, kb)
-			t.Run(ka.name+"/"+kb.name, func(t *testing.T) {
-				rows = append(rows, runMatrixPair(t, e, sites[ka.name+"-a"].Hosts[0], sites[kb.name+"-b"].Hosts[0], want, ka.name+" ↔ "+kb.name, false, false))
-			})
-			if want == expectRelay {
-				t.Run(ka.name+"/"+kb.name+"/relay-forbidden", func(t *testing.T) {
-					rows = append(rows, runMatrixPair(t, e, sites[ka.name+"-a"].Hosts[0], sites[kb.name+"-b"].Hosts[0], expectFail, ka.name+" ↔ "+kb.name+", relay forbidden", false, false))
+	for _, accept := range []bool{false, true} {
+		for i, ka := range labKinds {
+			for _, kb := range labKinds[i:] {
+				if accept && ka.cfg.NAT == netlab.NATNone && kb.cfg.NAT == netlab.NATNone {
+					continue
+				}
+				want := expect(ka, kb)
+				label, sub := ka.name+" ↔ "+kb.name, ka.name+"/"+kb.name
+				if accept {
+					label, sub = label+", accepting inbound", sub+"/accept"
+				}
+				ha, hb := host(ka, "a", accept), host(kb, "b", accept)
+				t.Run(sub, func(t *testing.T) {
+					rows = append(rows, runMatrixPair(t, e, ha, hb, want, label, false, false))
 				})
+				if want == expectRelay {
+					t.Run(sub+"/relay-forbidden", func(t *testing.T) {
+						rows = append(rows, runMatrixPair(t, e, ha, hb, expectFail, label+", relay forbidden", false, false))
+					})
+				}
 			}
 		}
 	}
@@ -565,12 +599,16 @@ func runMatrixPair(t *testing.T, e *labEnv, ha, hb *netlab.Host, want expectatio
 	t.Helper()
 	runs, cfg := matrixRuns, Config{ConnectTimeout: 10 * time.Second}
 	switch want {
-	case expectBirthday:
-		runs = birthdayRuns
+	case expectDirect, expectBirthday:
+		// Direct is expected: the relay would hide a failure.
+		runs, cfg.DisableRelay = directRuns(), true
 	case expectFail:
 		cfg.ConnectTimeout, cfg.DisableRelay = 4*time.Second, true
 	}
 	row := matrixRow{pair: label, expected: [...]string{"direct", "direct (birthday)", "relay", "fails: Timeout", "direct TCP"}[want]}
+	if cfg.DisableRelay && want != expectFail {
+		row.expected += ", relay forbidden"
+	}
 	wantDirect := want == expectDirect || want == expectBirthday || want == expectTCP
 	for range runs {
 		row.runs = append(row.runs, e.runPair(t, ha, hb, cfg, hide, lossy, wantDirect))

@@ -60,6 +60,16 @@ func (s *udpSocket) WriteTo(b []byte, to netip.AddrPort) error {
 	return err
 }
 
+// WriteToTTL sends one datagram with a small TTL, to prime the NAT
+// (nat.TTLSocket).
+func (s *udpSocket) WriteToTTL(b []byte, to netip.AddrPort, ttl int) error {
+	err := udpbatch.WriteToTTL(s.pc, b, to, ttl)
+	if err != nil && !errors.Is(err, udpbatch.ErrTTLUnsupported) {
+		s.node.stats.writeErrors.Add(1)
+	}
+	return err
+}
+
 // WriteBatch sends datagrams in one system call where the platform can.
 func (s *udpSocket) WriteBatch(msgs []udpbatch.Message) error {
 	_, err := s.conn.WriteBatch(msgs)

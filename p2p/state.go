@@ -77,6 +77,10 @@ type Traversal struct {
 	Checks    int           // checks this node had sent toward the peer by then
 	Sockets   int           // extra sockets this node opened for the birthday approach
 	After     time.Duration // from the introduction to the validated path
+	// Healed: the checks to the peer's public address went unanswered
+	// (a NAT moved a mapping: the conntrack clash) and this node punched
+	// again from a fresh port (Stalled), or the path came from such a port.
+	Healed bool
 }
 
 // GetP2PSessionState reports the session with a peer; false when there is

@@ -22,6 +22,7 @@ type NodeStats struct {
 	EventsDropped     uint64 // events dropped: queue full
 	WriteErrors       uint64 // socket writes that failed
 	Repunches         uint64 // sessions whose path broke and that punched again through the server
+	Heals             uint64 // punches that stalled (the conntrack clash) and punched again from a fresh port
 	RelayAllocations  uint64 // TURN allocations made
 	RelayFailures     uint64 // TURN allocations that failed
 	RelayDropped      uint64 // datagrams for the relay dropped: its send queue was full
@@ -49,7 +50,7 @@ type nodeCounters struct {
 	packetsIn, dropped, unknownIndex, authFailed, replayed     atomic.Uint64
 	badMAC, cookiesSent, rateLimited, handshakeDropped         atomic.Uint64
 	handshakeFailed, replayedInit, heldDropped, writeErrors    atomic.Uint64
-	handshakes, repunches                                      atomic.Uint64
+	handshakes, repunches, heals                               atomic.Uint64
 	relayAllocations, relayFailures, relayDropped, pathChanges atomic.Uint64
 	tcpLinks, tcpRefused, tcpDropped                           atomic.Uint64
 	pendingRefused, pendingEvicted, sessionsPerIPRefused       atomic.Uint64
@@ -79,6 +80,7 @@ func (n *Node) Stats() NodeStats {
 		EventsDropped:     n.events.dropped.Load(),
 		WriteErrors:       c.writeErrors.Load(),
 		Repunches:         c.repunches.Load(),
+		Heals:             c.heals.Load(),
 		RelayAllocations:  c.relayAllocations.Load(),
 		RelayFailures:     c.relayFailures.Load(),
 		RelayDropped:      c.relayDropped.Load(),

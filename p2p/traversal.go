@@ -68,6 +68,7 @@ type traversal struct {
 	behaviour nat.Behaviour
 	ready     bool // the mapping test is done: registration may start
 	keys      map[PeerID]nat.ProbeKey
+	fresh     []freshPort // heal.go
 }
 
 // parseRendezvous splits "[peerid@]host:port".
@@ -136,7 +137,7 @@ func (t *traversal) rvConfig() rendezvous.ClientConfig {
 		ServerKey:    t.serverKey,
 		Private:      n.id.private,
 		Public:       rendezvous.Key(n.id.public),
-		Candidates:   t.hostCandidates,
+		Candidates:   t.candidates,
 		Mapping:      t.mapping,
 		OnPeer:       t.onPeer,
 		OnAsk:        t.onAsk,
@@ -249,6 +250,12 @@ func (t *traversal) mapping() rendezvous.Mapping {
 	return t.behaviour.Mapping
 }
 
+// candidates are the addresses a registration advertises: host ones and
+// the fresh ports of punches healing a stall.
+func (t *traversal) candidates() []netip.AddrPort {
+	return append(t.hostCandidates(), t.freshCandidates()...)
+}
+
 // hostCandidates are the addresses peers on our LAN can use.
 func (t *traversal) hostCandidates() []netip.AddrPort {
 	local := addrOfConn(t.n.main.pc)
@@ -301,6 +308,7 @@ func (t *traversal) retire(now time.Time) {
 		}
 		pp.punch.Stop() // it waits for the punch's goroutine, which never waits for us
 		pp.punch, pp.started, pp.found = nil, time.Time{}, time.Time{}
+		t.forgetFresh(peer)
 		if t.n.lookupSession(peer) == nil {
 			t.drop(peer)
 		} else {
@@ -332,7 +340,7 @@ func (t *traversal) established(peer PeerID, remote netip.AddrPort, sock path.So
 func (t *traversal) recordOf(p *nat.Punch, started time.Time, remote netip.AddrPort, sock path.Socket) Traversal {
 	st := p.Stats()
 	return Traversal{Punched: true, Candidate: p.KindOf(remote), Checks: st.Checks,
-		Sockets: st.Sockets, Birthday: p.FromBirthday(remote, t.natSocket(sock)), After: time.Since(started)}
+		Sockets: st.Sockets, Birthday: p.FromBirthday(remote, t.natSocket(sock)), After: time.Since(started), Healed: st.Stalled}
 }
 
 // natSocket is sock as the punch knows it: nil for the main socket.
@@ -561,7 +569,7 @@ func (t *traversal) onPeer(p *rendezvous.Peer) {
 		pp.observed = p.Observed
 		t.relay.onPeer(pp, p, time.Now())
 		t.direct.onPeer(peer, pp, p, udpBlocked)
-		t.startPunch(peer, pp, cands, p.Mapping)
+		t.startPunch(peer, pp, cands, p.Mapping, false)
 	})
 }
 
@@ -581,13 +589,14 @@ func (t *traversal) prePunch(peer PeerID, from netip.AddrPort, m rendezvous.Mapp
 		if !pp.observed.IsValid() {
 			pp.observed = from
 		}
-		t.startPunch(peer, pp, []nat.Candidate{{Addr: from, Kind: nat.KindServerRefl}}, m)
+		t.startPunch(peer, pp, []nat.Candidate{{Addr: from, Kind: nat.KindServerRefl}}, m, true)
 	})
 }
 
 // startPunch starts the punch toward peer, or feeds the one running
-// (owner goroutine).
-func (t *traversal) startPunch(peer PeerID, pp *peerPaths, cands []nat.Candidate, mapping rendezvous.Mapping) {
+// (owner goroutine). hold: only prime the NAT toward cands, until the
+// introduction (nat.PunchConfig.Hold).
+func (t *traversal) startPunch(peer PeerID, pp *peerPaths, cands []nat.Candidate, mapping rendezvous.Mapping, hold bool) {
 	if pp.punch != nil {
 		pp.punch.AddCandidates(cands)
 		pp.punch.SetPeerMapping(mapping)
@@ -610,7 +619,9 @@ func (t *traversal) startPunch(peer PeerID, pp *peerPaths, cands []nat.Candidate
 		LocalMapping:  t.mapping(),
 		PeerMapping:   mapping,
 		Candidates:    cands,
+		Hold:          hold,
 		OnPath:        func(path nat.Path) { t.onPath(peer, punch, path) },
+		OnStall:       func() { t.heal(peer, punch) },
 		Logger:        t.n.log,
 	})
 	pp.punch, pp.started, pp.found = punch, time.Now(), time.Time{}
@@ -631,11 +642,27 @@ func (t *traversal) startPunch(peer PeerID, pp *peerPaths, cands []nat.Candidate
 // candidates at once, beside the first probes, instead of after a probe
 // round trip: once the peer's own probes have opened its NAT the initiation
 // gets through (the peer answers each identical copy from its cache), and if
-// it does not, the first validated path sends it again.
+// it does not, the first validated path sends it again. Toward addresses
+// behind the peer's NAT it waits as the first checks do (nat.PrimeWait):
+// arriving before the peer has primed its NAT, it would make the
+// conntrack entry that moves the peer's mapping.
 func (t *traversal) speculate(peer PeerID, cands []nat.Candidate) {
-	if s := t.n.lookupSession(peer); s != nil && len(cands) > 0 {
-		s.speculate(nat.Sort(cands, t.prefixes())) // the best first: the session starts out on it
+	s := t.n.lookupSession(peer)
+	if s == nil || len(cands) == 0 {
+		return
 	}
+	cands = nat.Sort(cands, t.prefixes()) // the best first: the session starts out on it
+	for _, c := range cands {
+		if nat.MayBeNATed(c.Addr.Addr()) {
+			time.AfterFunc(nat.PrimeWait, func() {
+				if t.ctx.Err() == nil {
+					s.speculate(cands)
+				}
+			})
+			return
+		}
+	}
+	s.speculate(cands)
 }
 
 func (t *traversal) openSocket() (nat.Socket, error) {
@@ -666,7 +693,7 @@ func (t *traversal) onPath(peer PeerID, punch *nat.Punch, p nat.Path) {
 		}
 		st := punch.Stats()
 		pp.route = Traversal{Punched: true, Candidate: p.Kind, Birthday: p.Birthday,
-			Checks: st.Checks, Sockets: st.Sockets, After: pp.found.Sub(pp.started)}
+			Checks: st.Checks, Sockets: st.Sockets, After: pp.found.Sub(pp.started), Healed: st.Stalled}
 		t.publish(peer, pp)
 	}, nil)
 	t.n.log.Debug("p2p: path", "peer", peer, "remote", p.Remote, "kind", p.Kind, "rtt", p.RTT, "extra socket", sock != path.Socket(t.n.main))

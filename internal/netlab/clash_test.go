@@ -2,6 +2,7 @@ package netlab
 
 import (
 	"net"
+	"os"
 	"net/netip"
 	"testing"
 	"time"
@@ -131,6 +132,40 @@ func TestAcceptInboundClash(t *testing.T) {
 		}
 		if from, ok := reachesFrom(t, ca, mb, cb); !ok || from != ma {
 			t.Errorf("%s: after A primed, A's datagram reached B: %v from %v, want true from %v", tc.name, ok, from, ma)
+		}
+	}
+}
+
+// TestStaleEntry: an entry StaleEntry made clashes like one a datagram
+// made, on a NAT that filters inbound datagrams too.
+func TestStaleEntry(t *testing.T) {
+	t.Parallel()
+	leakcheck.Check(t)
+	if _, err := tool("conntrack"); err != nil {
+		Require(t) // skips, or fails under GAMEWIRE_REQUIRE_LAB, before a missing tool matters
+		if os.Getenv("GAMEWIRE_REQUIRE_LAB") != "" {
+			t.Fatal("the conntrack tool is missing (Debian package conntrack)")
+		}
+		t.Skip("the conntrack tool is missing (Debian package conntrack)")
+	}
+	l := newLab(t, "stale")
+	srv := openServer(t, l)
+	a := addSite(t, l, "a", SiteConfig{NAT: NATPortRestricted})
+	b := addSite(t, l, "b", SiteConfig{NAT: NATPortRestricted})
+	for _, stale := range []bool{false, true} {
+		ca, cb := udp(t, a.Hosts[0], ":0"), udp(t, b.Hosts[0], ":0")
+		ma, mb := mapped(t, ca, srv.A1, srv.a1), mapped(t, cb, srv.A1, srv.a1)
+		if stale {
+			if err := a.StaleEntry(mb, ma); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := cb.WriteToUDPAddrPort([]byte("early"), ma); err != nil { // opens B's NAT toward A
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if _, ok := reachesFrom(t, ca, mb, cb); ok == stale {
+			t.Errorf("stale entry %v: A's datagram reached B: %v", stale, ok)
 		}
 	}
 }

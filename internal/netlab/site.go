@@ -573,3 +573,32 @@ func (s *Site) reloadBridge(undo func()) error {
 	}
 	return nil
 }
+
+// StaleEntry makes the site's outermost NAT record a datagram from `from`
+// to `to` (an address of the NAT's) as though one had arrived and been
+// accepted: the UNREPLIED conntrack entry of the conntrack clash, which a
+// LAN host's datagram to `from` then clashes with (it leaves from another
+// port). It needs the conntrack tool (Debian's conntrack); the entry
+// lives 60 s unless datagrams from `from` refresh it. A NATNone site has
+// no NAT.
+func (s *Site) StaleEntry(from, to netip.AddrPort) error {
+	if len(s.layers) == 0 {
+		return errors.New("netlab: StaleEntry: the site has no NAT")
+	}
+	ct, err := tool("conntrack")
+	if err != nil {
+		return err
+	}
+	ip, err := tool("ip")
+	if err != nil {
+		return err
+	}
+	n := s.layers[len(s.layers)-1]
+	f, t := from.Addr().String(), to.Addr().String()
+	fp, tp := strconv.Itoa(int(from.Port())), strconv.Itoa(int(to.Port()))
+	return s.locked(func() error {
+		return s.lab.run("", ip, "netns", "exec", n.router.Namespace, ct, "-I", "-p", "udp",
+			"-s", f, "-d", t, "--sport", fp, "--dport", tp,
+			"-r", t, "-q", f, "--reply-port-src", tp, "--reply-port-dst", fp, "-t", "60")
+	})
+}

@@ -15,4 +15,8 @@ var (
 	// ErrInvalidAddr reports a destination that is the zero
 	// netip.AddrPort, or whose zone names no interface.
 	ErrInvalidAddr = errors.New("udpbatch: invalid destination address")
+
+	// ErrTTLUnsupported: WriteToTTL cannot set one datagram's TTL on this
+	// platform or socket.
+	ErrTTLUnsupported = errors.New("udpbatch: per-datagram TTL not supported")
 )

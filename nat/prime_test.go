@@ -1,0 +1,218 @@
+package nat
+
+import (
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// ttlSock records each datagram with its TTL (0: the socket's own).
+type ttlSock struct {
+	mu   sync.Mutex
+	sent []sentDatagram
+}
+
+type sentDatagram struct {
+	to  netip.AddrPort
+	ttl int
+	at  time.Time
+}
+
+func (s *ttlSock) WriteTo(b []byte, to netip.AddrPort) error { return s.WriteToTTL(b, to, 0) }
+func (s *ttlSock) WriteToTTL(b []byte, to netip.AddrPort, ttl int) error {
+	s.mu.Lock()
+	s.sent = append(s.sent, sentDatagram{to, ttl, time.Now()})
+	s.mu.Unlock()
+	return nil
+}
+func (s *ttlSock) Close() error { return nil }
+
+func (s *ttlSock) all() []sentDatagram {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.sent)
+}
+
+// to lists what went to addr: the TTLs, 0 for a full-TTL check.
+func (s *ttlSock) to(addr netip.AddrPort) []int {
+	var out []int
+	for _, d := range s.all() {
+		if d.to == addr {
+			out = append(out, d.ttl)
+		}
+	}
+	return out
+}
+
+var (
+	publicCand = Candidate{Addr: netip.MustParseAddrPort("198.51.100.7:5000"), Kind: KindServerRefl}
+	lanCand    = Candidate{Addr: netip.MustParseAddrPort("192.168.1.5:4000"), Kind: KindHost}
+)
+
+func primePunch(sock Socket, hold bool, cands ...Candidate) *Punch {
+	self, peer := key32(), key32()
+	return StartPunch(PunchConfig{Local: self, Peer: peer, Key: NewProbeKey([]byte("dh"), self, peer), Main: sock,
+		Candidates: cands, Hold: hold, LocalMapping: MappingEndpointIndependent, PeerMapping: MappingEndpointIndependent})
+}
+
+// TestPunchPrimes: a public address gets primers (TTL 2 and 3) at once
+// and its first full check PrimeWait later; a LAN address is checked at
+// once. A socket without WriteToTTL is checked at once.
+func TestPunchPrimes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sock := &ttlSock{}
+		p := primePunch(sock, false, lanCand, publicCand)
+		defer p.Stop()
+		if got := sock.to(lanCand.Addr); !slices.Equal(got, []int{0}) {
+			t.Errorf("LAN candidate at start: %v, want one full check", got)
+		}
+		if got := sock.to(publicCand.Addr); !slices.Equal(got, primeTTLs[:]) {
+			t.Errorf("public candidate at start: TTLs %v, want the primers %v only", got, primeTTLs)
+		}
+		time.Sleep(PrimeWait - time.Microsecond)
+		if got := sock.to(publicCand.Addr); len(got) != len(primeTTLs) {
+			t.Errorf("before PrimeWait: %v", got)
+		}
+		time.Sleep(time.Microsecond)
+		synctest.Wait()
+		if got := sock.to(publicCand.Addr); !slices.Equal(got, append(primeTTLs[:], 0)) {
+			t.Errorf("after PrimeWait: %v, want the primers, then a full check", got)
+		}
+		if st := p.Stats(); st.Primers != len(primeTTLs) || st.Checks != 2 {
+			t.Errorf("stats %+v, want %d primers and 2 checks", st, len(primeTTLs))
+		}
+
+		plain := &recordSock{}
+		q := primePunch(plain, false, publicCand)
+		defer q.Stop()
+		if got := plain.sent(); !slices.Equal(got, []netip.AddrPort{publicCand.Addr}) {
+			t.Errorf("socket without TTL: %v, want a check at once", got)
+		}
+	})
+}
+
+// TestPunchHold: held candidates are primed only, until AddCandidates.
+func TestPunchHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sock := &ttlSock{}
+		p := primePunch(sock, true, publicCand)
+		defer p.Stop()
+		time.Sleep(time.Second)
+		if got := sock.to(publicCand.Addr); !slices.Equal(got, primeTTLs[:]) {
+			t.Fatalf("held for 1 s: %v, want the primers only", got)
+		}
+		p.AddCandidates([]Candidate{publicCand, lanCand})
+		time.Sleep(PrimeWait)
+		synctest.Wait()
+		if got := sock.to(publicCand.Addr); !slices.Equal(got, append(primeTTLs[:], 0)) {
+			t.Errorf("released: %v, want one full check after the primers", got)
+		}
+	})
+}
+
+// TestPunchStall: with both NATs endpoint-independent and the peer's
+// public address unanswered for stallAfter, OnStall runs once and the
+// stalled pair goes quiet; AddSocket primes the peer's public address
+// from the fresh socket and holds its checks until the next
+// introduction.
+func TestPunchStall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sock, fresh := &ttlSock{}, &ttlSock{}
+		var stalls atomic.Int32
+		self, peer := key32(), key32()
+		p := StartPunch(PunchConfig{Local: self, Peer: peer, Key: NewProbeKey([]byte("dh"), self, peer), Main: sock,
+			Candidates: []Candidate{publicCand}, LocalMapping: MappingEndpointIndependent, PeerMapping: MappingEndpointIndependent,
+			OnStall: func() { stalls.Add(1) }})
+		defer p.Stop()
+		time.Sleep(stallAfter)
+		if stalls.Load() != 0 {
+			t.Fatal("stalled before stallAfter")
+		}
+		time.Sleep(2 * punchPace)
+		if stalls.Load() != 1 || !p.Stats().Stalled {
+			t.Fatalf("after stallAfter: %d stalls, Stalled %v; want 1, true", stalls.Load(), p.Stats().Stalled)
+		}
+		before := len(sock.to(publicCand.Addr))
+		time.Sleep(10 * time.Second)
+		if got := len(sock.to(publicCand.Addr)); got != before {
+			t.Errorf("the stalled pair got %d more checks in 10 s, want none (its stale entries must expire)", got-before)
+		}
+		if stalls.Load() != 1 {
+			t.Errorf("%d stalls, want 1", stalls.Load())
+		}
+
+		if !p.AddSocket(fresh) {
+			t.Fatal("AddSocket refused")
+		}
+		if got := fresh.to(publicCand.Addr); !slices.Equal(got, primeTTLs[:]) {
+			t.Errorf("fresh socket: %v, want the primers", got)
+		}
+		time.Sleep(time.Second)
+		if got := fresh.to(publicCand.Addr); len(got) != len(primeTTLs) {
+			t.Errorf("fresh socket before the introduction: %v, want the primers only", got)
+		}
+		p.AddCandidates([]Candidate{publicCand, {Addr: netip.MustParseAddrPort("198.51.100.7:7000"), Kind: KindHost}})
+		time.Sleep(PrimeWait)
+		synctest.Wait()
+		if got := fresh.to(publicCand.Addr); !slices.Equal(got, append(primeTTLs[:], 0)) {
+			t.Errorf("fresh socket after the introduction: %v, want a full check", got)
+		}
+		if len(sock.to(publicCand.Addr)) != before {
+			t.Error("the introduction revived the stalled pair")
+		}
+	})
+}
+
+// TestPunchNoStall: no OnStall when a NAT maps per destination (the
+// birthday approach's case) or once a path is found.
+func TestPunchNoStall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var stalls atomic.Int32
+		self, peer := key32(), key32()
+		p := StartPunch(PunchConfig{Local: self, Peer: peer, Key: NewProbeKey([]byte("dh"), self, peer), Main: &ttlSock{},
+			Candidates: []Candidate{publicCand}, LocalMapping: MappingEndpointIndependent, PeerMapping: MappingEndpointDependent,
+			OnStall: func() { stalls.Add(1) }})
+		time.Sleep(2 * time.Second)
+		p.Stop()
+		if stalls.Load() != 0 {
+			t.Errorf("%d stalls against an endpoint-dependent peer", stalls.Load())
+		}
+	})
+}
+
+// TestBirthdayHardSidePrimes: the hard side's sockets open their mappings
+// with primers: a full probe reaching the easy side's NAT first would
+// move its mapping.
+func TestBirthdayHardSidePrimes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var socks []*ttlSock
+		self, peer := key32(), key32()
+		p := StartPunch(PunchConfig{Local: self, Peer: peer, Key: NewProbeKey([]byte("dh"), self, peer), Main: &ttlSock{},
+			Candidates: []Candidate{publicCand}, LocalMapping: MappingEndpointDependent, PeerMapping: MappingEndpointIndependent,
+			OpenSocket: func() (Socket, error) {
+				s := &ttlSock{}
+				mu.Lock()
+				socks = append(socks, s)
+				mu.Unlock()
+				return s, nil
+			}})
+		time.Sleep(birthdayDelay + sockResend + time.Second)
+		p.Stop()
+		mu.Lock()
+		defer mu.Unlock()
+		if len(socks) != birthdaySocks {
+			t.Fatalf("%d sockets, want %d", len(socks), birthdaySocks)
+		}
+		for _, s := range socks {
+			got := s.to(publicCand.Addr)
+			if len(got) != 2*len(primeTTLs) || slices.Contains(got, 0) {
+				t.Fatalf("a birthday socket sent %v, want primers only, two rounds", got)
+			}
+		}
+	})
+}
