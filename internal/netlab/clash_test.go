@@ -2,8 +2,8 @@ package netlab
 
 import (
 	"net"
-	"os"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
