@@ -56,6 +56,21 @@
 // 2048 99.97 %. Both sides endpoint-dependent
 // cannot be punched this way (about 170000 probes); that pair needs a relay.
 //
+// # Priming and stalls
+//
+// Before the first check to an address that may be a peer NAT's, a punch
+// sends primers: the same probe with TTL 2 and 3 (TTLSocket), which open
+// this side's NAT toward the peer and die before the peer's NAT; the full
+// check follows PrimeWait later. A NAT that accepts inbound datagrams to
+// its own address would otherwise turn a peer's check that arrives first
+// into a conntrack entry that moves this side's mapping (the conntrack
+// clash). Hold primes without checking until the introduction; the
+// birthday approach's hard side opens its mappings with primers. When both
+// NATs map endpoint-independently and the peer's public addresses stay
+// unanswered for 250 ms, OnStall asks the owner to heal from a fresh port
+// (AddSocket), and the stalled pairs go quiet for 65 s so the stale
+// entries expire.
+//
 // # Goroutines and locks
 //
 // Each Punch runs one goroutine of its own (the check schedule, the

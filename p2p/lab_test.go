@@ -750,11 +750,19 @@ pacing. Regenerate as root with
 Site kinds: none (public address), full-cone (EIM, EIF), address-restricted
 (EIM, ADF), port-restricted (EIM, APDF: Linux masquerade), symmetric (APDM:
 masquerade fully-random), double (port-restricted home NAT behind a
-port-restricted carrier NAT). The server also runs the embedded TURN server
-(same port, UDP and TCP) and hands the nodes use-auth-secret credentials.
-Relay is allowed unless a row says "relay forbidden" (both nodes set
-Config.DisableRelay); nodes use the default RelayAfter budget of 1 s, or
-the relay at once when both NATs map per destination.
+port-restricted carrier NAT). Rows "accepting inbound" run the same pairs
+on NATs that accept unsolicited UDP to their own address (OpenWrt fw4, a
+bare MASQUERADE rule: netlab's AcceptInbound), where a peer's check that
+arrives before ours left moves our mapping (the conntrack clash); nodes
+prime their NAT with low-TTL probes first (the public segment counts as 4
+routers), and heal a stall from a fresh port. The server also runs the
+embedded TURN server (same port, UDP and TCP) and hands the nodes
+use-auth-secret credentials. Where a direct path is expected the relay is
+forbidden (both nodes set Config.DisableRelay), so a relayed fallback
+cannot hide a failure; elsewhere nodes use the default RelayAfter budget of
+1 s, or the relay at once when both NATs map per destination. Direct rows
+run 20 times. Every connect includes nat.PrimeWait (5 ms) before the first
+full check toward a public address.
 
 Path: the kind of the peer's address the session settled on (LAN: its host
 address; server-reflexive: its public mapping as the server saw it;
