@@ -15,10 +15,11 @@ import (
 // (traversal.do and traversal.must run code there); other goroutines read
 // the peer's peerView, which the owner publishes after each change.
 type peerPaths struct {
-	punch    *nat.Punch // running toward the peer, or nil
-	started  time.Time  // the punch's start
-	found    time.Time  // its first validated path (zero: none yet)
-	route    Traversal  // the last path found, kept while the peer has a session or a punch
+	punch    *nat.Punch     // running toward the peer, or nil
+	started  time.Time      // the punch's start
+	found    time.Time      // its first validated path (zero: none yet)
+	route    Traversal      // the last path found, kept while the peer has a session or a punch
+	routeTo  netip.AddrPort // route's remote address
 	observed netip.AddrPort
 	relay    *relayPeer // what introductions said of the peer's relay (nil: none yet)
 	tcp      *tcpPeer   // direct TCP toward the peer (nil: not introduced for it)

@@ -317,8 +317,9 @@ func (t *traversal) retire(now time.Time) {
 	}
 }
 
-// established records the path a session came up on, if no check has
-// validated one yet: the speculative handshake can win the race. The
+// established records the path a session came up on, unless that is the
+// path recorded: the speculative handshake can win the race, or come up
+// on another candidate than the first check validated. The
 // caller may hold the session's lock: the record is made on the path
 // owner goroutine.
 func (t *traversal) established(peer PeerID, remote netip.AddrPort, sock path.Socket) {
@@ -327,10 +328,10 @@ func (t *traversal) established(peer PeerID, remote netip.AddrPort, sock path.So
 	}
 	t.do(func() {
 		pp := t.peers[peer]
-		if pp == nil || pp.punch == nil || pp.route.Punched {
+		if pp == nil || pp.punch == nil || (pp.route.Punched && pp.routeTo == remote) {
 			return
 		}
-		pp.route = t.recordOf(pp.punch, pp.started, remote, sock)
+		pp.route, pp.routeTo = t.recordOf(pp.punch, pp.started, remote, sock), remote
 		t.publish(peer, pp)
 	})
 }
@@ -358,9 +359,9 @@ func (t *traversal) natSocket(sock path.Socket) nat.Socket {
 
 // followed records the direct path a session moved to because the peer's
 // packets came from it (the peer's checks found it first, say while the
-// session was relayed) while our punch toward it runs, unless one of our
-// checks recorded a path already: GetP2PSessionState's Traversal then
-// still describes the path in use.
+// session was relayed) while our punch toward it runs, unless that path is
+// the one recorded: GetP2PSessionState's Traversal then describes the path
+// in use.
 //
 // It runs on the path owner goroutine (the path reporter).
 func (t *traversal) followed(peer PeerID, remote netip.AddrPort, sock path.Socket) {
@@ -368,10 +369,11 @@ func (t *traversal) followed(peer PeerID, remote netip.AddrPort, sock path.Socke
 		return
 	}
 	pp := t.peers[peer]
-	if pp == nil || pp.punch == nil || pp.route.Punched {
-		return // no traversal toward the peer: its packets alone brought the address
+	if pp == nil || pp.punch == nil || (pp.route.Punched && pp.routeTo == remote) {
+		return // no traversal toward the peer (its packets alone brought the address), or recorded
 	}
 	st := pp.punch.Stats()
+	pp.routeTo = remote
 	pp.route = Traversal{Punched: true, Candidate: pp.punch.KindOf(remote), Checks: st.Checks, Sockets: st.Sockets,
 		Birthday: t.natSocket(sock) != nil || pp.punch.FromBirthday(remote, nil), // extra sockets are the birthday approach's
 		After:    time.Since(pp.started)}
@@ -632,7 +634,7 @@ func (t *traversal) startPunch(peer PeerID, pp *peerPaths, cands []nat.Candidate
 	// is the first moment a route can describe its path.
 	if s := t.n.lookupSession(peer); s != nil && s.live.Load() {
 		if r := s.current(); r != nil && r.Kind() != path.Relay && !pp.route.Punched {
-			pp.route = t.recordOf(pp.punch, pp.started, r.Remote, r.Sock)
+			pp.route, pp.routeTo = t.recordOf(pp.punch, pp.started, r.Remote, r.Sock), r.Remote
 			t.publish(peer, pp)
 		}
 	}
@@ -692,6 +694,7 @@ func (t *traversal) onPath(peer PeerID, punch *nat.Punch, p nat.Path) {
 			pp.found = time.Now()
 		}
 		st := punch.Stats()
+		pp.routeTo = p.Remote
 		pp.route = Traversal{Punched: true, Candidate: p.Kind, Birthday: p.Birthday,
 			Checks: st.Checks, Sockets: st.Sockets, After: pp.found.Sub(pp.started), Healed: st.Stalled}
 		t.publish(peer, pp)
