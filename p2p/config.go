@@ -60,6 +60,11 @@ type Config struct {
 
 	// PacketConn, if set, is used instead of opening a socket; ListenAddr
 	// is then ignored. The Node does not close it: Close stops using it.
+	// NAT traversal primes the NAT with low-TTL datagrams only through a
+	// PacketConn with WriteMsgUDPAddrPort, as *net.UDPConn has (Linux);
+	// a wrapper without it still punches, but not through NATs that
+	// accept inbound datagrams to their own address (docs/ARCHITECTURE.md,
+	// "The conntrack clash"). The same holds for ListenPacket's sockets.
 	PacketConn net.PacketConn
 
 	// Rendezvous is the rendezvous server, "host:port" or

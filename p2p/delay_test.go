@@ -1,7 +1,9 @@
 package p2p
 
 import (
+	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,9 +24,11 @@ type delayConn struct {
 }
 
 type delayed struct {
-	at time.Time
-	b  []byte
-	to net.Addr
+	at  time.Time
+	b   []byte
+	to  net.Addr
+	oob []byte         // WriteMsgUDPAddrPort's, with ap
+	ap  netip.AddrPort // set for WriteMsgUDPAddrPort
 }
 
 // delayQueue bounds the datagrams held: enough for a birthday spray.
@@ -48,6 +52,26 @@ func (c *delayConn) WriteTo(b []byte, to net.Addr) (int, error) {
 	return len(b), nil
 }
 
+// WriteMsgUDPAddrPort delays a datagram with ancillary data (a primer's
+// TTL) as WriteTo does, if the wrapped socket takes them.
+func (c *delayConn) WriteMsgUDPAddrPort(b, oob []byte, ap netip.AddrPort) (int, int, error) {
+	if _, ok := c.PacketConn.(msgWriter); !ok {
+		return 0, 0, errors.ErrUnsupported
+	}
+	select {
+	case c.q <- delayed{at: time.Now().Add(c.delay), b: append([]byte(nil), b...), oob: append([]byte(nil), oob...), ap: ap}:
+	case <-c.done:
+		return 0, 0, net.ErrClosed
+	default:
+		c.dropped.Add(1)
+	}
+	return len(b), len(oob), nil
+}
+
+type msgWriter interface {
+	WriteMsgUDPAddrPort(b, oob []byte, addr netip.AddrPort) (n, oobn int, err error)
+}
+
 // run writes the datagrams in order; the delay is constant, so the queue is
 // sorted by due time.
 func (c *delayConn) run() {
@@ -66,6 +90,10 @@ func (c *delayConn) run() {
 					return
 				case <-t.C:
 				}
+			}
+			if d.ap.IsValid() {
+				c.PacketConn.(msgWriter).WriteMsgUDPAddrPort(d.b, d.oob, d.ap)
+				continue
 			}
 			c.PacketConn.WriteTo(d.b, d.to)
 		}

@@ -74,3 +74,26 @@ func TestLabClashHeal(t *testing.T) {
 		closeB()
 	}
 }
+
+// TestLabPrimeDelayed: across NATs that accept inbound datagrams, with a
+// real round trip (20 ms), priming alone must connect: no stall to heal.
+// The responder consents a round trip before the asker hears of the
+// introduction, so anything it sent toward the asker at full TTL then (a
+// check, its speculative handshake) would reach the asker's NAT first.
+func TestLabPrimeDelayed(t *testing.T) {
+	netlab.Require(t)
+	leakcheck.Check(t)
+	e := newLabEnv(t, "primed", 10*time.Millisecond)
+	sa, sb := e.sitePair(t, "primed", netlab.SiteConfig{NAT: netlab.NATPortRestricted, AcceptInbound: true})
+	for run := range 3 {
+		a, closeA := e.node(t, sa.Hosts[0], Config{DisableRelay: true}, false)
+		b, closeB := e.node(t, sb.Hosts[0], Config{DisableRelay: true}, false)
+		e.waitRegistered(t, a, b)
+		d := connectPair(t, a, b, func() {}, func() {})
+		if h := a.Stats().Heals + b.Stats().Heals; h != 0 || d > time.Second {
+			t.Errorf("run %d: connected in %v after %d heals, want priming alone (no heal)", run, d, h)
+		}
+		closeA()
+		closeB()
+	}
+}

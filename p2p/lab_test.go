@@ -1020,6 +1020,12 @@ func (e *labEnv) connectOnce(b *testing.B, ha, hb *netlab.Host) time.Duration {
 	nb, closeB := e.node(b, hb, Config{}, false)
 	defer closeB()
 	e.waitRegistered(b, a, nb)
+	return connectPair(b, a, nb, b.StartTimer, b.StopTimer)
+}
+
+// connectPair times a's first reliable message to nb until nb receives it
+// (nb accepts on its SessionRequest), between start() and stop().
+func connectPair(tb testing.TB, a, nb *Node, start, stop func()) time.Duration {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	accepted := make(chan struct{})
@@ -1038,14 +1044,14 @@ func (e *labEnv) connectOnce(b *testing.B, ha, hb *netlab.Host) time.Duration {
 		}
 	}()
 	defer func() { cancel(); <-accepted }()
-	b.StartTimer()
-	start := time.Now()
+	start()
+	began := time.Now()
 	a.SendP2PPacket(nb.PeerID(), []byte("first"), SendReliable, 0)
 	_, err := nb.Receive(ctx, 0)
-	d := time.Since(start)
-	b.StopTimer()
+	d := time.Since(began)
+	stop()
 	if err != nil {
-		b.Fatalf("first message never arrived: %v", err)
+		tb.Fatalf("first message never arrived: %v", err)
 	}
 	return d
 }

@@ -603,6 +603,9 @@ func (t *traversal) startPunch(peer PeerID, pp *peerPaths, cands []nat.Candidate
 		pp.punch.AddCandidates(cands)
 		pp.punch.SetPeerMapping(mapping)
 		t.publish(peer, pp)
+		if !hold {
+			t.speculate(peer, cands) // the punch may have started held
+		}
 		return
 	}
 	key, err := t.probeKey(peer)
@@ -628,7 +631,11 @@ func (t *traversal) startPunch(peer PeerID, pp *peerPaths, cands []nat.Candidate
 	})
 	pp.punch, pp.started, pp.found = punch, time.Now(), time.Time{}
 	t.publish(peer, pp)
-	t.speculate(peer, cands)
+	if !hold {
+		// Held, the handshake waits for the introduction too: sent now, it
+		// would reach the asker's NAT before the asker has primed it.
+		t.speculate(peer, cands)
+	}
 	// The peer's initiation may have come through before the introduction
 	// reached us (its checks started first): the session is up, and this
 	// is the first moment a route can describe its path.
