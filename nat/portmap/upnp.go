@@ -264,8 +264,7 @@ func parseSSDP(b []byte, gw netip.Addr) (*url.URL, error) {
 	return loc, nil
 }
 
-// description fetches and parses the root device description at loc,
-// and resolves its URLs against URLBase (which must be on gw too) or loc.
+// description fetches and parses the root device description at loc.
 func (c *Client) description(ctx context.Context, loc *url.URL, gw netip.Addr) (*goupnp.RootDevice, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, loc.String(), nil)
 	if err != nil {
@@ -283,6 +282,12 @@ func (c *Client) description(ctx context.Context, loc *url.URL, gw netip.Addr) (
 	if err != nil {
 		return nil, fmt.Errorf("portmap: upnp: reading %s: %w", loc.Redacted(), err)
 	}
+	return parseDescription(body, loc, gw)
+}
+
+// parseDescription parses a root device description fetched from loc and
+// resolves its URLs against URLBase (which must be on gw too) or loc.
+func parseDescription(body []byte, loc *url.URL, gw netip.Addr) (*goupnp.RootDevice, error) {
 	root := new(goupnp.RootDevice)
 	d := xml.NewDecoder(bytes.NewReader(body))
 	d.DefaultSpace = goupnp.DeviceXMLNamespace
