@@ -171,8 +171,12 @@ type Client struct {
 type mapping struct {
 	Mapping
 	renewAt time.Time
-	nonce   [12]byte     // PCP
-	upnp    *upnpService // UPnP
+	// deadline is when failed renewals make it lost: Expires, or for a
+	// permanent UPnP mapping a Lifetime after it was last re-added (the
+	// gateway may be gone).
+	deadline time.Time
+	nonce    [12]byte     // PCP
+	upnp     *upnpService // UPnP
 }
 
 // New returns a Client for cfg. It sends nothing: Map does.
@@ -296,7 +300,7 @@ func (c *Client) Map(ctx context.Context) (Mapping, error) {
 		c.mu.Unlock()
 		return Mapping{}, ErrClosed
 	}
-	if cur := c.cur; cur != nil && (cur.Expires.IsZero() || time.Now().Before(cur.Expires)) {
+	if cur := c.cur; cur != nil && time.Now().Before(cur.deadline) {
 		c.announced, c.annProto = cur.External, cur.Protocol
 		c.mu.Unlock()
 		return cur.Mapping, nil
@@ -348,7 +352,7 @@ func (c *Client) Probe(ctx context.Context) (Availability, error) {
 		return Availability{}, c.closedErr(err)
 	}
 	a, _ := c.probe(ctx, gw, local, c.cfg.Protocols)
-	return a, c.closedErr(nil)
+	return a, c.closedErr(ctx.Err())
 }
 
 func (c *Client) probe(ctx context.Context, gw, local netip.Addr, protos []Protocol) (Availability, map[Protocol]error) {
@@ -463,27 +467,29 @@ func (c *Client) mapWith(ctx context.Context, p Protocol, gw, local netip.Addr, 
 	case NATPMP:
 		return c.pmpMap(ctx, gw, local, prev)
 	default:
-		s := (*upnpService)(nil)
 		if prev != nil {
-			s = prev.upnp
-		} else {
-			c.mu.Lock()
-			s = c.upnp
-			c.mu.Unlock()
-			if s != nil && s.gw != gw {
-				s = nil
-			}
+			return c.upnpMap(ctx, prev.upnp, local, prev)
 		}
-		if s == nil {
-			var err error
-			if s, err = c.discoverUPnP(ctx, gw, local); err != nil {
-				return nil, err
+		c.mu.Lock()
+		s := c.upnp
+		c.mu.Unlock()
+		if s != nil && s.gw == gw {
+			m, err := c.upnpMap(ctx, s, local, nil)
+			if err == nil || ctx.Err() != nil {
+				return m, err
 			}
-			c.mu.Lock()
-			c.upnp = s
-			c.mu.Unlock()
+			// The service found earlier may be stale (a restarted
+			// router's HTTP port moves): look again.
+			c.log.Debug("portmap: upnp: known service failed", "control", s.control, "err", err)
 		}
-		return c.upnpMap(ctx, s, local, prev)
+		s, err := c.discoverUPnP(ctx, gw, local)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.upnp = s
+		c.mu.Unlock()
+		return c.upnpMap(ctx, s, local, nil)
 	}
 }
 
@@ -502,6 +508,7 @@ func newMapping(p Protocol, ext, internal netip.AddrPort, gw netip.Addr, lifetim
 	m := &mapping{}
 	m.Protocol, m.External, m.Internal, m.Gateway, m.Lifetime = p, ext, internal, gw, lifetime
 	m.Expires = now.Add(lifetime)
+	m.deadline = m.Expires
 	m.renewAt = now.Add(lifetime / 2)
 	return m
 }
@@ -724,13 +731,10 @@ func (c *Client) step() time.Time {
 		if c.ctx.Err() != nil {
 			break
 		}
-		if cur.Expires.IsZero() || now.Before(cur.Expires) {
+		if now.Before(cur.deadline) {
 			// Try again before it ends: at half the time left, at least
 			// a second from now, at most 5 minutes.
-			wait := min(max(cur.Expires.Sub(now)/2, time.Second), 5*time.Minute)
-			if cur.Expires.IsZero() {
-				wait = min(c.cfg.Lifetime/2, 5*time.Minute)
-			}
+			wait := min(max(cur.deadline.Sub(now)/2, time.Second), 5*time.Minute)
 			c.log.Warn("portmap: renewal failed", "protocol", cur.Protocol, "err", err, "retry", wait)
 			c.mu.Lock()
 			if c.cur == cur {

@@ -502,10 +502,13 @@ func (c *Client) upnpMap(ctx context.Context, s *upnpService, local netip.Addr, 
 	if lease == 0 {
 		// Permanent: the gateway keeps it until deleted. It is still
 		// re-added every half Lifetime, which restores it after a
-		// gateway restart and notices a changed external address.
+		// gateway restart and notices a changed external address; and
+		// it counts as lost when that fails for a whole Lifetime.
 		m.renewAt = now.Add(c.cfg.Lifetime / 2)
+		m.deadline = now.Add(c.cfg.Lifetime)
 	} else {
 		m.Expires = now.Add(m.Lifetime)
+		m.deadline = m.Expires
 		m.renewAt = now.Add(m.Lifetime / 2)
 	}
 	return m, nil

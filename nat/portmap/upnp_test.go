@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,6 +42,7 @@ type fakeIGD struct {
 	calls    []soapCall                         // actions performed
 	soapBody func(action string) (string, bool) // overrides an action's answer body
 	hits     []string                           // HTTP paths requested
+	ctlPath  atomic.Pointer[string]             // the control URL's path
 }
 
 type soapCall struct {
@@ -51,6 +53,7 @@ type soapCall struct {
 func newFakeIGD(t *testing.T, service string) *fakeIGD {
 	t.Helper()
 	f := &fakeIGD{t: t, service: service, extIP: "198.51.100.9", faults: map[string][]int{}}
+	f.setCtl("/ctl/IPConn")
 	var err error
 	if f.ssdp, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
 		t.Fatal(err)
@@ -79,7 +82,10 @@ func (f *fakeIGD) actions() []soapCall {
 	return append([]soapCall(nil), f.calls...)
 }
 
+func (f *fakeIGD) setCtl(path string) { f.ctlPath.Store(&path) }
+
 func (f *fakeIGD) defaultDesc(base string) string {
+	ctl := *f.ctlPath.Load()
 	return `<?xml version="1.0"?>
 <root xmlns="urn:schemas-upnp-org:device-1-0">
 <specVersion><major>1</major><minor>1</minor></specVersion>
@@ -90,7 +96,7 @@ func (f *fakeIGD) defaultDesc(base string) string {
 <serviceList><service>
 <serviceType>` + f.service + `</serviceType>
 <serviceId>urn:upnp-org:serviceId:WANIPConn1</serviceId>
-<SCPDURL>/scpd.xml</SCPDURL><controlURL>/ctl/IPConn</controlURL><eventSubURL>/evt/IPConn</eventSubURL>
+<SCPDURL>/scpd.xml</SCPDURL><controlURL>` + ctl + `</controlURL><eventSubURL>/evt/IPConn</eventSubURL>
 </service></serviceList></device></deviceList></device></deviceList></device></root>`
 }
 
@@ -122,12 +128,12 @@ func (f *fakeIGD) serveSSDP(done chan struct{}) {
 func (f *fakeIGD) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.hits = append(f.hits, r.URL.Path)
-	desc := f.desc
+	desc, ctl := f.desc, *f.ctlPath.Load()
 	f.mu.Unlock()
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/rootDesc.xml":
 		io.WriteString(w, desc(f.srv.URL))
-	case r.Method == http.MethodPost && r.URL.Path == "/ctl/IPConn":
+	case r.Method == http.MethodPost && r.URL.Path == ctl:
 		f.serveSOAP(w, r)
 	default:
 		http.NotFound(w, r)
@@ -544,5 +550,82 @@ func TestProbeAll(t *testing.T) {
 	m, err := c.Map(t.Context())
 	if err != nil || m.Protocol != UPnP {
 		t.Fatalf("Map = %+v, %v", m, err)
+	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestUPnPRediscovers: a router that restarted with its control URL
+// elsewhere fails the renewals; once the mapping is lost the Client finds
+// the service again (not the stale one it knew) and maps anew.
+func TestUPnPRediscovers(t *testing.T) {
+	leakcheck.Check(t)
+	f := newFakeIGD(t, "urn:schemas-upnp-org:service:WANIPConnection:2")
+	c, _ := f.client(t, Config{Lifetime: 2 * time.Second})
+	m, err := c.Map(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.setCtl("/ctl/moved")
+	waitFor(t, "the mapping lost and made again", func() bool {
+		cur, ok := c.Current()
+		return c.Stats().Lost == 1 && ok && cur.External == m.External
+	})
+	var moved, descs int
+	f.mu.Lock()
+	for _, h := range f.hits {
+		switch h {
+		case "/ctl/moved":
+			moved++
+		case "/rootDesc.xml":
+			descs++
+		}
+	}
+	f.mu.Unlock()
+	if moved == 0 || descs != 2 {
+		t.Fatalf("control requests at the new URL: %d, description fetches: %d (want 2)", moved, descs)
+	}
+}
+
+// TestUPnPPermanentLost: a permanent mapping whose re-adding fails for a
+// whole Lifetime counts as lost, and OnChange says so.
+func TestUPnPPermanentLost(t *testing.T) {
+	leakcheck.Check(t)
+	f := newFakeIGD(t, "urn:schemas-upnp-org:service:WANIPConnection:1")
+	f.set(func(f *fakeIGD) { f.faults["AddPortMapping"] = []int{upnpOnlyPermanentLease} })
+	lost := make(chan Mapping, 4)
+	c, _ := f.client(t, Config{Lifetime: 2 * time.Second, OnChange: func(m Mapping) { lost <- m }})
+	m, err := c.Map(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Expires.IsZero() {
+		t.Fatalf("mapping %+v: want a permanent one", m)
+	}
+	f.set(func(f *fakeIGD) {
+		f.faults["AddPortMapping"] = make([]int, 1000)
+		for i := range f.faults["AddPortMapping"] {
+			f.faults["AddPortMapping"][i] = 501
+		}
+	})
+	start := time.Now()
+	select {
+	case ch := <-lost:
+		if ch.Valid() || ch.Protocol != UPnP {
+			t.Fatalf("OnChange(%+v), want the loss", ch)
+		}
+		if d := time.Since(start); d < time.Second {
+			t.Fatalf("lost after %v: before its Lifetime", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no loss reported")
 	}
 }
