@@ -313,11 +313,15 @@ func (c *Client) Map(ctx context.Context) (Mapping, error) {
 	}
 	c.mu.Lock()
 	c.cur, c.announced, c.annProto, c.retry = m, m.External, m.Protocol, 0
-	if !c.started {
+	closed := c.closed
+	if !c.started && !closed {
 		c.started = true
 		go c.run()
 	}
 	c.mu.Unlock()
+	if closed {
+		return Mapping{}, ErrClosed // Close, waiting for this Map, deletes it
+	}
 	c.poke()
 	c.log.Info("portmap: mapped", "protocol", m.Protocol, "external", m.External, "lifetime", m.Lifetime)
 	return m.Mapping, nil
