@@ -14,8 +14,13 @@
 // STUN sends Binding requests (RFC 5389, built with github.com/pion/stun/v3)
 // over a socket that carries other protocols too: the owner reads the
 // socket and passes datagrams whose first byte is 0–3 to STUN.Handle.
-// Requests are padded (RFC 5780 PADDING) so servers that never answer with
-// more bytes than a request carried (gamewire's) still fit every attribute.
+// A query's first request is padded (RFC 5780 PADDING) so servers that
+// never answer with more bytes than a request carried (gamewire's) still
+// fit every attribute; its retransmissions alternate unpadded and padded
+// copies, since servers that do not know PADDING (RFC 3489 ones such as
+// stund, and RFC 5389 ones without RFC 5780) must refuse a request that
+// carries it. Answers in RFC 3489's form (MAPPED-ADDRESS, CHANGED-ADDRESS)
+// are understood as well.
 // Discover runs RFC 5780's mapping test (the public address seen by two
 // server addresses: the same means endpoint-independent mapping, different
 // means endpoint-dependent, "symmetric") and, when the server has an

@@ -20,7 +20,10 @@ const (
 	stunTries = 4
 	// stunPadTo pads requests so an answer with every attribute fits in
 	// the request's size: servers that do not amplify (gamewire's) trim
-	// their answers to it.
+	// their answers to it. Servers that do not know PADDING (RFC 3489
+	// ones such as stund, and any RFC 5389 server without RFC 5780) must
+	// refuse a request carrying it, as it is comprehension-required; the
+	// retransmissions alternate with unpadded copies for them.
 	stunPadTo = 96
 )
 
@@ -70,11 +73,24 @@ func (s *STUN) Query(ctx context.Context, server netip.AddrPort, change Change) 
 
 // QueryVia is Query sent with send instead: from another socket, whose
 // reader also passes its STUN datagrams to Handle.
+//
+// The first transmission is padded (PADDING, RFC 5780) so a server that
+// never answers with more bytes than it got, as gamewire's, has room for
+// OTHER-ADDRESS; retransmissions alternate unpadded and padded copies of
+// the same transaction, so a server that drops padded requests (RFC 3489
+// servers, RFC 5389 ones without RFC 5780) answers the second one, 250 ms
+// later. Whichever answer comes first completes the query.
 func (s *STUN) QueryVia(ctx context.Context, send func(b []byte, to netip.AddrPort) error, server netip.AddrPort, change Change) (STUNResult, error) {
-	req, id, err := bindingRequest(change)
-	if err != nil {
-		return STUNResult{}, err
-	}
+	return s.query(ctx, send, server, change, true)
+}
+
+// query is QueryVia with the choice of the first transmission: padded, or
+// plain for a server whose bare answer is all the caller needs (its
+// mapped address), so a server that ignores padding answers at once.
+func (s *STUN) query(ctx context.Context, send func(b []byte, to netip.AddrPort) error, server netip.AddrPort, change Change, padFirst bool) (STUNResult, error) {
+	var id [stun.TransactionIDSize]byte
+	rand.Read(id[:])
+	reqs := [2][]byte{bindingRequest(id, change, padFirst), bindingRequest(id, change, !padFirst)}
 	ch := make(chan STUNResult, 1)
 	s.mu.Lock()
 	s.pending[id] = ch
@@ -85,8 +101,8 @@ func (s *STUN) QueryVia(ctx context.Context, send func(b []byte, to netip.AddrPo
 		s.mu.Unlock()
 	}()
 	rto := stunRTO
-	for range stunTries {
-		if err := send(req, server); err != nil {
+	for i := range stunTries {
+		if err := send(reqs[i%2], server); err != nil {
 			return STUNResult{}, err
 		}
 		t := time.NewTimer(rto)
@@ -104,9 +120,9 @@ func (s *STUN) QueryVia(ctx context.Context, send func(b []byte, to netip.AddrPo
 	return STUNResult{}, ErrNoAnswer
 }
 
-func bindingRequest(change Change) ([]byte, [stun.TransactionIDSize]byte, error) {
-	var id [stun.TransactionIDSize]byte
-	rand.Read(id[:])
+// bindingRequest builds a Binding request with transaction id, padded to
+// stunPadTo when pad is set.
+func bindingRequest(id [stun.TransactionIDSize]byte, change Change, pad bool) []byte {
 	m := stun.New()
 	m.TransactionID = id
 	m.Type = stun.BindingRequest
@@ -114,18 +130,23 @@ func bindingRequest(change Change) ([]byte, [stun.TransactionIDSize]byte, error)
 	if change != ChangeNone {
 		m.Add(stun.AttrChangeRequest, []byte{0, 0, 0, byte(change)})
 	}
-	if pad := stunPadTo - len(m.Raw) - 4; pad > 0 {
-		m.Add(stun.AttrPadding, make([]byte, pad))
+	if n := stunPadTo - len(m.Raw) - 4; pad && n > 0 {
+		m.Add(stun.AttrPadding, make([]byte, n))
 	}
 	m.WriteLength()
-	return m.Raw, id, nil
+	return m.Raw
 }
 
 // Handle takes a STUN datagram read from the shared socket; it reports
-// whether it answered one of this client's requests.
+// whether it answered one of this client's requests. An answer without a
+// usable mapped address leaves the transaction open for a later one.
 func (s *STUN) Handle(b []byte, from netip.AddrPort) bool {
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
 	if err := m.Decode(); err != nil || m.Type != stun.BindingSuccess {
+		return false
+	}
+	r, ok := bindingResult(m, from)
+	if !ok {
 		return false
 	}
 	s.mu.Lock()
@@ -135,17 +156,40 @@ func (s *STUN) Handle(b []byte, from netip.AddrPort) bool {
 	if ch == nil {
 		return false
 	}
-	var xa stun.XORMappedAddress
-	if err := xa.GetFrom(m); err != nil {
-		return false
-	}
-	r := STUNResult{Mapped: addrPort(xa.IP, xa.Port), From: from}
-	var other stun.OtherAddress
-	if other.GetFrom(m) == nil {
-		r.Other = addrPort(other.IP, other.Port)
-	}
 	ch <- r
 	return true
+}
+
+// bindingResult reads a Binding success response. RFC 3489 servers answer
+// with MAPPED-ADDRESS and CHANGED-ADDRESS, which RFC 5389 §12.2 asks
+// clients to take; XOR-MAPPED-ADDRESS and OTHER-ADDRESS win where both are
+// present (stund sends both kinds), since NATs that rewrite addresses in
+// payloads (ALGs) leave the XORed one alone.
+func bindingResult(m *stun.Message, from netip.AddrPort) (STUNResult, bool) {
+	r := STUNResult{From: from}
+	var xa stun.XORMappedAddress
+	var ma stun.MappedAddress
+	switch {
+	case xa.GetFrom(m) == nil:
+		r.Mapped = addrPort(xa.IP, xa.Port)
+	case ma.GetFrom(m) == nil:
+		r.Mapped = addrPort(ma.IP, ma.Port)
+	}
+	if !r.Mapped.IsValid() || r.Mapped.Port() == 0 || r.Mapped.Addr().IsUnspecified() {
+		return r, false
+	}
+	var other stun.OtherAddress
+	var changed stun.MappedAddress
+	switch {
+	case other.GetFrom(m) == nil:
+		r.Other = addrPort(other.IP, other.Port)
+	case changed.GetFromAs(m, stun.AttrChangedAddress) == nil:
+		r.Other = addrPort(changed.IP, changed.Port)
+	}
+	if !r.Other.IsValid() || r.Other.Port() == 0 || r.Other.Addr().IsUnspecified() {
+		r.Other = netip.AddrPort{} // a server with no second address may say 0.0.0.0:0
+	}
+	return r, true
 }
 
 func addrPort(ip net.IP, port int) netip.AddrPort {
