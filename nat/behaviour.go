@@ -67,37 +67,103 @@ type Behaviour struct {
 
 // Discover learns the socket's public address and its NAT's mapping
 // behaviour (RFC 5780 §4.3): it compares the public address seen by two
-// server addresses, the primary's OTHER-ADDRESS, else the first of extra
-// that answers. With a single plain server only Mapped is known.
+// server addresses, the primary's and its OTHER-ADDRESS when it has one
+// that answers, else the first of extra to answer. With a single plain
+// server only Mapped is known.
+//
+// Every server is asked at once, so a dead one costs no waiting while
+// others answer; Discover returns as soon as it can decide, and stops the
+// other queries. If the primary does not answer, the error says so and
+// Mapping is still what two extra servers showed, if two answered.
 //
 // Filtering is left to DiscoverFiltering, on another socket: once this
 // socket has sent to the server's other address, the NAT lets that address
 // in, and the filtering tests would pass whatever the NAT does.
 func Discover(ctx context.Context, s *STUN, primary netip.AddrPort, extra []netip.AddrPort) (Behaviour, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	type answer struct {
+		server netip.AddrPort
+		r      STUNResult
+		err    error
+	}
+	// Room for every query Discover may start (the primary, each extra,
+	// the primary's other address), so none blocks once it is not read.
+	results := make(chan answer, len(extra)+2)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel() // ends the queries still running
+		wg.Wait()
+	}()
+	asked := make(map[netip.AddrPort]bool)
+	pending := 0
+	ask := func(server netip.AddrPort, padFirst bool) {
+		if !server.IsValid() || asked[server] {
+			return
+		}
+		asked[server] = true
+		pending++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := s.query(ctx, s.send, server, ChangeNone, padFirst)
+			results <- answer{server, r, err}
+		}()
+	}
+	// Only the primary's answer needs OTHER-ADDRESS, hence room for it:
+	// the others are asked plainly first, as any server answers that.
+	ask(primary, true)
+	for _, x := range extra {
+		ask(x, false)
+	}
+
 	var b Behaviour
-	first, err := s.Query(ctx, primary, ChangeNone)
-	if err != nil {
-		return b, err
-	}
-	b.Mapped, b.Alternate = first.Mapped, first.Other
-	second := first.Other
-	if !second.IsValid() {
-		for _, x := range extra {
-			if x != primary {
-				second = x
-				break
-			}
+	var primaryErr error
+	primaryDone := false
+	got := make(map[netip.AddrPort]answer)
+	var answered []netip.AddrPort // servers that answered, the primary first
+	decide := func(x, y netip.AddrPort) {
+		b.Mapping = MappingEndpointIndependent
+		if got[x].r.Mapped != got[y].r.Mapped {
+			b.Mapping = MappingEndpointDependent
 		}
 	}
-	if second.IsValid() {
-		if r, err := s.Query(ctx, second, ChangeNone); err == nil {
-			b.Mapping = MappingEndpointIndependent
-			if r.Mapped != first.Mapped {
-				b.Mapping = MappingEndpointDependent
+	for pending > 0 {
+		a := <-results
+		pending--
+		got[a.server] = a
+		if a.err == nil {
+			answered = append(answered, a.server)
+		}
+		if a.server == primary {
+			primaryDone, primaryErr = true, a.err
+			if a.err == nil {
+				b.Mapped, b.Alternate = a.r.Mapped, a.r.Other
+				answered = append([]netip.AddrPort{primary}, answered[:len(answered)-1]...)
+				ask(a.r.Other, false)
 			}
 		}
+		if !primaryDone {
+			continue
+		}
+		// RFC 5780's own pair: the primary and its other address.
+		if o := b.Alternate; primaryErr == nil && o.IsValid() && o != primary {
+			oa, ok := got[o]
+			if !ok {
+				continue // still waiting for it
+			}
+			if oa.err == nil {
+				decide(primary, o)
+				return b, nil
+			}
+		}
+		// Else any two servers that answered: the primary, if it did, and
+		// whichever other answered first.
+		if len(answered) >= 2 {
+			decide(answered[0], answered[1])
+			return b, primaryErr
+		}
 	}
-	return b, nil
+	return b, primaryErr
 }
 
 // DiscoverFiltering runs RFC 5780's filtering tests (§4.4) against an

@@ -23,8 +23,10 @@
 // are understood as well.
 // Discover runs RFC 5780's mapping test (the public address seen by two
 // server addresses: the same means endpoint-independent mapping, different
-// means endpoint-dependent, "symmetric") and, when the server has an
-// alternate address, the filtering tests (CHANGE-REQUEST).
+// means endpoint-dependent, "symmetric"): the primary's and its
+// OTHER-ADDRESS, else the first extra server to answer; all are asked at
+// once, so dead ones cost no waiting. When the server has an alternate
+// address, DiscoverFiltering runs the filtering tests (CHANGE-REQUEST).
 //
 // # Candidates
 //

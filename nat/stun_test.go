@@ -2,6 +2,7 @@ package nat_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -158,6 +159,46 @@ func TestQueryClassicAnswer(t *testing.T) {
 	if err != nil || r.Mapped != me || r.Other != changed {
 		t.Fatalf("Query: %+v, %v; want mapped %v, other %v", r, err, me, changed)
 	}
+}
+
+// TestDiscoverDeadExtraServer: with a primary that has no second address,
+// the mapping test uses whichever extra server answers; a dead first one
+// does not stop it, and extras are asked unpadded first, since their bare
+// answer is all the test needs. With the primary dead too, two live extras still show
+// the mapping, and the error says the primary did not answer.
+func TestDiscoverDeadExtraServer(t *testing.T) {
+	leakcheck.Check(t)
+	dead := blackhole(t)
+	live := startPlainServer(t, xorOnly)
+	live2 := startPlainServer(t, xorOnly)
+	rv := singleAddressServer(t)
+	st, me := stunClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	b, err := nat.Discover(ctx, st, rv, []netip.AddrPort{dead, live.addr})
+	if err != nil || b.Mapped != me || b.Mapping != nat.MappingEndpointIndependent {
+		t.Fatalf("dead first extra: %+v, %v; want mapped %v, endpoint-independent", b, err, me)
+	}
+	if n := live.padded.Load(); n != 0 {
+		t.Errorf("%d padded requests to an extra server", n)
+	}
+
+	b, err = nat.Discover(ctx, st, dead, []netip.AddrPort{live.addr, dead, live2.addr})
+	if !errors.Is(err, nat.ErrNoAnswer) || b.Mapping != nat.MappingEndpointIndependent || b.Mapped.IsValid() {
+		t.Fatalf("dead primary: %+v, %v; want endpoint-independent from the extras and ErrNoAnswer", b, err)
+	}
+}
+
+// blackhole is a bound UDP address that never answers.
+func blackhole(t *testing.T) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
 // singleAddressServer is a rendezvous server on one loopback address: a

@@ -75,9 +75,12 @@ type Config struct {
 	// sessions need AddPeerAddr.
 	Rendezvous string
 
-	// STUNServers are extra STUN servers ("host:port", any RFC 5389
-	// server) used to learn the NAT's mapping behaviour when the rendezvous
-	// server has no second address.
+	// STUNServers are extra STUN servers ("host:port", any RFC 5389 or
+	// RFC 3489 server) used to learn the NAT's mapping behaviour when the
+	// rendezvous server has no second address, or its second address does
+	// not answer. They are all asked at once, beside the rendezvous server,
+	// and the first to answer is compared with it: a dead one costs
+	// nothing while another answers.
 	STUNServers []string
 
 	// ListenPacket opens sockets: the node's own when PacketConn is nil,
