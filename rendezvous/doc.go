@@ -143,7 +143,9 @@
 // Nothing unauthenticated is answered with more bytes than it carried: a
 // CHALLENGE (52 bytes) answers a REGISTER of at least 76; a STUN answer is
 // trimmed to the request's size (see below). Bad messages are dropped and
-// counted (Stats). "Per IP" below means per IPv4 address or IPv6 /64;
+// counted (Stats); so are UDP datagrams over 2048 bytes (Oversized), which
+// no client sends unfragmented: the reader takes one byte more than that,
+// so a longer datagram is never parsed cut short. "Per IP" below means per IPv4 address or IPv6 /64;
 // each per-IP table holds 4096 sources per 2048 of MaxPeers (at most 64
 // such shards), and a source it has no room for is refused.
 //

@@ -41,10 +41,17 @@ const (
 	askRepeat            = time.Second      // at most one ASK a second per (asker, target)
 	asksPerSec           = 10               // ASKs toward one target, from all askers
 	asksBurst            = 20
-	maxPacketSize        = 1500
-	stunMinRequestLen    = 20
-	DefaultMaxStreams    = 10000
-	firstByteTimeout     = 10 * time.Second // a TCP connection must say what it is by then
+	maxPacketSize        = 1500 // a rendezvous message, and a TCP frame
+	// maxDatagram is the largest UDP datagram the server acts on: room for
+	// a full Ethernet frame's payload and for STUN requests padded to
+	// 1500 bytes of PADDING (coturn's turnutils_natdiscovery -P sends
+	// 1524), above pion TURN's own 1600-byte inbound limit. Anything
+	// larger arrived in IP fragments, which nothing that talks to this
+	// server sends: it is dropped and counted (Oversized).
+	maxDatagram       = 2048
+	stunMinRequestLen = 20
+	DefaultMaxStreams = 10000
+	firstByteTimeout  = 10 * time.Second // a TCP connection must say what it is by then
 )
 
 // ServerConfig configures a Server. Zero values select the documented
@@ -352,7 +359,10 @@ func (s *Server) Close() error {
 
 func (s *Server) readLoop(i int) {
 	defer s.wg.Done()
-	buf := make([]byte, maxPacketSize)
+	// One byte more than maxDatagram: a read that fills it was a longer
+	// datagram, cut short by the kernel, whatever the PacketConn (no
+	// MSG_TRUNC needed), and is counted rather than parsed truncated.
+	buf := make([]byte, maxDatagram+1)
 	for {
 		n, from, err := s.conns[i].ReadFrom(buf)
 		if err != nil {
@@ -360,6 +370,10 @@ func (s *Server) readLoop(i int) {
 				return
 			}
 			s.stats.readErrors.Add(1)
+			continue
+		}
+		if n > maxDatagram {
+			s.stats.oversized.Add(1)
 			continue
 		}
 		src, ok := addrPortOf(from)
@@ -673,6 +687,9 @@ type ServerStats struct {
 	RefreshLimited uint64
 	// Evicted counts registrations dropped on expiry.
 	Evicted uint64
+	// Oversized counts UDP datagrams dropped for being larger than 2048
+	// bytes.
+	Oversized uint64
 }
 
 type serverCounters struct {
@@ -682,7 +699,7 @@ type serverCounters struct {
 	unregistered, full, readErrors, writeErrors    atomic.Uint64
 	streams, streamsRefused, turnDropped           atomic.Uint64
 	asks, asksLimited, unverified                  atomic.Uint64
-	peersPerIPRefused, refreshLimited              atomic.Uint64
+	peersPerIPRefused, refreshLimited, oversized   atomic.Uint64
 }
 
 // Stats returns the server's counters.
@@ -702,6 +719,7 @@ func (s *Server) Stats() ServerStats {
 		Streams: c.streams.Load(), StreamsRefused: c.streamsRefused.Load(), TURNDropped: c.turnDropped.Load(),
 		Asks: c.asks.Load(), AsksLimited: c.asksLimited.Load(), Unverified: c.unverified.Load(),
 		PeersPerIPRefused: c.peersPerIPRefused.Load(), RefreshLimited: c.refreshLimited.Load(), Evicted: evicted,
+		Oversized: c.oversized.Load(),
 	}
 }
 

@@ -186,7 +186,7 @@ func isTURN(b []byte) bool {
 type muxConn struct {
 	net.PacketConn
 	in   chan muxPacket
-	bufs sync.Pool // *[]byte of maxPacketSize, reused: relayed traffic passes here
+	bufs sync.Pool // *[]byte of maxDatagram, reused: relayed traffic passes here
 	done chan struct{}
 	once sync.Once
 }
@@ -205,7 +205,7 @@ func newMuxConn(pc net.PacketConn) *muxConn {
 func (m *muxConn) push(b []byte, from netip.AddrPort) bool {
 	buf, ok := m.bufs.Get().(*[]byte)
 	if !ok {
-		nb := make([]byte, 0, maxPacketSize)
+		nb := make([]byte, 0, maxDatagram)
 		buf = &nb
 	}
 	*buf = append((*buf)[:0], b...)

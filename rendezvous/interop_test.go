@@ -1,0 +1,55 @@
+package rendezvous
+
+import (
+	"context"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gamewire/gamewire/internal/leakcheck"
+)
+
+// TestInteropNATDiscovery runs coturn's turnutils_natdiscovery (RFC 5780
+// mapping and filtering discovery) against an RFC 5780 server on
+// 127.0.0.1 and 127.0.0.2. With -P every request carries 1500 bytes of
+// PADDING (1524 in all), which must be read whole and answered with every
+// attribute. On loopback there is no NAT: both tests must conclude
+// endpoint-independent.
+func TestInteropNATDiscovery(t *testing.T) {
+	leakcheck.Check(t)
+	tool := coturnTool(t, "turnutils_natdiscovery")
+	s := startServer(t, true)
+	port := strconv.Itoa(int(s.Addr().Port()))
+	for _, tc := range []struct {
+		name  string
+		flags []string
+	}{{"padded", []string{"-P"}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.Stats()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			// -L binds the local address, so the tool also sees no NAT.
+			args := append([]string{"-m", "-f", "-L", "127.0.0.1", "-p", port}, tc.flags...)
+			out, err := exec.CommandContext(ctx, tool, append(args, "127.0.0.1")...).CombinedOutput()
+			text := string(out)
+			if err != nil {
+				t.Fatalf("turnutils_natdiscovery %v: %v\n%s", args, err, text)
+			}
+			for _, want := range []string{
+				"Other addr: : " + s.addrs[1].String(),
+				"NAT with Endpoint Independent Mapping!",
+				"NAT with Endpoint Independent Filtering!",
+			} {
+				if !strings.Contains(text, want) {
+					t.Errorf("turnutils_natdiscovery %v: no %q in\n%s", args, want, text)
+				}
+			}
+			after := s.Stats()
+			if after.Oversized != before.Oversized || after.STUNDropped != before.STUNDropped {
+				t.Errorf("oversized %d→%d, STUN dropped %d→%d", before.Oversized, after.Oversized, before.STUNDropped, after.STUNDropped)
+			}
+		})
+	}
+}
