@@ -187,12 +187,14 @@
 // # STUN
 //
 // Binding requests (RFC 5389) get a success response with
-// XOR-MAPPED-ADDRESS and, while they fit in the request's size,
-// OTHER-ADDRESS (RFC 5780, when the server has an alternate address),
-// RESPONSE-ORIGIN and FINGERPRINT. A request smaller than that answer
-// (RFC 5389 clients do not pad) gets XOR-MAPPED-ADDRESS alone, 32 bytes
-// (44 for IPv6): the second exception to the rule on answer sizes, at most
-// 24 bytes over what the request carried. With four sockets (Listen with an alternate address)
+// XOR-MAPPED-ADDRESS and, while they fit in the request's size or in 44
+// bytes, whichever is more, OTHER-ADDRESS (RFC 5780, when the server has
+// an alternate address), RESPONSE-ORIGIN and FINGERPRINT. 44 bytes is the
+// bare answer to an IPv6 source (header and XOR-MAPPED-ADDRESS), which a
+// STUN server must send to unpadded 20-byte requests (RFC 5389 clients do
+// not pad): the second exception to the rule on answer sizes, at most 24
+// bytes over what the request carried. An IPv4 answer fits OTHER-ADDRESS
+// in it as well, which is all an unpadded RFC 5780 client needs. With four sockets (Listen with an alternate address)
 // CHANGE-REQUEST is honoured: the answer leaves from the other IP, the
 // other port, or both, for RFC 5780's filtering tests. Other STUN methods
 // are not served here.

@@ -385,7 +385,7 @@ func stunExchange(t *testing.T, conn *net.UDPConn, req []byte, to netip.AddrPort
 	if err != nil {
 		return nil, netip.AddrPort{}, false
 	}
-	if n > len(req) && n > 32 { // the bare IPv4 answer goes to every request
+	if n > max(len(req), stunAnswerFloor) {
 		t.Errorf("answer of %d bytes to a request of %d", n, len(req))
 	}
 	m := &stun.Message{Raw: buf[:n]}
@@ -420,10 +420,15 @@ func TestSTUN(t *testing.T) {
 		t.Errorf("other address %v", other)
 	}
 
-	// A bare request (20 bytes, as RFC 5389 clients send) gets the bare
-	// answer: XOR-MAPPED-ADDRESS alone, 32 bytes.
-	if m, _, ok := stunExchange(t, conn, stunRequest(t, 0, 0), s.Addr()); !ok || xa.GetFrom(m) != nil || len(m.Raw) != 32 {
-		t.Error("no bare answer to a bare 20-byte request")
+	// A bare request (20 bytes, as RFC 5389 clients send) gets what fits
+	// in 44 bytes: XOR-MAPPED-ADDRESS and, for IPv4, OTHER-ADDRESS, which
+	// an unpadded RFC 5780 client needs.
+	if m, _, ok := stunExchange(t, conn, stunRequest(t, 0, 0), s.Addr()); !ok || xa.GetFrom(m) != nil || other.GetFrom(m) != nil || len(m.Raw) != stunAnswerFloor {
+		t.Errorf("bare 20-byte request: answer %v, want XOR-MAPPED-ADDRESS and OTHER-ADDRESS in %d bytes", m, stunAnswerFloor)
+	}
+	// Without a second address, no OTHER-ADDRESS (RESPONSE-ORIGIN fits).
+	if m, _, ok := stunExchange(t, conn, stunRequest(t, 0, 0), startServer(t, false).Addr()); !ok || xa.GetFrom(m) != nil || other.GetFrom(m) == nil {
+		t.Errorf("bare 20-byte request to a one-address server: answer %v, want XOR-MAPPED-ADDRESS and no OTHER-ADDRESS", m)
 	}
 	// Just room for XOR-MAPPED-ADDRESS.
 	if m, _, ok := stunExchange(t, conn, stunRequest(t, 32, 0), s.Addr()); !ok || xa.GetFrom(m) != nil {

@@ -29,11 +29,11 @@ const (
 )
 
 // handleSTUN answers a Binding request with the source address it came
-// from. The answer never has more bytes than the request: attributes are
-// added in order of use (XOR-MAPPED-ADDRESS, OTHER-ADDRESS,
-// RESPONSE-ORIGIN, FINGERPRINT) while they fit, and a request too small
-// for even the first is dropped. Clients that want all of them pad their
-// requests (PADDING, RFC 5780).
+// from. The answer never has more bytes than the request or
+// stunAnswerFloor, whichever is more: attributes are added in order of use
+// (XOR-MAPPED-ADDRESS, OTHER-ADDRESS, RESPONSE-ORIGIN, FINGERPRINT) while
+// they fit. Clients that want all of them pad their requests (PADDING,
+// RFC 5780).
 func (s *Server) handleSTUN(sock int, b []byte, src netip.AddrPort) {
 	req := &stun.Message{Raw: append([]byte(nil), b...)}
 	if err := req.Decode(); err != nil || req.Type != stun.BindingRequest {
@@ -68,7 +68,10 @@ func (s *Server) handleSTUN(sock int, b []byte, src netip.AddrPort) {
 // answer for an IPv6 source (header and XOR-MAPPED-ADDRESS). RFC 5389
 // clients, coturn's turnutils_stunclient among them, send 20-byte requests
 // and do not pad; a STUN server must answer them. The cost is at most 24
-// bytes more than the request carried.
+// bytes more than the request carried. Within it an IPv4 answer also has
+// room for OTHER-ADDRESS (12 + 12 bytes of attributes), which is what an
+// unpadded RFC 5780 client (turnutils_natdiscovery without -P) needs to
+// run its tests: the bound is the same, the answer more useful.
 const stunAnswerFloor = 20 + 4 + 20
 
 func (s *Server) bindingResponse(req *stun.Message, in, out int, src netip.AddrPort, budget int) ([]byte, bool) {
@@ -79,7 +82,8 @@ func (s *Server) bindingResponse(req *stun.Message, in, out int, src netip.AddrP
 	if err := (&stun.XORMappedAddress{IP: src.Addr().AsSlice(), Port: int(src.Port())}).AddTo(resp); err != nil {
 		return nil, false
 	}
-	if len(resp.Raw) > max(budget, stunAnswerFloor) {
+	budget = max(budget, stunAnswerFloor)
+	if len(resp.Raw) > budget {
 		return nil, false
 	}
 	try := func(add func(*stun.Message) error) {
