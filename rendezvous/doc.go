@@ -199,6 +199,18 @@
 // other port, or both, for RFC 5780's filtering tests. Other STUN methods
 // are not served here.
 //
+// A Binding request without the magic cookie is RFC 3489's (Debian's stun
+// client, old VoIP gear): it is answered in RFC 3489's form, its 16-byte
+// transaction ID echoed, with MAPPED-ADDRESS, then CHANGED-ADDRESS (the
+// alternate address, as OTHER-ADDRESS) and SOURCE-ADDRESS while they fit,
+// under the same bound: the larger of the request's size and 44 bytes.
+// RFC 3489 requests are 20 or 28 bytes, so an IPv4 client gets
+// MAPPED-ADDRESS and CHANGED-ADDRESS, all its tests need, and an IPv6 one
+// MAPPED-ADDRESS alone. CHANGE-REQUEST is honoured as above (with no flags
+// set, as those clients send it, on any server); a request with
+// RESPONSE-ADDRESS, which asks for the answer to go elsewhere, is dropped:
+// honouring it would aim the server at any address.
+//
 // # Goroutines and locks
 //
 // The Server runs a reader per UDP listener, an accept loop per TCP

@@ -54,3 +54,30 @@ func TestInteropNATDiscovery(t *testing.T) {
 		})
 	}
 }
+
+// TestInteropStunClient runs Debian's stun client (package stun-client,
+// the RFC 3489 client of the Vovida code: no magic cookie) against an RFC
+// 5780 server on 127.0.0.1 and 127.0.0.2. It needs MAPPED-ADDRESS and
+// CHANGED-ADDRESS in the first answer, and the answers to its
+// CHANGE-REQUESTs from the other IP and port: on loopback, with every test
+// answered and no NAT, it reports "Open".
+func TestInteropStunClient(t *testing.T) {
+	leakcheck.Check(t)
+	tool := debianTool(t, "stun", "stun-client")
+	s := startServer(t, true)
+	before := s.Stats()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Its exit status is the NAT type it found, not success: read the
+	// report instead.
+	out, _ := exec.CommandContext(ctx, tool, s.Addr().String()).CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("stun did not finish: %s", out)
+	}
+	if !strings.Contains(string(out), "Primary: Open") {
+		t.Fatalf("stun %v: want \"Primary: Open\", got\n%s", s.Addr(), out)
+	}
+	if after := s.Stats(); after.STUNDropped != before.STUNDropped || after.STUNAnswered == before.STUNAnswered {
+		t.Errorf("answered %d→%d, dropped %d→%d", before.STUNAnswered, after.STUNAnswered, before.STUNDropped, after.STUNDropped)
+	}
+}

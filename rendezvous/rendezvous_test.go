@@ -456,6 +456,8 @@ func TestSTUN(t *testing.T) {
 // it got.
 func FuzzServerHandle(f *testing.F) {
 	f.Add(stunRequest(&testing.T{}, 64, 0))
+	f.Add(classicRequest(&testing.T{}))
+	f.Add(classicRequest(&testing.T{}, classicAttr(classicChangeRequest, []byte{0, 0, 0, 0})))
 	f.Add(make([]byte, minRegisterLen))
 	f.Add(append([]byte{typeRegister, 1, 1, 0}, make([]byte, minRegisterLen-4)...))
 	f.Add(append([]byte{typeIntroduce}, make([]byte, introduceLen-1)...))

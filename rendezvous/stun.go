@@ -1,6 +1,7 @@
 package rendezvous
 
 import (
+	"encoding/binary"
 	"net/netip"
 
 	"github.com/pion/stun/v3"
@@ -33,8 +34,13 @@ const (
 // stunAnswerFloor, whichever is more: attributes are added in order of use
 // (XOR-MAPPED-ADDRESS, OTHER-ADDRESS, RESPONSE-ORIGIN, FINGERPRINT) while
 // they fit. Clients that want all of them pad their requests (PADDING,
-// RFC 5780).
+// RFC 5780). A request without the magic cookie is RFC 3489's
+// (handleClassicSTUN).
 func (s *Server) handleSTUN(sock int, b []byte, src netip.AddrPort) {
+	if !stun.IsMessage(b) {
+		s.handleClassicSTUN(sock, b, src)
+		return
+	}
 	req := &stun.Message{Raw: append([]byte(nil), b...)}
 	if err := req.Decode(); err != nil || req.Type != stun.BindingRequest {
 		s.stats.stunDropped.Add(1)
@@ -42,18 +48,14 @@ func (s *Server) handleSTUN(sock int, b []byte, src netip.AddrPort) {
 	}
 	out := sock
 	if v, err := req.Get(stun.AttrChangeRequest); err == nil {
-		if len(v) != 4 || len(s.conns) < 4 {
+		ok := len(v) == 4
+		if ok {
+			out, ok = s.changedSock(sock, v[3])
+		}
+		if !ok {
 			s.stats.stunDropped.Add(1) // asks for what this server cannot do
 			return
 		}
-		ipPort := sockIPPort[sock]
-		if v[3]&changeIPFlag != 0 {
-			ipPort[0] ^= 1
-		}
-		if v[3]&changePortFlag != 0 {
-			ipPort[1] ^= 1
-		}
-		out = sockFor(ipPort[0], ipPort[1])
 	}
 	resp, ok := s.bindingResponse(req, sock, out, src, len(b))
 	if !ok {
@@ -62,6 +64,28 @@ func (s *Server) handleSTUN(sock int, b []byte, src netip.AddrPort) {
 	}
 	s.stats.stunAnswered.Add(1)
 	s.send(origin{sock: out, addr: src}, resp)
+}
+
+// changedSock is the socket the answer to a request received on sock
+// leaves from under CHANGE-REQUEST flags; false when the server has no
+// alternate address to honour them. No flags (RFC 3489 clients send the
+// attribute so) is the receiving socket.
+func (s *Server) changedSock(sock int, flags byte) (int, bool) {
+	flags &= changeIPFlag | changePortFlag
+	if flags == 0 {
+		return sock, true
+	}
+	if len(s.conns) < 4 {
+		return 0, false
+	}
+	ipPort := sockIPPort[sock]
+	if flags&changeIPFlag != 0 {
+		ipPort[0] ^= 1
+	}
+	if flags&changePortFlag != 0 {
+		ipPort[1] ^= 1
+	}
+	return sockFor(ipPort[0], ipPort[1]), true
 }
 
 // stunAnswerFloor is the size a Binding answer may always reach: the bare
@@ -105,4 +129,118 @@ func (s *Server) bindingResponse(req *stun.Message, in, out int, src netip.AddrP
 	})
 	try(func(m *stun.Message) error { return stun.Fingerprint.AddTo(m) })
 	return resp.Raw, true
+}
+
+// RFC 3489 ("classic STUN"): no magic cookie, a 16-byte transaction ID,
+// and addresses in the clear.
+const (
+	classicBindingRequest  = 0x0001
+	classicBindingResponse = 0x0101
+	classicMappedAddress   = 0x0001
+	classicResponseAddress = 0x0002
+	classicChangeRequest   = 0x0003
+	classicSourceAddress   = 0x0004
+	classicChangedAddress  = 0x0005
+)
+
+// handleClassicSTUN answers an RFC 3489 Binding request (Debian's stun
+// client, old VoIP phones) with MAPPED-ADDRESS, then, while they fit,
+// CHANGED-ADDRESS (when the server has an alternate address: RFC 5780's
+// OTHER-ADDRESS under its old name) and SOURCE-ADDRESS, and honours
+// CHANGE-REQUEST as handleSTUN does. The answer keeps handleSTUN's bound:
+// at most the request's size or stunAnswerFloor (44 bytes), whichever is
+// more. RFC 3489 requests are 20 or 28 bytes and do not pad, so that is
+// MAPPED-ADDRESS and CHANGED-ADDRESS for IPv4 (32 + 12 bytes), all an
+// RFC 3489 client's tests need, and MAPPED-ADDRESS alone for IPv6: a
+// spoofed 20-byte request buys an attacker 24 bytes, one datagram for
+// one, toward an address it names anyway, which any open STUN server
+// gives it too. RESPONSE-ADDRESS (answer to another address than the
+// source) is refused: it would make the server a reflector aimed at
+// anyone, which is why RFC 5389 dropped it.
+func (s *Server) handleClassicSTUN(sock int, b []byte, src netip.AddrPort) {
+	id, change, ok := parseClassicBinding(b)
+	out := sock
+	if ok {
+		out, ok = s.changedSock(sock, change)
+	}
+	if !ok {
+		s.stats.stunDropped.Add(1)
+		return
+	}
+	resp, ok := s.classicResponse(id, sock, out, src, len(b))
+	if !ok {
+		s.stats.stunDropped.Add(1)
+		return
+	}
+	s.stats.stunAnswered.Add(1)
+	s.send(origin{sock: out, addr: src}, resp)
+}
+
+// parseClassicBinding reads an RFC 3489 Binding request: its transaction
+// ID and CHANGE-REQUEST flags. The length must match the datagram and
+// every attribute fit in it; attributes other than CHANGE-REQUEST and
+// RESPONSE-ADDRESS are ignored (USERNAME, MESSAGE-INTEGRITY: the server
+// authenticates no STUN).
+func parseClassicBinding(b []byte) (id [16]byte, change byte, ok bool) {
+	if len(b) < 20 || binary.BigEndian.Uint16(b) != classicBindingRequest || int(binary.BigEndian.Uint16(b[2:])) != len(b)-20 {
+		return id, 0, false
+	}
+	copy(id[:], b[4:20])
+	for a := b[20:]; len(a) > 0; {
+		if len(a) < 4 {
+			return id, 0, false
+		}
+		typ, n := binary.BigEndian.Uint16(a), int(binary.BigEndian.Uint16(a[2:]))
+		if 4+n > len(a) {
+			return id, 0, false
+		}
+		switch typ {
+		case classicChangeRequest:
+			if n != 4 {
+				return id, 0, false
+			}
+			change = a[7]
+		case classicResponseAddress:
+			return id, 0, false
+		}
+		// RFC 3489's attributes are whole words; later ones are padded
+		// to them (RFC 5389), which a lenient reader skips.
+		a = a[min(len(a), 4+(n+3)&^3):]
+	}
+	return id, change, true
+}
+
+// classicResponse builds the answer to an RFC 3489 Binding request
+// received on socket in and sent from out, within budget (or
+// stunAnswerFloor); false if not even MAPPED-ADDRESS fits.
+func (s *Server) classicResponse(id [16]byte, in, out int, src netip.AddrPort, budget int) ([]byte, bool) {
+	budget = max(budget, stunAnswerFloor)
+	b := make([]byte, 20, budget)
+	binary.BigEndian.PutUint16(b, classicBindingResponse)
+	copy(b[4:], id[:])
+	add := func(typ uint16, a netip.AddrPort) bool {
+		ip := a.Addr().Unmap()
+		family, n := byte(1), 8
+		if ip.Is6() {
+			family, n = 2, 20
+		}
+		if len(b)+4+n > budget {
+			return false
+		}
+		b = binary.BigEndian.AppendUint16(b, typ)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+		b = append(b, 0, family)
+		b = binary.BigEndian.AppendUint16(b, a.Port())
+		b = append(b, ip.AsSlice()...)
+		return true
+	}
+	if !add(classicMappedAddress, src) {
+		return nil, false
+	}
+	if len(s.conns) >= 4 {
+		add(classicChangedAddress, s.addrs[sockFor(sockIPPort[in][0]^1, sockIPPort[in][1]^1)])
+	}
+	add(classicSourceAddress, s.addrs[out])
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)-20))
+	return b, true
 }
