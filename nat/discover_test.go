@@ -29,8 +29,8 @@ func TestDiscover(t *testing.T) {
 		}
 		p1 = uint16(c.LocalAddr().(*net.UDPAddr).Port)
 		c.Close()
-		s, err := rendezvous.Listen(rendezvous.ServerConfig{}, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p1).String(),
-			netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), p1+1).String())
+		s, err := rendezvous.Listen(rendezvous.ServerConfig{}, []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p1)},
+			[]netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), p1+1)})
 		if err == nil {
 			srv = s
 			break

@@ -205,7 +205,7 @@ func blackhole(t *testing.T) netip.AddrPort {
 // STUN server with no OTHER-ADDRESS.
 func singleAddressServer(t *testing.T) netip.AddrPort {
 	t.Helper()
-	s, err := rendezvous.Listen(rendezvous.ServerConfig{}, "127.0.0.1:0", "")
+	s, err := rendezvous.Listen(rendezvous.ServerConfig{}, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -11,7 +12,7 @@ import (
 
 func startRendezvous(t *testing.T) *rendezvous.Server {
 	t.Helper()
-	srv, err := rendezvous.Listen(rendezvous.ServerConfig{}, "127.0.0.1:0", "")
+	srv, err := rendezvous.Listen(rendezvous.ServerConfig{}, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,8 +58,8 @@ func TestCallbacksRunUnlocked(t *testing.T) {
 func TestReregisterAfterServerRestart(t *testing.T) {
 	leakcheck.Check(t)
 	priv, _ := newKeypair(t)
-	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t, "127.0.0.1")).String()
-	s1, err := Listen(ServerConfig{PrivateKey: priv}, addr, "")
+	addr := []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort(t, "127.0.0.1"))}
+	s1, err := Listen(ServerConfig{PrivateKey: priv}, addr, nil)
 	if err != nil {
 		t.Skipf("cannot listen: %v", err)
 	}
@@ -68,7 +68,7 @@ func TestReregisterAfterServerRestart(t *testing.T) {
 	_, target := newKeypair(t)
 	registerAll(t, a)
 	s1.Close()
-	s2, err := Listen(ServerConfig{PrivateKey: priv}, addr, "")
+	s2, err := Listen(ServerConfig{PrivateKey: priv}, addr, nil)
 	if err != nil {
 		t.Skipf("cannot listen again at %s: %v", addr, err)
 	}

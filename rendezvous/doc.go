@@ -129,7 +129,8 @@
 // With ServerConfig.TURN the server issues TURN credentials (in REGISTERED)
 // to registered clients that allow relay, for its embedded TURN server or
 // an external one such as coturn with the same secret. The embedded server
-// shares the primary UDP socket and the TCP listeners: STUN messages other
+// shares the primary UDP socket (Conns[0], the first address given to
+// Listen) and the TCP listeners: STUN messages other
 // than Binding requests and TURN ChannelData (first byte 0x40–0x7F) go to
 // it, and a TCP connection whose first byte is STUN's or ChannelData's is
 // handed to it whole. TURN answers an unauthenticated Allocate with a 401
@@ -138,6 +139,18 @@
 // realm's length, and is one of two exceptions to the rule below (the other
 // is STUN's, see STUN).
 //
+// The embedded server's UDP socket is of one family, and its relayed
+// addresses are its RelayIP's. A client that registered over the other
+// family is told the TURN socket's address explicitly (or the RelayIP
+// with its port, when that socket is bound to an unspecified address),
+// which it reaches if it is dual-stack: the unspecified address the others
+// get means "the server's address as you reach it", where no TURN
+// answers for it. TURN over IPv6 proper would need a muxed socket per
+// primary address handed to the TURN server (pion serves several
+// PacketConns), IPv6 relay sockets with an IPv6 RelayIP and
+// REQUESTED-ADDRESS-FAMILY (RFC 6156) honoured, the peer policy's IPv6
+// ranges checked against them, and a node-side TURN client that is not
+// IPv4-only.//
 // # Abuse
 //
 // Nothing unauthenticated is answered with more bytes than it carried: a
@@ -194,10 +207,19 @@
 // STUN server must send to unpadded 20-byte requests (RFC 5389 clients do
 // not pad): the second exception to the rule on answer sizes, at most 24
 // bytes over what the request carried. An IPv4 answer fits OTHER-ADDRESS
-// in it as well, which is all an unpadded RFC 5780 client needs. With four sockets (Listen with an alternate address)
-// CHANGE-REQUEST is honoured: the answer leaves from the other IP, the
-// other port, or both, for RFC 5780's filtering tests. Other STUN methods
-// are not served here.
+// in it as well, which is all an unpadded RFC 5780 client needs. Other
+// STUN methods are not served here.
+//
+// The server's sockets come in groups (ServerConfig.Conns), one per
+// primary address given to Listen, each of one address family: a plain
+// one, or four for RFC 5780 (the primary and alternate IPs and ports
+// combined). CHANGE-REQUEST is honoured within the group the request
+// arrived at: the answer leaves from the other IP, the other port, or
+// both, for RFC 5780's filtering tests, and OTHER-ADDRESS names the
+// group's socket with the other IP and port. An IPv6 request is thus
+// answered from, and told of, IPv6 addresses only, and a group without an
+// alternate refuses CHANGE-REQUEST. IPv6 sockets are IPv6-only, so
+// 0.0.0.0 and [::] at one port coexist.
 //
 // A Binding request without the magic cookie is RFC 3489's (Debian's stun
 // client, old VoIP gear): it is answered in RFC 3489's form, its 16-byte

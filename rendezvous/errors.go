@@ -15,3 +15,8 @@ var (
 	// refusing this source).
 	ErrUnreachable = errors.New("rendezvous: no answer from the server")
 )
+
+// ErrListen: Listen was given addresses it cannot make the server's
+// sockets of: none, or an alternate address that does not pair with its
+// primary one. Listen's error wraps it with the details.
+var ErrListen = errors.New("rendezvous: bad listen addresses")

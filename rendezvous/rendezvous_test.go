@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,10 +52,14 @@ func startClient(t *testing.T, srv netip.AddrPort, pin *Key, candidates []netip.
 }
 
 // startClientAt starts a client on a socket bound to ip (a loopback
-// address: 127.0.0.2 and so on stand for other hosts).
+// address: 127.0.0.2 and so on stand for other hosts; ::1 for IPv6).
 func startClientAt(t *testing.T, ip string, srv netip.AddrPort, pin *Key, candidates []netip.AddrPort) *testClient {
 	t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip)})
+	network := "udp4"
+	if strings.Contains(ip, ":") {
+		network = "udp6"
+	}
+	conn, err := net.ListenUDP(network, &net.UDPAddr{IP: net.ParseIP(ip)})
 	if err != nil {
 		t.Skipf("cannot bind %s: %v", ip, err)
 	}
@@ -167,15 +172,12 @@ func run(t *testing.T, timeout time.Duration, cond func() bool, clients ...*test
 
 func startServer(t *testing.T, alternate bool) *Server {
 	t.Helper()
-	alt := ""
-	if alternate {
-		alt = "127.0.0.2:0"
-	}
+	var alt []netip.AddrPort
 	// Ports must be fixed for the alternate sockets: pick free ones.
 	p1, p2 := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.2")
-	primary := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p1).String()
+	primary := []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p1)}
 	if alternate {
-		alt = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), p2).String()
+		alt = []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), p2)}
 	}
 	s, err := Listen(ServerConfig{TTL: 2 * time.Second}, primary, alt)
 	if err != nil {
@@ -210,7 +212,7 @@ func freePort(t *testing.T, ip string) uint16 {
 // listenServer starts a server at 127.0.0.1 with cfg.
 func listenServer(t *testing.T, cfg ServerConfig) *Server {
 	t.Helper()
-	s, err := Listen(cfg, "127.0.0.1:0", "")
+	s, err := Listen(cfg, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, nil)
 	if err != nil {
 		t.Skipf("cannot listen: %v", err)
 	}
@@ -452,8 +454,9 @@ func TestSTUN(t *testing.T) {
 }
 
 // FuzzServerHandle feeds the server arbitrary datagrams from an
-// unauthenticated source and checks it never answers with more bytes than
-// it got.
+// unauthenticated source, at each socket of an RFC 5780 group and at a
+// plain one beside it, and checks it never answers with more bytes than
+// it got (or the 44-byte STUN floor).
 func FuzzServerHandle(f *testing.F) {
 	f.Add(stunRequest(&testing.T{}, 64, 0))
 	f.Add(classicRequest(&testing.T{}))
@@ -462,14 +465,34 @@ func FuzzServerHandle(f *testing.F) {
 	f.Add(append([]byte{typeRegister, 1, 1, 0}, make([]byte, minRegisterLen-4)...))
 	f.Add(append([]byte{typeIntroduce}, make([]byte, introduceLen-1)...))
 	f.Add(append([]byte{typeAsk}, make([]byte, askLen-1)...))
+	f.Add(classicRequest(&testing.T{}, classicAttr(classicChangeRequest, []byte{0, 0, 0, changeIPFlag | changePortFlag})))
+	f.Add(stunRequest(&testing.T{}, 0, changePortFlag))
+	addrs := []netip.AddrPort{
+		netip.MustParseAddrPort("203.0.113.1:3478"), netip.MustParseAddrPort("203.0.113.2:3479"),
+		netip.MustParseAddrPort("203.0.113.1:3479"), netip.MustParseAddrPort("203.0.113.2:3478"),
+		netip.MustParseAddrPort("[2001:db8::1]:3478"),
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		rec := &recordConn{}
-		s := newServer(ServerConfig{Conns: []net.PacketConn{rec}, TTL: time.Minute, MaxPeers: 10})
-		s.addrs = []netip.AddrPort{netip.MustParseAddrPort("203.0.113.1:3478")}
-		s.handle(origin{addr: netip.MustParseAddrPort("198.51.100.7:40000")}, b)
-		for _, w := range rec.writes {
-			if w > max(len(b), stunAnswerFloor) {
-				t.Fatalf("answered %d bytes to %d", w, len(b))
+		recs := make([]*recordConn, len(addrs))
+		conns := make([]net.PacketConn, len(addrs))
+		for i := range recs {
+			recs[i] = &recordConn{}
+			conns[i] = recs[i]
+		}
+		s := newServer(ServerConfig{Conns: conns, TTL: time.Minute, MaxPeers: 10})
+		s.addrs, s.groups = addrs, groupSockets(addrs)
+		for i := range addrs {
+			src := netip.MustParseAddrPort("198.51.100.7:40000")
+			if addrs[i].Addr().Is6() {
+				src = netip.MustParseAddrPort("[2001:db8:7::7]:40000")
+			}
+			s.handle(origin{sock: i, addr: src}, b)
+		}
+		for _, rec := range recs {
+			for _, w := range rec.writes {
+				if w > max(len(b), stunAnswerFloor) {
+					t.Fatalf("answered %d bytes to %d", w, len(b))
+				}
 			}
 		}
 	})

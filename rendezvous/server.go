@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -61,11 +62,15 @@ type ServerConfig struct {
 	// half (Server.PublicKey). Zero means a random key.
 	PrivateKey [32]byte
 
-	// Conns are the server's UDP sockets. Conns[0] is the primary address
-	// clients register at. With four sockets the server supports RFC 5780:
-	// Conns[1] has another IP and port, Conns[2] the primary IP and
-	// Conns[1]'s port, Conns[3] Conns[1]'s IP and the primary port (Listen
-	// opens them so). The server closes them on Close.
+	// Conns are the server's UDP sockets, in groups: clients may register
+	// and ask for STUN at any of them. A socket at (P, p) followed by
+	// sockets at (A, a), (P, a) and (A, p), with A another IP of the same
+	// family and a another port, is an RFC 5780 group of four: STUN
+	// answers from it name and honour CHANGE-REQUEST with its sockets
+	// only, so each address family has its own. Any other socket is a
+	// group of its own, a plain STUN server. Listen opens them so, one
+	// group per primary address. Conns[0] is the primary address (Addr),
+	// and the embedded TURN server's. The server closes them on Close.
 	Conns []net.PacketConn
 
 	// TTL is how long a registration lasts without a refresh. Zero means
@@ -113,6 +118,7 @@ type Server struct {
 	public  Key
 	conns   []net.PacketConn
 	addrs   []netip.AddrPort
+	groups  []sockGroup // per socket, from addrs
 	log     *slog.Logger
 	wg      sync.WaitGroup
 	// Per source IP (ipGroup) token buckets.
@@ -124,6 +130,7 @@ type Server struct {
 	closed      atomic.Bool
 
 	turnServers []TURNServer
+	turnOther   []TURNServer // turnServers as told to clients of the other address family
 	turnUDP     *muxConn
 	turnTCP     *chanListener
 	relay       *relay.Server
@@ -217,6 +224,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		}
 		s.addrs = append(s.addrs, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 	}
+	s.groups = groupSockets(s.addrs)
 	if err := s.startTURN(); err != nil {
 		return nil, err
 	}
@@ -296,26 +304,64 @@ func (s *Server) sweepLoop() {
 	}
 }
 
-// Listen opens the server's sockets and starts it: one at primary, and for
-// RFC 5780, when alternate is set, three more (see ServerConfig.Conns).
-func Listen(cfg ServerConfig, primary, alternate string) (*Server, error) {
-	p, err := netip.ParseAddrPort(primary)
-	if err != nil {
-		return nil, err
+// Listen opens the server's sockets and starts it: one at each primary
+// address, and for RFC 5780 three more for each primary address that has
+// an alternate (see ServerConfig.Conns). Alternates go with primary
+// addresses of their own family, in order: the first IPv4 alternate with
+// the first IPv4 primary address, and so on; a primary address left
+// without one is a plain STUN server. An alternate has another IP and
+// another port than its primary address, and neither is unspecified or
+// zero. IPv4 addresses are bound with "udp4" and IPv6 ones with "udp6",
+// which is IPv6-only: 0.0.0.0 and [::] at one port are two sockets that
+// coexist, and each family's STUN answers come from its own group. The
+// first primary address is Addr, and the embedded TURN server's socket.
+func Listen(cfg ServerConfig, primary, alternate []netip.AddrPort) (*Server, error) {
+	if len(primary) == 0 {
+		return nil, fmt.Errorf("%w: none given", ErrListen)
 	}
-	addrs := []netip.AddrPort{p}
-	if alternate != "" {
-		a, err := netip.ParseAddrPort(alternate)
-		if err != nil {
-			return nil, err
+	unmap := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
+	alts := map[bool][]netip.AddrPort{} // by "is IPv4"
+	for _, a := range alternate {
+		a = unmap(a)
+		if !a.Addr().IsValid() {
+			return nil, fmt.Errorf("%w: an invalid alternate address", ErrListen)
 		}
-		if a.Addr() == p.Addr() || a.Port() == p.Port() {
-			return nil, errors.New("rendezvous: the alternate address needs another IP and another port")
+		alts[a.Addr().Is4()] = append(alts[a.Addr().Is4()], a)
+	}
+	var addrs []netip.AddrPort
+	for _, p := range primary {
+		p = unmap(p)
+		if !p.Addr().IsValid() {
+			return nil, fmt.Errorf("%w: an invalid address", ErrListen)
+		}
+		addrs = append(addrs, p)
+		fam := p.Addr().Is4()
+		if len(alts[fam]) == 0 {
+			continue
+		}
+		a := alts[fam][0]
+		alts[fam] = alts[fam][1:]
+		switch {
+		case a.Addr() == p.Addr() || a.Port() == p.Port():
+			return nil, fmt.Errorf("%w: alternate %v for %v: it needs another IP and another port", ErrListen, a, p)
+		case p.Addr().IsUnspecified() || a.Addr().IsUnspecified() || p.Port() == 0 || a.Port() == 0:
+			// The four sockets combine the two IPs and ports, and
+			// OTHER-ADDRESS must name where answers really leave from.
+			return nil, fmt.Errorf("%w: alternate %v for %v: RFC 5780 needs both IPs and ports given", ErrListen, a, p)
 		}
 		addrs = append(addrs, a, netip.AddrPortFrom(p.Addr(), a.Port()), netip.AddrPortFrom(a.Addr(), p.Port()))
 	}
+	for _, left := range alts {
+		if len(left) > 0 {
+			return nil, fmt.Errorf("%w: alternate %v has no primary address of its family left to go with", ErrListen, left[0])
+		}
+	}
 	for _, a := range addrs {
-		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(a))
+		network := "udp4"
+		if a.Addr().Is6() {
+			network = "udp6" // Go sets IPV6_V6ONLY for it
+		}
+		c, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(a))
 		if err != nil {
 			for _, c := range cfg.Conns {
 				c.Close()
@@ -324,7 +370,14 @@ func Listen(cfg ServerConfig, primary, alternate string) (*Server, error) {
 		}
 		cfg.Conns = append(cfg.Conns, c)
 	}
-	return NewServer(cfg)
+	s, err := NewServer(cfg)
+	if err != nil {
+		for _, c := range cfg.Conns {
+			c.Close()
+		}
+		return nil, err
+	}
+	return s, nil
 }
 
 // PublicKey returns the server's public key, which clients may pin.
@@ -332,6 +385,32 @@ func (s *Server) PublicKey() Key { return s.public }
 
 // Addr returns the primary address.
 func (s *Server) Addr() netip.AddrPort { return s.addrs[0] }
+
+// Addrs returns the primary address of each group of sockets (see
+// ServerConfig.Conns), Addr first: each is an address clients may
+// register at.
+func (s *Server) Addrs() []netip.AddrPort {
+	var out []netip.AddrPort
+	for i, g := range s.groups {
+		if g.base == i {
+			out = append(out, s.addrs[i])
+		}
+	}
+	return out
+}
+
+// Alternates returns, for each of Addrs, its group's RFC 5780 alternate
+// address (another IP and port), or the zero AddrPort when it has none.
+func (s *Server) Alternates() []netip.AddrPort {
+	var out []netip.AddrPort
+	for i, g := range s.groups {
+		if g.base == i {
+			a, _ := s.otherAddr(i)
+			out = append(out, a)
+		}
+	}
+	return out
+}
 
 // Close stops the server and closes its sockets. It is idempotent.
 func (s *Server) Close() error {
@@ -548,7 +627,7 @@ func (s *Server) handleRegister(o origin, b []byte) {
 	s.stats.registrations.Add(1)
 	reply := Registered{Observed: src, TTL: uint16(s.cfg.TTL / time.Second), Timestamp: r.Timestamp}
 	if r.RelayAllowed {
-		reply.TURN = s.turnFor(r.Peer, now)
+		reply.TURN = s.turnFor(r.Peer, src, now)
 	}
 	s.send(o, reply.encode(&key))
 }

@@ -8,10 +8,10 @@ import (
 )
 
 // STUN answering (RFC 5389 Binding, RFC 5780 behaviour discovery). The
-// four sockets of an RFC 5780 server are (primary IP, primary port),
+// four sockets of an RFC 5780 group are (primary IP, primary port),
 // (alternate IP, alternate port), (primary IP, alternate port) and
-// (alternate IP, primary port): sockIPPort gives each one's pair of "is it
-// the alternate" bits.
+// (alternate IP, primary port), in that order in Conns: sockIPPort gives
+// each role's pair of "is it the alternate" bits.
 var sockIPPort = [4][2]int{{0, 0}, {1, 1}, {0, 1}, {1, 0}}
 
 func sockFor(ip, port int) int {
@@ -21,6 +21,63 @@ func sockFor(ip, port int) int {
 		}
 	}
 	return 0
+}
+
+// sockGroup is a socket's place among the server's sockets: the index in
+// conns of its group's primary socket, and its role in the group
+// (sockIPPort's index). A group is four sockets (RFC 5780, square set) or
+// one; each is of one address family, so an answer to an IPv6 request
+// names and leaves from IPv6 addresses only.
+type sockGroup struct {
+	base, role int
+	square     bool
+}
+
+// groupSockets splits the server's addresses into groups, in order: a
+// socket followed by three that complete its RFC 5780 square (another IP
+// of the same family, another port: see ServerConfig.Conns) starts a
+// group of four, any other socket is a group of its own.
+func groupSockets(addrs []netip.AddrPort) []sockGroup {
+	g := make([]sockGroup, len(addrs))
+	for i := 0; i < len(addrs); {
+		if i+4 <= len(addrs) && isSquare(addrs[i:i+4]) {
+			for r := range 4 {
+				g[i+r] = sockGroup{base: i, role: r, square: true}
+			}
+			i += 4
+			continue
+		}
+		g[i] = sockGroup{base: i}
+		i++
+	}
+	return g
+}
+
+// isSquare reports whether a holds the four addresses of an RFC 5780
+// group in Conns' order.
+func isSquare(a []netip.AddrPort) bool {
+	p, alt := a[0], a[1]
+	return p.Addr().Is4() == alt.Addr().Is4() && p.Addr() != alt.Addr() && p.Port() != alt.Port() &&
+		!p.Addr().IsUnspecified() && !alt.Addr().IsUnspecified() &&
+		a[2] == netip.AddrPortFrom(p.Addr(), alt.Port()) && a[3] == netip.AddrPortFrom(alt.Addr(), p.Port())
+}
+
+// groupSock is the socket of sock's group with the given "is it the
+// alternate" bits.
+func (s *Server) groupSock(sock, ip, port int) int {
+	return s.groups[sock].base + sockFor(ip, port)
+}
+
+// otherAddr is the address that differs from sock's in both IP and port
+// (OTHER-ADDRESS, RFC 3489's CHANGED-ADDRESS); false without an RFC 5780
+// group.
+func (s *Server) otherAddr(sock int) (netip.AddrPort, bool) {
+	g := s.groups[sock]
+	if !g.square {
+		return netip.AddrPort{}, false
+	}
+	ipPort := sockIPPort[g.role]
+	return s.addrs[s.groupSock(sock, ipPort[0]^1, ipPort[1]^1)], true
 }
 
 // CHANGE-REQUEST flags (RFC 5780 §7.2).
@@ -75,17 +132,18 @@ func (s *Server) changedSock(sock int, flags byte) (int, bool) {
 	if flags == 0 {
 		return sock, true
 	}
-	if len(s.conns) < 4 {
+	g := s.groups[sock]
+	if !g.square {
 		return 0, false
 	}
-	ipPort := sockIPPort[sock]
+	ipPort := sockIPPort[g.role]
 	if flags&changeIPFlag != 0 {
 		ipPort[0] ^= 1
 	}
 	if flags&changePortFlag != 0 {
 		ipPort[1] ^= 1
 	}
-	return sockFor(ipPort[0], ipPort[1]), true
+	return s.groupSock(sock, ipPort[0], ipPort[1]), true
 }
 
 // stunAnswerFloor is the size a Binding answer may always reach: the bare
@@ -117,8 +175,7 @@ func (s *Server) bindingResponse(req *stun.Message, in, out int, src netip.AddrP
 			trial.CloneTo(resp)
 		}
 	}
-	if len(s.conns) >= 4 {
-		other := s.addrs[sockFor(sockIPPort[in][0]^1, sockIPPort[in][1]^1)]
+	if other, ok := s.otherAddr(in); ok {
 		try(func(m *stun.Message) error {
 			return (&stun.OtherAddress{IP: other.Addr().AsSlice(), Port: int(other.Port())}).AddTo(m)
 		})
@@ -237,8 +294,8 @@ func (s *Server) classicResponse(id [16]byte, in, out int, src netip.AddrPort, b
 	if !add(classicMappedAddress, src) {
 		return nil, false
 	}
-	if len(s.conns) >= 4 {
-		add(classicChangedAddress, s.addrs[sockFor(sockIPPort[in][0]^1, sockIPPort[in][1]^1)])
+	if other, ok := s.otherAddr(in); ok {
+		add(classicChangedAddress, other)
 	}
 	add(classicSourceAddress, s.addrs[out])
 	binary.BigEndian.PutUint16(b[2:], uint16(len(b)-20))

@@ -91,13 +91,18 @@ func keyTag(k Key) string {
 // turnUser is the user part of a peer's TURN username.
 func turnUser(peer, server Key) string { return peerUser(peer) + "." + keyTag(server) }
 
-// turnFor issues TURN credentials to a registered peer.
-func (s *Server) turnFor(peer Key, now time.Time) *TURN {
+// turnFor issues TURN credentials to a registered peer, registered from
+// src.
+func (s *Server) turnFor(peer Key, src netip.AddrPort, now time.Time) *TURN {
 	t := s.cfg.TURN
 	if t == nil {
 		return nil
 	}
-	return &TURN{Servers: s.turnServers, Credentials: relay.NewCredentials(t.Secret, turnUser(peer, s.public), t.TTL, now)}
+	servers := s.turnServers
+	if s.turnOther != nil && src.Addr().Is4() != s.addrs[0].Addr().Is4() {
+		servers = s.turnOther
+	}
+	return &TURN{Servers: servers, Credentials: relay.NewCredentials(t.Secret, turnUser(peer, s.public), t.TTL, now)}
 }
 
 // authorizeTURN is the embedded relay's Authorize: the username must name
@@ -160,6 +165,23 @@ func (s *Server) startTURN() error {
 		s.turnServers = []TURNServer{{Transport: relay.UDP, Addr: here}}
 		if len(s.cfg.Listeners) > 0 {
 			s.turnServers = append(s.turnServers, TURNServer{Transport: relay.TCP, Addr: here})
+		}
+		// The embedded server answers at Conns[0] only: a client that
+		// reached us over the other address family would fill in the
+		// address it knows, where no TURN answers. It is told the TURN
+		// socket's own address instead (or, when that is unspecified, the
+		// relay's public IP, on the same host), which a dual-stack client
+		// reaches. TURN at every listen address, IPv6 relayed addresses
+		// among them, is not built (see doc.go).
+		ip := s.addrs[0].Addr()
+		if ip.IsUnspecified() {
+			ip = cfg.RelayIP
+		}
+		if !ip.IsUnspecified() && ip.Is4() == s.addrs[0].Addr().Is4() {
+			there := netip.AddrPortFrom(ip, port)
+			for _, srv := range s.turnServers {
+				s.turnOther = append(s.turnOther, TURNServer{Transport: srv.Transport, Addr: there})
+			}
 		}
 	}
 	return nil

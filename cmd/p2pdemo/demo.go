@@ -37,7 +37,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	say := newConsole(stdout, "")
 	srv, err := rendezvous.Listen(rendezvous.ServerConfig{TURN: &rendezvous.TURNConfig{
 		Secret: "demo", Embed: &relay.ServerConfig{RelayIP: netip.MustParseAddr("127.0.0.1")},
-	}}, "127.0.0.1:0", "")
+	}}, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, nil)
 	if err != nil {
 		return err
 	}

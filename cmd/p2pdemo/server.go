@@ -178,7 +178,16 @@ func startServer(f serverFlags) (*serverSetup, error) {
 	cfg.Listeners = []net.Listener{l}
 	primary = netip.AddrPortFrom(primary.Addr(), uint16(l.Addr().(*net.TCPAddr).Port))
 	st.primary = primary
-	if st.srv, err = rendezvous.Listen(cfg, primary.String(), f.listen2); err != nil {
+	var alternate []netip.AddrPort
+	if f.listen2 != "" {
+		a, err := netip.ParseAddrPort(f.listen2)
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("server: --listen2 %q: %w", f.listen2, err)
+		}
+		alternate = append(alternate, a)
+	}
+	if st.srv, err = rendezvous.Listen(cfg, []netip.AddrPort{primary}, alternate); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("server: %w", err)
 	}
