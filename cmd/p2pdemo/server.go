@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,12 +23,13 @@ import (
 
 const serverSummary = `p2pdemo server: the rendezvous service (registration, introductions), STUN
 (RFC 5780 with --listen2) and an embedded TURN relay, on UDP and TCP at the
---listen port; or, with --external-turn, credentials for a real coturn
-configured with use-auth-secret and the same secret. Prints its key, the
-ports to open and a status line; stops cleanly on SIGINT or SIGTERM.`
+--listen addresses (IPv4 and IPv6 at once: --listen 0.0.0.0:3478,[::]:3478);
+or, with --external-turn, credentials for a real coturn configured with
+use-auth-secret and the same secret. Prints its key, the ports to open and a
+status line; stops cleanly on SIGINT or SIGTERM.`
 
 type serverFlags struct {
-	listen, listen2 string
+	listen, listen2 []netip.AddrPort
 	relayIP         string
 	relayPorts      string
 	relayAllow      prefixList
@@ -42,8 +44,9 @@ type serverFlags struct {
 func parseServerFlags(args []string, stderr io.Writer) (serverFlags, error) {
 	var f serverFlags
 	fs := newFlags("server", serverSummary, stderr)
-	fs.StringVar(&f.listen, "listen", "0.0.0.0:3478", "`HOST:PORT` for rendezvous, STUN and TURN, UDP and TCP")
-	fs.StringVar(&f.listen2, "listen2", "", "a second `HOST:PORT` (another IP and port) for RFC 5780 NAT behaviour tests")
+	listen, listen2 := "0.0.0.0:3478", ""
+	fs.StringVar(&listen, "listen", listen, "`IP:PORT[,IP:PORT...]` for rendezvous, STUN and TURN, UDP and TCP: a socket each, IPv6 in brackets ([::] is IPv6 only, 0.0.0.0 IPv4 only); the first IPv4 one carries the embedded TURN")
+	fs.StringVar(&listen2, "listen2", "", "`IP:PORT[,IP:PORT...]`: RFC 5780 alternates (another IP and port) for NAT behaviour tests, each going with the --listen address of its family in order (the first IPv4 one with the first IPv4 --listen address...)")
 	fs.StringVar(&f.relayIP, "relay-ip", "", "the public `IP` put in relayed addresses (default: the --listen IP; required when that is 0.0.0.0 or behind a 1:1 NAT)")
 	fs.StringVar(&f.relayPorts, "relay-ports", "49152-65535", "UDP port range `MIN-MAX` for relay allocations")
 	fs.Var(&f.relayAllow, "relay-allow", "let the relay reach peers in `CIDR`, a range it refuses by default (private, loopback, link-local, CGNAT...; as coturn's allowed-peer-ip); repeat or comma-separate for several")
@@ -59,6 +62,16 @@ func parseServerFlags(args []string, stderr io.Writer) (serverFlags, error) {
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("server: unexpected argument %q", fs.Arg(0))
 	}
+	var err error
+	if f.listen, err = parseAddrList("--listen", listen); err != nil {
+		return f, err
+	}
+	if len(f.listen) == 0 {
+		return f, errors.New("server: --listen needs at least one IP:PORT")
+	}
+	if f.listen2, err = parseAddrList("--listen2", listen2); err != nil {
+		return f, err
+	}
 	if f.secret != "" && f.secretFile != "" {
 		return f, errors.New("server: give --turn-secret or --turn-secret-file, not both")
 	}
@@ -69,6 +82,24 @@ func parseServerFlags(args []string, stderr io.Writer) (serverFlags, error) {
 		return f, errors.New("server: --relay-allow and --relay-max-per-ip set the embedded relay, not an --external-turn (configure that one's allowed-peer-ip and quotas)")
 	}
 	return f, nil
+}
+
+// parseAddrList reads a comma-separated list of IP:PORT (IPv6 in
+// brackets); empty is none.
+func parseAddrList(flagName, s string) ([]netip.AddrPort, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []netip.AddrPort
+	for _, one := range strings.Split(s, ",") {
+		one = strings.TrimSpace(one)
+		a, err := netip.ParseAddrPort(one)
+		if err != nil {
+			return nil, fmt.Errorf("server: %s %q: want IP:PORT, IPv6 as [IP]:PORT: %w", flagName, one, err)
+		}
+		out = append(out, netip.AddrPortFrom(a.Addr().Unmap(), a.Port()))
+	}
+	return out, nil
 }
 
 // prefixList is a repeatable flag of CIDR prefixes, comma-separated too;
@@ -105,7 +136,6 @@ func (l *prefixList) Set(v string) error {
 // serverSetup is what runServer built: the server and what to print.
 type serverSetup struct {
 	srv      *rendezvous.Server
-	primary  netip.AddrPort
 	relayMin uint16
 	relayMax uint16
 	external []rendezvous.TURNServer
@@ -140,10 +170,20 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func startServer(f serverFlags) (*serverSetup, error) {
-	primary, err := netip.ParseAddrPort(f.listen)
-	if err != nil {
-		return nil, fmt.Errorf("server: --listen %q: %w", f.listen, err)
-	}
+	// The embedded TURN server takes the first address's socket
+	// (rendezvous.Listen) and is IPv4-only: IPv4 addresses go first, each
+	// family keeping its order, which is what pairs --listen2 addresses
+	// with them.
+	primaries := slices.Clone(f.listen)
+	slices.SortStableFunc(primaries, func(a, b netip.AddrPort) int {
+		switch {
+		case a.Addr().Is4() == b.Addr().Is4():
+			return 0
+		case a.Addr().Is4():
+			return -1
+		}
+		return 1
+	})
 	secret, err := turnSecret(f)
 	if err != nil {
 		return nil, err
@@ -154,7 +194,7 @@ func startServer(f serverFlags) (*serverSetup, error) {
 			return nil, err
 		}
 	}
-	st := &serverSetup{primary: primary}
+	st := &serverSetup{}
 	turnCfg := &rendezvous.TURNConfig{Secret: secret}
 	if f.externalTURN != "" {
 		if st.external, err = parseTURNURLs(f.externalTURN); err != nil {
@@ -162,33 +202,39 @@ func startServer(f serverFlags) (*serverSetup, error) {
 		}
 		turnCfg.Servers = st.external
 	} else {
-		embed, lo, hi, err := embeddedTURN(f, primary)
+		if !primaries[0].Addr().Is4() {
+			return nil, errors.New("server: the embedded TURN relay needs an IPv4 --listen address (it relays over IPv4 only); add one, or use --external-turn")
+		}
+		embed, lo, hi, err := embeddedTURN(f, primaries[0])
 		if err != nil {
 			return nil, err
 		}
 		turnCfg.Embed, st.relayMin, st.relayMax = embed, lo, hi
 	}
 	cfg.TURN = turnCfg
-	// TCP first: with port 0 the kernel picks a port, and UDP takes the
-	// same number.
-	l, err := net.Listen("tcp", primary.String())
-	if err != nil {
-		return nil, fmt.Errorf("server: TCP at %v: %w", primary, err)
-	}
-	cfg.Listeners = []net.Listener{l}
-	primary = netip.AddrPortFrom(primary.Addr(), uint16(l.Addr().(*net.TCPAddr).Port))
-	st.primary = primary
-	var alternate []netip.AddrPort
-	if f.listen2 != "" {
-		a, err := netip.ParseAddrPort(f.listen2)
-		if err != nil {
+	// TCP first, one listener per address in its own family (tcp6 is
+	// IPv6-only, as the UDP sockets are): with port 0 the kernel picks a
+	// port, and UDP takes the same number.
+	closeAll := func() {
+		for _, l := range cfg.Listeners {
 			l.Close()
-			return nil, fmt.Errorf("server: --listen2 %q: %w", f.listen2, err)
 		}
-		alternate = append(alternate, a)
 	}
-	if st.srv, err = rendezvous.Listen(cfg, []netip.AddrPort{primary}, alternate); err != nil {
-		l.Close()
+	for i, a := range primaries {
+		network := "tcp4"
+		if a.Addr().Is6() {
+			network = "tcp6"
+		}
+		l, err := net.Listen(network, a.String())
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("server: TCP at %v: %w", a, err)
+		}
+		cfg.Listeners = append(cfg.Listeners, l)
+		primaries[i] = netip.AddrPortFrom(a.Addr(), uint16(l.Addr().(*net.TCPAddr).Port))
+	}
+	if st.srv, err = rendezvous.Listen(cfg, primaries, f.listen2); err != nil {
+		closeAll()
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	return st, nil
@@ -310,21 +356,64 @@ func parseTURNURL(s string) (rendezvous.TURNServer, error) {
 
 func printServerBanner(w io.Writer, st *serverSetup) {
 	key := p2p.PeerID(st.srv.PublicKey())
+	addrs, alts := st.srv.Addrs(), st.srv.Alternates()
 	fmt.Fprintf(w, "server key %s\n", key)
-	fmt.Fprintf(w, "listening on %v (UDP and TCP)\n", st.srv.Addr())
-	host := st.primary.Addr().String()
-	if st.primary.Addr().IsUnspecified() {
-		host = "THIS-HOST"
+	fmt.Fprintf(w, "listening on %s (UDP and TCP)\n", joinAddrs(addrs))
+	for i, a := range alts {
+		if a.IsValid() {
+			fmt.Fprintf(w, "RFC 5780 alternate for %v: %v (UDP)\n", addrs[i], a)
+		}
 	}
-	fmt.Fprintf(w, "peers connect with: p2pdemo peer --server %s@%s:%d\n", key, host, st.primary.Port())
+	for _, a := range addrs {
+		fmt.Fprintf(w, "peers connect with: p2pdemo peer --server %s@%s\n", key, peerHost(a))
+	}
 	fmt.Fprintln(w, "ports to open:")
-	fmt.Fprintf(w, "  UDP and TCP %d (rendezvous, STUN, TURN)\n", st.primary.Port())
+	var ports []uint16
+	for i, a := range addrs {
+		if slices.Contains(ports, a.Port()) {
+			continue
+		}
+		ports = append(ports, a.Port())
+		what := "rendezvous, STUN"
+		if i == 0 && st.relayMax != 0 {
+			what += ", TURN" // the embedded TURN's socket is the first address's
+		}
+		fmt.Fprintf(w, "  UDP and TCP %d (%s)\n", a.Port(), what)
+	}
+	for _, a := range alts {
+		if a.IsValid() && !slices.Contains(ports, a.Port()) {
+			ports = append(ports, a.Port())
+			fmt.Fprintf(w, "  UDP %d (STUN, RFC 5780 NAT behaviour tests)\n", a.Port())
+		}
+	}
 	if st.relayMax != 0 {
 		fmt.Fprintf(w, "  UDP %d-%d (TURN relay allocations)\n", st.relayMin, st.relayMax)
 	}
 	for _, s := range st.external {
 		fmt.Fprintf(w, "  TURN is external: %v over %v\n", s.Addr, s.Transport)
 	}
+}
+
+// joinAddrs prints addresses as netip does: IPv6 in brackets.
+func joinAddrs(addrs []netip.AddrPort) string {
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// peerHost is the HOST:PORT a peer's --server takes for a listen address:
+// IPv6 in brackets, as p2p.Config.Rendezvous parses it, and a placeholder
+// for an unspecified address, which is no address to dial.
+func peerHost(a netip.AddrPort) string {
+	switch {
+	case a.Addr().IsUnspecified() && a.Addr().Is4():
+		return fmt.Sprintf("THIS-HOST:%d", a.Port())
+	case a.Addr().IsUnspecified():
+		return fmt.Sprintf("[THIS-HOST-IPV6]:%d", a.Port())
+	}
+	return a.String()
 }
 
 func statusLine(srv *rendezvous.Server) string {

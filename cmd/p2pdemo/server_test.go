@@ -1,11 +1,20 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+
+	"github.com/gamewire/gamewire/p2p"
 )
 
 // TestRelayPolicyFlags: --relay-allow (repeated, comma-separated, bare
@@ -47,4 +56,221 @@ func TestRelayPolicyFlags(t *testing.T) {
 	if !strings.Contains(line, "0 peers denied, 0 refused over quota (0 user, 0 IP, 0 full)") {
 		t.Fatalf("status line %q", line)
 	}
+}
+
+// TestServerListenFlags: --listen and --listen2 take comma-separated
+// IP:PORT lists, IPv6 in brackets; anything else is refused.
+func TestServerListenFlags(t *testing.T) {
+	f, err := parseServerFlags([]string{"--listen", "203.0.113.10:3478, [2001:db8::10]:3478", "--listen2", "203.0.113.11:3479,[2001:db8::11]:3479"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.MustParseAddrPort
+	if want := []netip.AddrPort{ap("203.0.113.10:3478"), ap("[2001:db8::10]:3478")}; !slices.Equal(f.listen, want) {
+		t.Errorf("--listen %v, want %v", f.listen, want)
+	}
+	if want := []netip.AddrPort{ap("203.0.113.11:3479"), ap("[2001:db8::11]:3479")}; !slices.Equal(f.listen2, want) {
+		t.Errorf("--listen2 %v, want %v", f.listen2, want)
+	}
+	if f, err := parseServerFlags(nil, io.Discard); err != nil || !slices.Equal(f.listen, []netip.AddrPort{ap("0.0.0.0:3478")}) || f.listen2 != nil {
+		t.Errorf("defaults: %v %v, %v", f.listen, f.listen2, err)
+	}
+	for _, args := range [][]string{
+		{"--listen", "2001:db8::10:3478"}, // no brackets: no port to be found
+		{"--listen", "127.0.0.1:3478,"},
+		{"--listen", ""},
+		{"--listen", "localhost:3478"},
+		{"--listen2", "127.0.0.2"},
+	} {
+		if _, err := parseServerFlags(args, io.Discard); err == nil {
+			t.Errorf("%q accepted", args)
+		}
+	}
+}
+
+// TestPeerHost: the banner's --server addresses are what a peer can
+// dial: IPv6 in brackets, a placeholder for an unspecified address.
+func TestPeerHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"203.0.113.10:3478":       "203.0.113.10:3478",
+		"[2001:db8:100::10]:3478": "[2001:db8:100::10]:3478",
+		"0.0.0.0:3478":            "THIS-HOST:3478",
+		"[::]:3478":               "[THIS-HOST-IPV6]:3478",
+		"[fe80::1%eth0]:3478":     "[fe80::1%eth0]:3478",
+		"[::ffff:192.0.2.1]:3478": "[::ffff:192.0.2.1]:3478",
+	} {
+		if got := peerHost(netip.MustParseAddrPort(in)); got != want {
+			t.Errorf("peerHost(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// haveIPv6 skips without an IPv6 loopback.
+func haveIPv6(t *testing.T) {
+	t.Helper()
+	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("no IPv6 loopback (::1): %v", err)
+	}
+	c.Close()
+}
+
+// freeUDPPort is a port free for UDP and TCP on ip when asked.
+func freeUDPPort(t *testing.T, ip string) uint16 {
+	t.Helper()
+	for range 20 {
+		c, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Skipf("cannot bind %s: %v", ip, err)
+		}
+		p := c.LocalAddr().(*net.UDPAddr).Port
+		c.Close()
+		if l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p))); err == nil {
+			l.Close()
+			return uint16(p)
+		}
+	}
+	t.Skip("no free port")
+	return 0
+}
+
+// TestServerDualStack: one server on 127.0.0.1 (RFC 5780 alternate
+// 127.0.0.2) and [::1] at once, each address its own UDP socket and TCP
+// listener. The banner lists both, brackets the IPv6 one in a usable
+// --server line and names the alternate; STUN over each family answers
+// with that family's mapped address, OTHER-ADDRESS only over IPv4.
+func TestServerDualStack(t *testing.T) {
+	haveIPv6(t)
+	p4, p2 := freeUDPPort(t, "127.0.0.1"), freeUDPPort(t, "127.0.0.2")
+	p6 := freeUDPPort(t, "::1")
+	f, err := parseServerFlags([]string{
+		"--listen", fmt.Sprintf("[::1]:%d,127.0.0.1:%d", p6, p4), // IPv6 first: IPv4 goes first for TURN
+		"--listen2", fmt.Sprintf("127.0.0.2:%d", p2),
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := startServer(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.srv.Close()
+	var out bytes.Buffer
+	printServerBanner(&out, st)
+	banner := out.String()
+	key := p2p.PeerID(st.srv.PublicKey()).String()
+	v4 := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), p4)
+	v6 := netip.AddrPortFrom(netip.IPv6Loopback(), p6)
+	alt := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), p2)
+	for _, want := range []string{
+		fmt.Sprintf("listening on %v, %v (UDP and TCP)\n", v4, v6),
+		fmt.Sprintf("RFC 5780 alternate for %v: %v (UDP)\n", v4, alt),
+		fmt.Sprintf("peers connect with: p2pdemo peer --server %s@127.0.0.1:%d\n", key, p4),
+		fmt.Sprintf("peers connect with: p2pdemo peer --server %s@[::1]:%d\n", key, p6),
+		fmt.Sprintf("  UDP and TCP %d (rendezvous, STUN, TURN)\n", p4),
+		fmt.Sprintf("  UDP and TCP %d (rendezvous, STUN)\n", p6),
+		fmt.Sprintf("  UDP %d (STUN, RFC 5780 NAT behaviour tests)\n", p2),
+	} {
+		if !strings.Contains(banner, want) {
+			t.Errorf("banner has no %q:\n%s", want, banner)
+		}
+	}
+	// Every --server line is one p2p parses.
+	for _, line := range strings.Split(banner, "\n") {
+		if arg, ok := strings.CutPrefix(line, "peers connect with: p2pdemo peer --server "); ok {
+			n, err := p2p.New(p2p.Config{Rendezvous: arg, ListenAddr: "127.0.0.1:0"})
+			if err != nil {
+				t.Errorf("%q: %v", arg, err)
+				continue
+			}
+			n.Close()
+		}
+	}
+
+	for _, tc := range []struct {
+		network string
+		local   net.IP
+		server  netip.AddrPort
+		other   bool
+	}{{"udp4", net.IPv4(127, 0, 0, 1), v4, true}, {"udp6", net.IPv6loopback, v6, false}} {
+		c, err := net.ListenUDP(tc.network, &net.UDPAddr{IP: tc.local})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+		c.WriteToUDPAddrPort(req.Raw, tc.server)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 1500)
+		n, from, err := c.ReadFromUDPAddrPort(buf)
+		me := c.LocalAddr().(*net.UDPAddr).AddrPort()
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s: no STUN answer from %v: %v", tc.network, tc.server, err)
+		}
+		m := &stun.Message{Raw: buf[:n]}
+		var xa stun.XORMappedAddress
+		var other stun.OtherAddress
+		if m.Decode() != nil || xa.GetFrom(m) != nil || from != tc.server {
+			t.Fatalf("%s: answer %v from %v", tc.network, m, from)
+		}
+		if !xa.IP.Equal(me.Addr().AsSlice()) || xa.Port != int(me.Port()) {
+			t.Errorf("%s: mapped %v, client %v", tc.network, xa, me)
+		}
+		if got := other.GetFrom(m) == nil; got != tc.other {
+			t.Errorf("%s: OTHER-ADDRESS present %v, want %v (%v)", tc.network, got, tc.other, other)
+		}
+		tcp := "tcp4"
+		if tc.network == "udp6" {
+			tcp = "tcp6"
+		}
+		if conn, err := net.DialTimeout(tcp, tc.server.String(), 5*time.Second); err != nil {
+			t.Errorf("no TCP listener at %v: %v", tc.server, err)
+		} else {
+			conn.Close()
+		}
+	}
+}
+
+// TestServerUnspecifiedBothFamilies: 0.0.0.0 and [::] at one port are two
+// sockets and two listeners (IPv6-only), not one dual-stack socket that
+// the second address would collide with.
+func TestServerUnspecifiedBothFamilies(t *testing.T) {
+	haveIPv6(t)
+	p := freeUDPPort(t, "::")
+	f, err := parseServerFlags([]string{"--listen", fmt.Sprintf("0.0.0.0:%d,[::]:%d", p, p), "--relay-ip", "127.0.0.1"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := startServer(f)
+	if err != nil {
+		t.Fatalf("0.0.0.0 and [::] at %d: %v", p, err)
+	}
+	defer st.srv.Close()
+	var out bytes.Buffer
+	printServerBanner(&out, st)
+	key := p2p.PeerID(st.srv.PublicKey()).String()
+	for _, want := range []string{
+		fmt.Sprintf("listening on 0.0.0.0:%d, [::]:%d (UDP and TCP)", p, p),
+		fmt.Sprintf("--server %s@THIS-HOST:%d\n", key, p),
+		fmt.Sprintf("--server %s@[THIS-HOST-IPV6]:%d\n", key, p),
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("banner has no %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestServerPeerOverIPv6: the process end to end: a server on 127.0.0.1
+// and [::1], and a peer given the banner's IPv6 --server line registers
+// over IPv6.
+func TestServerPeerOverIPv6(t *testing.T) {
+	haveIPv6(t)
+	srv := start(t, "server", "--listen", "127.0.0.1:0,[::1]:0", "--status", "100ms")
+	line := srv.wait("peers connect with: p2pdemo peer --server ")
+	key, _, _ := strings.Cut(strings.TrimPrefix(line, "peers connect with: p2pdemo peer --server "), "@")
+	six := srv.wait("--server " + key + "@[::1]:")
+	server := strings.TrimPrefix(six, "peers connect with: p2pdemo peer --server ")
+	peer := start(t, "peer", "--server", server, "--listen", "[::1]:0", "--echo")
+	peer.wait("registered with the rendezvous server")
+	srv.wait("status: 1 peers registered")
 }
