@@ -40,7 +40,7 @@ func newPortmapLab(t *testing.T, daemon netlab.MiniUPnPdConfig) *portmapLab {
 	primary, alt := netip.AddrPortFrom(a[0], 3478), netip.AddrPortFrom(a[1], 3479)
 	var srv *rendezvous.Server
 	if err := l.Server().Do(func() (err error) {
-		srv, err = rendezvous.Listen(rendezvous.ServerConfig{}, primary.String(), alt.String())
+		srv, err = rendezvous.Listen(rendezvous.ServerConfig{}, []netip.AddrPort{primary}, []netip.AddrPort{alt})
 		return err
 	}); err != nil {
 		t.Fatal(err)
