@@ -268,6 +268,10 @@ func (n *Node) dispatch(e Event) {
 		if f := n.cfg.OnRegistrationChanged; f != nil {
 			f(e)
 		}
+	case LANPeerFound:
+		if f := n.cfg.OnLANPeerFound; f != nil {
+			f(e)
+		}
 	}
 }
 

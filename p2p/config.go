@@ -194,8 +194,35 @@ type Config struct {
 	// intended use.
 	AllowIntroduction func(PeerID) bool
 
+	// LANDiscovery turns on discovery of this AppID's nodes on the local
+	// network, with no server. The node sends a beacon (its PeerID, the
+	// AppID's hash, a timestamp and a MAC: 74 bytes) at once and then
+	// every 1.5 to 2.5 s from its own socket to 239.255.71.87 and
+	// 255.255.255.255 and, from an IPv6 socket, to ff12::4757 on each
+	// interface, all on UDP port 18263, where it listens too (with
+	// SO_REUSEPORT, so every node on a machine can). It never answers a
+	// beacon. The nodes it hears are listed by LANPeers (for 10 s after
+	// their latest beacon) and raise LANPeerFound; sending to one opens a
+	// session straight to the address its beacons came from, so LAN play
+	// needs no rendezvous server. A beacon only claims its PeerID: the
+	// session's handshake proves it (LANPeer says more). False, the zero
+	// value, means off. Discovery never makes New fail: a port, group or
+	// interface it cannot use is logged at debug level and counted
+	// (NodeStats.LANErrors), and the node runs without it. (A dual-stack
+	// Config.PacketConn needs SO_BROADCAST for the broadcast beacon; Go
+	// sets it on IPv4 sockets, and the node on a dual-stack one it opens.)
+	LANDiscovery bool
+
+	// OnLANPeerFound is called by RunCallbacks for LANPeerFound.
+	OnLANPeerFound func(LANPeerFound)
+
 	// Logger receives logs. Nil means silent.
 	Logger *slog.Logger
+
+	// lan replaces LAN discovery's network (its port, listening sockets
+	// and interfaces) in tests: an in-memory network, a lab's namespace.
+	// Nil means the system's (lan.go).
+	lan *lanNet
 }
 
 // Defaults applied by New.

@@ -9,7 +9,7 @@ import (
 
 // Event is delivered by Node.Events and, through RunCallbacks, to the
 // Config callbacks: SessionRequest, SessionConnectFail, SessionClosed,
-// PathChanged or RegistrationChanged.
+// PathChanged, RegistrationChanged or LANPeerFound.
 type Event interface{ isEvent() }
 
 // SessionRequest: Peer wants a session this node has not accepted: it sent
@@ -51,7 +51,18 @@ type RegistrationChanged struct {
 	Err        error
 }
 
+// LANPeerFound: LAN discovery (Config.LANDiscovery) heard Peer, a node of
+// this AppID that LANPeers did not list a moment before: new, or back
+// after 10 s of silence. Addr is where its beacon came from. The beacon
+// only claims the PeerID; a session with the peer proves it. At most 16
+// are raised a second (with bursts of 64), however many strangers beacon.
+type LANPeerFound struct {
+	Peer PeerID
+	Addr netip.AddrPort
+}
+
 func (PathChanged) isEvent()         {}
+func (LANPeerFound) isEvent()        {}
 func (RegistrationChanged) isEvent() {}
 func (SessionRequest) isEvent()      {}
 func (SessionConnectFail) isEvent()  {}

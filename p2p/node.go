@@ -64,7 +64,8 @@ type Node struct {
 	extraMu sync.Mutex // guards extras
 	extras  map[*udpSocket]struct{}
 
-	trav *traversal // nil without a rendezvous server
+	trav *traversal    // nil without a rendezvous server
+	lan  *lanDiscovery // nil without Config.LANDiscovery
 
 	relayAllowed atomic.Bool
 	lastStamp    atomic.Uint64
@@ -139,12 +140,18 @@ func New(cfg Config) (*Node, error) {
 			return nil, err
 		}
 	}
+	if cfg.LANDiscovery {
+		n.lan = newLANDiscovery(n) // never fails the node: see Config.LANDiscovery
+	}
 	n.wg.Add(3)
 	go n.readLoop(n.main)
 	go n.handshakeLoop()
 	go n.maintenanceLoop()
 	if n.trav != nil {
 		n.trav.start()
+	}
+	if n.lan != nil {
+		n.lan.start()
 	}
 	return n, nil
 }
@@ -185,6 +192,9 @@ func (n *Node) Close() error {
 	for s := range extras {
 		s.closed.Store(true)
 		s.pc.Close()
+	}
+	if n.lan != nil {
+		n.lan.close() // its readers end; its sender saw done
 	}
 	if n.ownPC {
 		n.pc.Close()

@@ -122,6 +122,7 @@ type session struct {
 	inboundRecent bool // data arrived since the last SessionRequest
 
 	introducing bool      // waiting for the rendezvous server's introduction
+	lanAt       time.Time // the handshake began on a LAN beacon's address (lan.go)
 	lastRepunch time.Time // last search for a new path
 	hs          *secure.Initiation
 	hsNext      time.Time
@@ -411,12 +412,16 @@ func (s *session) acceptLocked() {
 	}
 }
 
-// startHandshakeLocked sends an initiation if the peer's address is known,
-// and otherwise asks the rendezvous server for an introduction (the punch
-// it leads to calls startHandshakeOnLocked).
+// startHandshakeLocked sends an initiation if the peer's address is known
+// (AddPeerAddr, or LAN discovery heard the peer), and otherwise asks the
+// rendezvous server for an introduction (the punch it leads to calls
+// startHandshakeOnLocked).
 func (s *session) startHandshakeLocked(now time.Time) {
 	addr, ok := s.node.peerAddr(s.peer)
 	if !ok {
+		if s.startLANHandshakeLocked(now) {
+			return
+		}
 		if s.node.trav != nil && !s.introducing {
 			s.introducing = true
 			s.later = s.later&^cancelAsking | askServer
@@ -751,6 +756,7 @@ func (s *session) tick(now time.Time) (forget bool) {
 			s.hsSentAt = time.Time{} // a response can no longer time one round trip
 			s.hsInterval = min(2*s.hsInterval, handshakeMaxRetry)
 			s.hsNext = now.Add(s.hsInterval)
+			s.lanFallbackLocked(now)
 		}
 	case stEstablished:
 		s.tickEstablishedLocked(now, timeout)

@@ -33,6 +33,13 @@ type NodeStats struct {
 	TCPRefused        uint64 // TCP connections closed before proving a peer: unknown peer, bad frame or probe, silence, over the bound
 	TCPDropped        uint64 // datagrams for a TCP link dropped: its send queue was full
 
+	// LAN discovery (Config.LANDiscovery; doc.go, "LAN discovery").
+	LANSent    uint64 // beacons sent (one per destination and interface a round)
+	LANHeard   uint64 // beacons taken in from peers of this AppID (copies of one beacon count once)
+	LANDropped uint64 // datagrams on the discovery port dropped: malformed, another AppID, a bad MAC, a timestamp over 2 minutes off, replayed
+	LANRefused uint64 // valid beacons refused: over a source IP's or the global rate, or the peer table (or a source IP's share of it) full
+	LANErrors  uint64 // discovery's socket failures: the port not bound, a group not joined, a beacon not sent (the debug log says why)
+
 	// Consent before cost (see Config.MaxPendingSessions, MaxSessionsPerIP
 	// and AllowIntroduction).
 	PendingRefused       uint64 // initiations left unanswered: their IP's share of pending sessions is full
@@ -53,6 +60,7 @@ type nodeCounters struct {
 	handshakes, repunches, heals                               atomic.Uint64
 	relayAllocations, relayFailures, relayDropped, pathChanges atomic.Uint64
 	tcpLinks, tcpRefused, tcpDropped                           atomic.Uint64
+	lanSent, lanHeard, lanDropped, lanRefused, lanErrors       atomic.Uint64
 	pendingRefused, pendingEvicted, sessionsPerIPRefused       atomic.Uint64
 	unconfirmedDropped, unconfirmedExpired                     atomic.Uint64
 	amplificationDropped, asks, introRefused, introIgnored     atomic.Uint64
@@ -90,6 +98,11 @@ func (n *Node) Stats() NodeStats {
 		TCPLinks:          c.tcpLinks.Load(),
 		TCPRefused:        c.tcpRefused.Load(),
 		TCPDropped:        c.tcpDropped.Load(),
+		LANSent:           c.lanSent.Load(),
+		LANHeard:          c.lanHeard.Load(),
+		LANDropped:        c.lanDropped.Load(),
+		LANRefused:        c.lanRefused.Load(),
+		LANErrors:         c.lanErrors.Load(),
 
 		PendingRefused:       c.pendingRefused.Load(),
 		PendingEvicted:       c.pendingEvicted.Load(),
