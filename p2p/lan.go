@@ -837,7 +837,7 @@ func (s *session) startLANHandshakeLocked(now time.Time) bool {
 // lanFallback (s.mu held): the beacon was stale or forged, and the server
 // may know a way.
 func (s *session) lanFallbackLocked(now time.Time) {
-	if s.lanAt.Before(s.started) || s.introducing || s.node.trav == nil || now.Sub(s.lanAt) < lanFallback {
+	if s.state != stConnecting || s.lanAt.Before(s.started) || s.introducing || s.node.trav == nil || now.Sub(s.lanAt) < lanFallback {
 		return
 	}
 	s.introducing = true

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -294,9 +295,13 @@ func TestLANExpiry(t *testing.T) {
 
 // lanMem gives nodes on m LAN discovery: each node's listening socket is
 // a memConn on its host at port, and datagrams to the beacon group or the
-// broadcast address reach every one of them, as on a LAN segment.
-func lanMem(m *memNet, port uint16) func(host byte) *lanNet {
+// broadcast address reach every one of them, as on a LAN segment. tap, if
+// set, sees every datagram sent.
+func lanMem(m *memNet, port uint16, tap func(from, to netip.AddrPort, b []byte)) func(host byte) *lanNet {
 	m.setFilter(func(from, to netip.AddrPort, b []byte) []byte {
+		if tap != nil {
+			tap(from, to, b)
+		}
 		if to.Port() != port || (to.Addr() != lanGroup4 && to.Addr() != lanBroadcast4) {
 			return b
 		}
@@ -347,7 +352,7 @@ func noTCP(context.Context, string, string) (net.Conn, error) {
 func TestLANDiscovery(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := newMemNet(time.Millisecond)
-		lan := lanMem(m, 7000)
+		lan := lanMem(m, 7000, nil)
 		cfg := func(host byte, app string) Config {
 			return Config{AppID: app, LANDiscovery: true, lan: lan(host),
 				Rendezvous: "10.0.0.99:3478", DisableDirectTCP: true, Dial: noTCP}
@@ -494,4 +499,66 @@ func TestLANDiscoveryLoopback(t *testing.T) {
 	for _, n := range []*Node{a, b, c} {
 		n.Close()
 	}
+}
+
+// TestLANForgedBeacons: a stranger on the LAN who knows the AppID forges
+// beacons, from a victim's address, for a hundred PeerIDs. That address's
+// share of them is listed, and costs the victim nothing: the node sends
+// nothing toward it.
+// Only when the application sends to one of those PeerIDs does anything
+// go there: the handshake and its retries, backing off (what AddPeerAddr
+// would cost), until the attempt times out; after a second without an
+// answer the node asks its rendezvous server as well.
+func TestLANForgedBeacons(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newMemNet(time.Millisecond)
+		victim := netip.MustParseAddrPort("10.0.0.50:4000")
+		var toVictim, bytesToVictim int
+		var mu sync.Mutex
+		lan := lanMem(m, 7000, func(from, to netip.AddrPort, b []byte) {
+			if to == victim {
+				mu.Lock()
+				toVictim++
+				bytesToVictim += len(b)
+				mu.Unlock()
+			}
+		})
+		a := newMemNode(t, m, 1, Config{AppID: "lan", LANDiscovery: true, lan: lan(1),
+			Rendezvous: "10.0.0.99:3478", DisableDirectTCP: true, Dial: noTCP, ConnectTimeout: 10 * time.Second})
+		listener := netip.AddrPortFrom(addrOf(a).Addr(), 7000)
+		forged := make([]PeerID, 100)
+		for round := range 5 {
+			for i := range forged {
+				if round == 0 {
+					forged[i] = newPeerID(t)
+				}
+				m.send(victim, listener, beaconFrom("lan", forged[i], time.Now()))
+			}
+			time.Sleep(2 * time.Second)
+		}
+		if got := len(a.LANPeers()); got != lanPeersPerIP {
+			t.Fatalf("%d peers listed from one address, want its share, %d", got, lanPeersPerIP)
+		}
+		if toVictim != 0 {
+			t.Fatalf("%d datagrams to the forged address before the application asked for anyone", toVictim)
+		}
+
+		x := a.LANPeers()[0].Peer
+		a.SendP2PPacket(x, []byte("hello?"), SendReliable, 0)
+		time.Sleep(1500 * time.Millisecond)
+		s := a.lookupSession(x)
+		s.mu.Lock()
+		asked := s.introducing
+		s.unlock()
+		if !asked {
+			t.Fatal("no answer for 1.5 s, and the node did not ask its server")
+		}
+		nextEvent(t, a, 10*time.Second, isFail(x, SessionErrorTimeout))
+		mu.Lock()
+		defer mu.Unlock()
+		t.Logf("%d datagrams, %d bytes to the forged address over a 10 s attempt", toVictim, bytesToVictim)
+		if toVictim == 0 || toVictim > 10 || bytesToVictim > 10*200 {
+			t.Fatalf("%d datagrams (%d bytes) to the forged address: want the handshake and its retries only", toVictim, bytesToVictim)
+		}
+	})
 }

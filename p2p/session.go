@@ -756,8 +756,8 @@ func (s *session) tick(now time.Time) (forget bool) {
 			s.hsSentAt = time.Time{} // a response can no longer time one round trip
 			s.hsInterval = min(2*s.hsInterval, handshakeMaxRetry)
 			s.hsNext = now.Add(s.hsInterval)
-			s.lanFallbackLocked(now)
 		}
+		s.lanFallbackLocked(now)
 	case stEstablished:
 		s.tickEstablishedLocked(now, timeout)
 	case stFailed:
