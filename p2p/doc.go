@@ -141,12 +141,60 @@
 // Connections that prove no introduced peer within 5 s are closed.
 // Config.DisableDirectTCP turns direct TCP off.
 //
+// # LAN discovery
+//
+// With Config.LANDiscovery, nodes of one AppID on one network find each
+// other with no server. Each sends a round of beacons at once and then
+// every 1.5 to 2.5 s (2 s ± 25 %, so a LAN's nodes do not beacon in step)
+// from its own socket, so the address a beacon comes from is the one its
+// sessions use: to 239.255.71.87 (IPv4 local scope, RFC 2365) and
+// 255.255.255.255 from each interface's first IPv4 address, and to
+// ff12::4757 (link-local scope) on each interface with IPv6, all on UDP
+// port 18263; a socket bound to one address beacons from it alone. It
+// listens on that port with sockets of its own (SO_REUSEPORT, so every
+// node on a machine does), joined to the groups on each interface it can
+// use. A beacon is 74 bytes:
+//
+//	0  type  u8   0xB0
+//	1  ver   u8   1
+//	2  app   16   BLAKE2s-256(AppID), first 16 bytes
+//	18 peer  32   the sender's PeerID
+//	50 time  u64  little endian, unix milliseconds, the sender's clock
+//	58 mac   16   BLAKE2s-128 over bytes 0-57, keyed with
+//	              BLAKE2s-256("gamewire LAN beacon v1" 0x00 AppID)
+//
+// A PeerID is an X25519 key, which cannot sign, so a beacon only claims
+// its PeerID and address; a session's handshake proves both (it fails
+// unless the node there holds the key). The MAC is keyed by the AppID
+// itself, not by the hash the beacon carries, so only software that knows
+// the AppID makes valid beacons; the AppID is no secret, so the MAC keeps
+// other programs out rather than authenticating. A beacon more than 2
+// minutes from our clock, or older than the last one taken from its
+// address, is dropped (replays).
+//
+// Nothing a stranger sends makes the node send: beacons are never
+// answered, and a beacon's address gets packets only once the application
+// sends to that peer, and then what an AddPeerAddr address would: the
+// initiation (a copy to each other address of the peer, once) and its
+// retries. A handshake on a beacon's address unanswered for a second asks
+// the rendezvous server as well, when there is one. What the node keeps is
+// bounded: 256 peers, 4 addresses each, 16 peers per source IP (an IPv6
+// /64), 16 newcomers a second (bursts of 64; each raises LANPeerFound);
+// beacons are taken at 16 a second per source IP (bursts of 32), and new
+// entries at 256 a second in all. A full table refuses newcomers rather
+// than evict the peers it lists. An address not heard from for 10 s is
+// forgotten, and LANPeers lists the peers that have one left.
+// NodeStats.LANSent, LANHeard, LANDropped, LANRefused and LANErrors count
+// it all: a port, group or interface discovery cannot use is counted in
+// LANErrors and logged at debug level, and never fails New.
+//
 // # Goroutines and locks
 //
 // docs/ARCHITECTURE.md has the whole picture. In short: a reader per
 // socket, a handshake worker, a maintenance goroutine, the path layer's
-// owner, each Conn's timer, each punch's goroutine, and the relay client's
-// and TCP links' readers and writers. Locks are taken in the order
+// owner, each Conn's timer, each punch's goroutine, the relay client's
+// and TCP links' readers and writers, and LAN discovery's sender and
+// readers. Locks are taken in the order
 // Node.mu, session.mu, a punch's mu, then leaf locks. No socket is
 // written, no rendezvous message sent and no user callback run under
 // session.mu: a locked section queues what it decided and session.unlock
