@@ -348,8 +348,8 @@ type lanDest struct {
 // beacons only from it (the kernel picks the interface that holds it).
 // Otherwise each interface gets its own: IPv4 multicast and broadcast from
 // its first IPv4 address, IPv6 multicast on it; loopback only when no
-// other interface has IPv4 (nodes on one machine hear each other's
-// beacons looped back from any interface).
+// other interface carries IPv4 beacons (nodes on one machine hear each
+// other's beacons looped back from any interface).
 func (l *lanDiscovery) destinations(ifs []lanIface) []lanDest {
 	port := l.net.port
 	g4, b4 := netip.AddrPortFrom(lanGroup4, port), netip.AddrPortFrom(lanBroadcast4, port)
@@ -368,7 +368,7 @@ func (l *lanDiscovery) destinations(ifs []lanIface) []lanDest {
 		return nil
 	}
 	loopbackOnly := !slices.ContainsFunc(ifs, func(f lanIface) bool {
-		return !f.is(net.FlagLoopback) && f.first(true).IsValid()
+		return !f.is(net.FlagLoopback) && f.first(true).IsValid() && (f.is(net.FlagMulticast) || f.is(net.FlagBroadcast))
 	})
 	var out []lanDest
 	used := 0
@@ -467,13 +467,14 @@ func (l *lanDiscovery) join(ifs []lanIface) {
 // loopback, which carries multicast on Linux), and the main socket's own
 // if it is bound to one.
 func (l *lanDiscovery) listensOn(f lanIface, v4 bool) bool {
-	if !l.local.IsUnspecified() {
-		return slices.Contains(f.addrs, l.local.WithZone(""))
-	}
-	if !f.first(v4).IsValid() {
+	switch {
+	case !l.family(v4):
 		return false
-	}
-	if v4 {
+	case !l.local.IsUnspecified():
+		return slices.Contains(f.addrs, l.local.WithZone(""))
+	case !f.first(v4).IsValid():
+		return false
+	case v4:
 		return f.is(net.FlagMulticast) || f.is(net.FlagLoopback)
 	}
 	return f.is(net.FlagMulticast) && !f.is(net.FlagLoopback)

@@ -57,6 +57,16 @@ func unitStats(l *lanDiscovery) NodeStats {
 		LANRefused: c.lanRefused.Load(), LANErrors: c.lanErrors.Load()}
 }
 
+// queued takes the next event a lanUnit queued; nil if none.
+func queued(l *lanDiscovery) Event {
+	select {
+	case e := <-l.n.events.ch:
+		return e
+	default:
+		return nil
+	}
+}
+
 var lanT0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // TestLANBeaconWire: the layout round trips, and every kind of bad
@@ -151,7 +161,7 @@ func TestLANBeaconWire(t *testing.T) {
 	if st := unitStats(l); st.LANHeard != 3 || st.LANDropped != dropped+1 {
 		t.Fatalf("heard %d dropped %d", st.LANHeard, st.LANDropped)
 	}
-	if e := <-l.n.events.ch; e != (LANPeerFound{Peer: peer, Addr: src}) || len(l.n.events.ch) != 0 {
+	if e := queued(l); e != (LANPeerFound{Peer: peer, Addr: src}) || len(l.n.events.ch) != 0 {
 		t.Fatalf("events: %#v and %d more", e, len(l.n.events.ch))
 	}
 }
@@ -208,7 +218,9 @@ func TestLANFlood(t *testing.T) {
 	if v := l.receive(beaconFrom("flood", friend, now), friendAddr, now); v != lanNew {
 		t.Fatalf("friend: %d", v)
 	}
-	<-l.n.events.ch
+	if e := queued(l); e != (LANPeerFound{Peer: friend, Addr: friendAddr}) {
+		t.Fatalf("event %#v", e)
+	}
 	next := 0
 	step := func(d time.Duration, src netip.AddrPort, peer PeerID) {
 		now = now.Add(d)
@@ -296,11 +308,11 @@ func TestLANExpiry(t *testing.T) {
 // lanMem gives nodes on m LAN discovery: each node's listening socket is
 // a memConn on its host at port, and datagrams to the beacon group or the
 // broadcast address reach every one of them, as on a LAN segment. tap, if
-// set, sees every datagram sent.
-func lanMem(m *memNet, port uint16, tap func(from, to netip.AddrPort, b []byte)) func(host byte) *lanNet {
+// set, sees every datagram sent, and drops those it returns false for.
+func lanMem(m *memNet, port uint16, tap func(from, to netip.AddrPort, b []byte) bool) func(host byte) *lanNet {
 	m.setFilter(func(from, to netip.AddrPort, b []byte) []byte {
-		if tap != nil {
-			tap(from, to, b)
+		if tap != nil && !tap(from, to, b) {
+			return nil
 		}
 		if to.Port() != port || (to.Addr() != lanGroup4 && to.Addr() != lanBroadcast4) {
 			return b
@@ -447,29 +459,43 @@ func deadRendezvous(t *testing.T) string {
 	return c.LocalAddr().String()
 }
 
+// loopbackOnly lists this machine's loopback interface alone, so a node
+// on every address beacons and joins there only, never on a real network.
+func loopbackOnly() ([]lanIface, error) {
+	ifs, err := systemLANIfaces()
+	return slices.DeleteFunc(ifs, func(f lanIface) bool { return !f.is(net.FlagLoopback) }), err
+}
+
 // TestLANDiscoveryLoopback: nodes on this machine's loopback, over real
-// sockets (multicast and broadcast on lo, reuseport listeners, the
-// system's interfaces), with a rendezvous server that is not there: they
-// find each other, a third of another AppID stays unlisted, and reliable
-// messages go both ways on a session straight to the beacon's address.
-// Nothing is left running.
+// sockets (multicast and broadcast on lo, reuseport listeners), with a
+// rendezvous server that is not there. One node's socket is bound to
+// 127.0.0.1 (its beacons leave from that address); another's listens on
+// every address, IPv4 and IPv6, with lo as its only interface (its
+// beacons leave lo from 127.0.0.1 by IP_PKTINFO, not by the default
+// route). They find each other at 127.0.0.1, a third of another AppID
+// stays unlisted, and reliable messages go both ways on a session
+// straight to the beacon's address. Nothing is left running.
 func TestLANDiscoveryLoopback(t *testing.T) {
 	leakcheck.Check(t)
-	lan := &lanNet{port: lanTestPort(t), listen: reuseport.ListenPacket, interfaces: systemLANIfaces}
+	port := lanTestPort(t)
 	server := deadRendezvous(t)
-	cfg := func(app string) Config {
-		return Config{AppID: app, LANDiscovery: true, lan: lan, Rendezvous: server, DisableDirectTCP: true, Dial: noTCP}
+	cfg := func(app string, ifs func() ([]lanIface, error)) Config {
+		return Config{AppID: app, LANDiscovery: true, lan: &lanNet{port: port, listen: reuseport.ListenPacket, interfaces: ifs},
+			Rendezvous: server, DisableDirectTCP: true, Dial: noTCP}
 	}
-	a := loopbackNode(t, "127.0.0.1", cfg("lan"))
-	b := loopbackNode(t, "127.0.0.1", cfg("lan"))
-	c := loopbackNode(t, "127.0.0.1", cfg("another game"))
+	a := loopbackNode(t, "127.0.0.1", cfg("lan", systemLANIfaces))
+	b := loopbackNode(t, "", cfg("lan", loopbackOnly))
+	c := loopbackNode(t, "127.0.0.1", cfg("another game", systemLANIfaces))
+	bAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), addrOf(b).Port())
 
-	if e := nextEvent(t, a, 5*time.Second, isLANFound(b.PeerID())).(LANPeerFound); e.Addr != addrOf(b) {
-		t.Fatalf("a heard b at %v, want %v", e.Addr, addrOf(b))
+	if e := nextEvent(t, a, 5*time.Second, isLANFound(b.PeerID())).(LANPeerFound); e.Addr != bAddr {
+		t.Fatalf("a heard b at %v, want %v", e.Addr, bAddr)
 	}
-	nextEvent(t, b, 5*time.Second, isLANFound(a.PeerID()))
+	if e := nextEvent(t, b, 5*time.Second, isLANFound(a.PeerID())).(LANPeerFound); e.Addr != addrOf(a) {
+		t.Fatalf("b heard a at %v, want %v", e.Addr, addrOf(a))
+	}
 	waitFor(t, 5*time.Second, "c's beacons reaching a and dropped", func() bool { return a.Stats().LANDropped > 0 })
-	if got := a.LANPeers(); len(got) != 1 || got[0].Peer != b.PeerID() || got[0].Addrs[0] != addrOf(b) {
+	if got := a.LANPeers(); len(got) != 1 || got[0].Peer != b.PeerID() || got[0].Addrs[0] != bAddr {
 		t.Fatalf("a lists %+v", got)
 	}
 	if got := c.LANPeers(); len(got) != 0 {
@@ -493,11 +519,136 @@ func TestLANDiscoveryLoopback(t *testing.T) {
 	if p := recvData(t, a, 0, 5*time.Second); string(p.Data) != "welcome" {
 		t.Fatalf("a got %q", p.Data)
 	}
-	if st, _ := a.GetP2PSessionState(b.PeerID()); !st.ConnectionActive || st.RemoteAddr != addrOf(b) || a.Registered() {
+	if st, _ := a.GetP2PSessionState(b.PeerID()); !st.ConnectionActive || st.RemoteAddr != bAddr || a.Registered() {
 		t.Fatalf("state %+v", st)
 	}
 	for _, n := range []*Node{a, b, c} {
 		n.Close()
+	}
+}
+
+// TestLANEitherDestination: beacons go to the multicast group and to the
+// broadcast address, so a network that drops either (multicast filtered
+// by a switch or an access point, broadcast by a firewall) still carries
+// discovery.
+func TestLANEitherDestination(t *testing.T) {
+	for _, blocked := range []netip.Addr{lanGroup4, lanBroadcast4} {
+		t.Run(blocked.String()+" dropped", func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				m := newMemNet(time.Millisecond)
+				lan := lanMem(m, 7000, func(_, to netip.AddrPort, _ []byte) bool { return to.Addr() != blocked })
+				a := newMemNode(t, m, 1, Config{AppID: "lan", LANDiscovery: true, lan: lan(1)})
+				b := newMemNode(t, m, 2, Config{AppID: "lan", LANDiscovery: true, lan: lan(2)})
+				nextEvent(t, a, 3*time.Second, isLANFound(b.PeerID()))
+				nextEvent(t, b, 3*time.Second, isLANFound(a.PeerID()))
+			})
+		})
+	}
+}
+
+// TestLANDestinations: where a round's beacons go. A socket bound to an
+// address beacons from it alone; one on every address beacons from each
+// interface that can carry them (IPv4 multicast and broadcast from its
+// first IPv4 address, IPv6 multicast by zone from a dual-stack socket),
+// loopback only when nothing else has IPv4, at most lanMaxIfaces
+// interfaces; groups are joined on the same interfaces.
+func TestLANDestinations(t *testing.T) {
+	l := lanUnit(t, "dest")
+	l.net.port = 7000
+	const bcmc = net.FlagUp | net.FlagBroadcast | net.FlagMulticast
+	addrs := func(s ...string) (out []netip.Addr) {
+		for _, a := range s {
+			out = append(out, netip.MustParseAddr(a))
+		}
+		return out
+	}
+	lo := lanIface{index: 1, flags: net.FlagUp | net.FlagLoopback, addrs: addrs("127.0.0.1", "::1")}
+	eth := lanIface{index: 2, flags: bcmc, addrs: addrs("fe80::1", "192.168.1.5", "192.168.1.6")}
+	wifi := lanIface{index: 3, flags: bcmc, addrs: addrs("10.9.0.7")}
+	tun := lanIface{index: 4, flags: net.FlagUp | net.FlagPointToPoint, addrs: addrs("100.64.0.1")}
+	g4, b4 := netip.AddrPortFrom(lanGroup4, 7000), netip.AddrPortFrom(lanBroadcast4, 7000)
+	g6 := func(i string) netip.AddrPort { return netip.AddrPortFrom(lanGroup6.WithZone(i), 7000) }
+	a := netip.MustParseAddr
+	cases := []struct {
+		local  string
+		ifs    []lanIface
+		want   []lanDest
+		joins4 []int
+		joins6 []int
+	}{
+		{"192.168.1.5", []lanIface{lo, eth, wifi, tun}, []lanDest{{to: g4}, {to: b4}}, []int{2}, nil},
+		{"127.0.0.1", []lanIface{lo, eth}, []lanDest{{to: g4}, {to: b4}}, []int{1}, nil},
+		{"0.0.0.0", []lanIface{lo, eth, wifi, tun}, []lanDest{
+			{to: g4, ifindex: 2, src: a("192.168.1.5")}, {to: b4, ifindex: 2, src: a("192.168.1.5")},
+			{to: g4, ifindex: 3, src: a("10.9.0.7")}, {to: b4, ifindex: 3, src: a("10.9.0.7")},
+		}, []int{1, 2, 3}, nil},
+		{"::", []lanIface{lo, eth, wifi, tun}, []lanDest{
+			{to: g4, ifindex: 2, src: a("192.168.1.5")}, {to: b4, ifindex: 2, src: a("192.168.1.5")}, {to: g6("2")},
+			{to: g4, ifindex: 3, src: a("10.9.0.7")}, {to: b4, ifindex: 3, src: a("10.9.0.7")},
+		}, []int{1, 2, 3}, []int{2}},
+		{"fe80::1%2", []lanIface{lo, eth, wifi}, []lanDest{{to: g6("2")}}, nil, []int{2}},
+		{"0.0.0.0", []lanIface{lo, tun}, []lanDest{
+			{to: g4, ifindex: 1, src: a("127.0.0.1")}, {to: b4, ifindex: 1, src: a("127.0.0.1")},
+		}, []int{1}, nil},
+	}
+	for _, c := range cases {
+		l.local = a(c.local)
+		if got := l.destinations(c.ifs); !slices.Equal(got, c.want) {
+			t.Errorf("%s: destinations\n%+v\nwant\n%+v", c.local, got, c.want)
+		}
+		for _, v4 := range []bool{true, false} {
+			var joins []int
+			for _, f := range c.ifs {
+				if l.listensOn(f, v4) {
+					joins = append(joins, f.index)
+				}
+			}
+			want := c.joins6
+			if v4 {
+				want = c.joins4
+			}
+			if !slices.Equal(joins, want) {
+				t.Errorf("%s: joins (IPv4 %v) on %v, want %v", c.local, v4, joins, want)
+			}
+		}
+	}
+
+	l.local = a("0.0.0.0")
+	var many []lanIface
+	for i := range 3 * lanMaxIfaces {
+		many = append(many, lanIface{index: 10 + i, flags: bcmc, addrs: []netip.Addr{netip.AddrFrom4([4]byte{10, byte(i), 0, 1})}})
+	}
+	if got := l.destinations(many); len(got) != 2*lanMaxIfaces {
+		t.Errorf("%d interfaces: %d beacons a round, want %d", len(many), len(got), 2*lanMaxIfaces)
+	}
+}
+
+// TestLANRates: a source IP's beacons past 16 a second (bursts of 32) are
+// refused and counted, and do not hold up another source's.
+func TestLANRates(t *testing.T) {
+	l := lanUnit(t, "rate")
+	noisy, quiet := newPeerID(t), newPeerID(t)
+	noisyAddr, quietAddr := netip.MustParseAddrPort("10.0.0.2:4000"), netip.MustParseAddrPort("10.0.0.3:4000")
+	taken, limited := 0, 0
+	for i := range 1000 {
+		now := lanT0.Add(time.Duration(i) * time.Millisecond)
+		switch l.receive(beaconFrom("rate", noisy, now), noisyAddr, now) {
+		case lanNew, lanRefreshed:
+			taken++
+		case lanLimited:
+			limited++
+		}
+		if i%100 == 0 {
+			if v := l.receive(beaconFrom("rate", quiet, now), quietAddr, now); v != lanNew && v != lanRefreshed {
+				t.Fatalf("the quiet source's beacon: verdict %d", v)
+			}
+		}
+	}
+	if max := 2*lanPerSource + lanPerSource + 1; taken > max || taken < lanPerSource {
+		t.Fatalf("%d of 1,000 beacons in a second taken from one source, want %d to %d", taken, lanPerSource, max)
+	}
+	if st := unitStats(l); limited+taken != 1000 || st.LANRefused != uint64(limited) {
+		t.Fatalf("taken %d, limited %d, refused counted %d", taken, limited, st.LANRefused)
 	}
 }
 
@@ -515,13 +666,14 @@ func TestLANForgedBeacons(t *testing.T) {
 		victim := netip.MustParseAddrPort("10.0.0.50:4000")
 		var toVictim, bytesToVictim int
 		var mu sync.Mutex
-		lan := lanMem(m, 7000, func(from, to netip.AddrPort, b []byte) {
+		lan := lanMem(m, 7000, func(from, to netip.AddrPort, b []byte) bool {
 			if to == victim {
 				mu.Lock()
 				toVictim++
 				bytesToVictim += len(b)
 				mu.Unlock()
 			}
+			return true
 		})
 		a := newMemNode(t, m, 1, Config{AppID: "lan", LANDiscovery: true, lan: lan(1),
 			Rendezvous: "10.0.0.99:3478", DisableDirectTCP: true, Dial: noTCP, ConnectTimeout: 10 * time.Second})
