@@ -87,6 +87,7 @@ const (
 	lanMaxAddrs     = 4   // addresses per peer (IPv4 and IPv6, a restart at a new port)
 	lanPeersPerIP   = 16  // peers one source IP (an IPv6 /64) may put on the list
 	lanMaxIfaces    = 8   // interfaces a round beacons on
+	lanMaxJoins     = 32  // interfaces the groups are joined on, per family
 	lanPerSource    = 16  // beacons a second taken from one source IP (burst twice that)
 	lanGlobal       = 256 // beacons a second taken in all (burst twice that)
 	lanNewPerSecond = 16  // peers added to the list a second (burst 64): LANPeerFound events
@@ -437,9 +438,14 @@ func (l *lanDiscovery) join(ifs []lanIface) {
 		if !ok {
 			continue
 		}
+		joined := 0
 		for k := range l.joined {
-			if k.v4 == s.v4 && !slices.ContainsFunc(ifs, func(f lanIface) bool { return f.index == k.index }) {
+			switch {
+			case k.v4 != s.v4:
+			case !slices.ContainsFunc(ifs, func(f lanIface) bool { return f.index == k.index }):
 				delete(l.joined, k)
+			default:
+				joined++
 			}
 		}
 		for _, f := range ifs {
@@ -447,6 +453,10 @@ func (l *lanDiscovery) join(ifs []lanIface) {
 			if l.joined[k] || !l.listensOn(f, s.v4) {
 				continue
 			}
+			if joined == lanMaxJoins {
+				break // a host with hundreds of interfaces (containers)
+			}
+			joined++
 			l.joined[k] = true // tried: a failure is not repeated every round
 			ifi := &net.Interface{Index: f.index, Flags: f.flags}
 			var err error

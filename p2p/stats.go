@@ -37,7 +37,7 @@ type NodeStats struct {
 	LANSent    uint64 // beacons sent (one per destination and interface a round)
 	LANHeard   uint64 // beacons taken in from peers of this AppID (copies of one beacon count once)
 	LANDropped uint64 // datagrams on the discovery port dropped: malformed, another AppID, a bad MAC, a timestamp over 2 minutes off, replayed
-	LANRefused uint64 // valid beacons refused: over a source IP's or the global rate, or the peer table (or a source IP's share of it) full
+	LANRefused uint64 // valid beacons refused: over a source IP's or the global rate, the newcomer rate, or the peer table (or a source IP's share of it) full
 	LANErrors  uint64 // discovery's socket failures: the port not bound, a group not joined, a beacon not sent (the debug log says why)
 
 	// Consent before cost (see Config.MaxPendingSessions, MaxSessionsPerIP
