@@ -530,7 +530,7 @@ func TestLANDiscoveryLoopback(t *testing.T) {
 // TestLANEitherDestination: beacons go to the multicast group and to the
 // broadcast address, so a network that drops either (multicast filtered
 // by a switch or an access point, broadcast by a firewall) still carries
-// discovery.
+// discovery, and sessions with no rendezvous server configured at all.
 func TestLANEitherDestination(t *testing.T) {
 	for _, blocked := range []netip.Addr{lanGroup4, lanBroadcast4} {
 		t.Run(blocked.String()+" dropped", func(t *testing.T) {
@@ -541,6 +541,12 @@ func TestLANEitherDestination(t *testing.T) {
 				b := newMemNode(t, m, 2, Config{AppID: "lan", LANDiscovery: true, lan: lan(2)})
 				nextEvent(t, a, 3*time.Second, isLANFound(b.PeerID()))
 				nextEvent(t, b, 3*time.Second, isLANFound(a.PeerID()))
+				b.SendP2PPacket(a.PeerID(), []byte("hi"), SendReliable, 0)
+				nextEvent(t, a, 2*time.Second, isRequest(b.PeerID()))
+				a.AcceptP2PSessionWithUser(b.PeerID())
+				if p := recvData(t, a, 0, 2*time.Second); string(p.Data) != "hi" {
+					t.Fatalf("a got %q", p.Data)
+				}
 			})
 		})
 	}
