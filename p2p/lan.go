@@ -61,8 +61,8 @@ import (
 //   - Make us spend CPU or memory: each datagram costs a length check, a
 //     comparison and one keyed BLAKE2s of 58 bytes before anything is
 //     kept; what passes is rate-limited per source IP (lanPerSource a
-//     second) and in all (lanGlobal), and the table's bounds hold whatever
-//     arrives.
+//     second), what would add to the table also in all (lanGlobal), and
+//     the table's bounds hold whatever arrives.
 const (
 	lanPort       = 18263 // "GW", 0x4757
 	lanBeaconType = 0xB0  // gamewire's range (0x80–0xBF), unused on the main socket
@@ -89,7 +89,7 @@ const (
 	lanMaxIfaces    = 8   // interfaces a round beacons on
 	lanMaxJoins     = 32  // interfaces the groups are joined on, per family
 	lanPerSource    = 16  // beacons a second taken from one source IP (burst twice that)
-	lanGlobal       = 256 // beacons a second taken in all (burst twice that)
+	lanGlobal       = 256 // peers or addresses added a second in all (burst twice that); refreshes pass
 	lanNewPerSecond = 16  // peers added to the list a second (burst 64): LANPeerFound events
 	// lanFallback: a handshake on a beacon's address unanswered this long
 	// also asks the rendezvous server, when there is one.
