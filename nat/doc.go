@@ -87,5 +87,6 @@
 // reader) under the same rule. A STUN client's transactions are under its
 // own leaf mu; Handle completes them on the reader's goroutine. Discover
 // and DiscoverFiltering block their caller until ctx ends or the tests
-// are done.
+// are done; Discover asks each server from a goroutine of its own, and
+// cancels and waits for them all before it returns.
 package nat

@@ -218,7 +218,8 @@
 // both, for RFC 5780's filtering tests, and OTHER-ADDRESS names the
 // group's socket with the other IP and port. An IPv6 request is thus
 // answered from, and told of, IPv6 addresses only, and a group without an
-// alternate refuses CHANGE-REQUEST. IPv6 sockets are IPv6-only, so
+// alternate refuses a CHANGE-REQUEST that sets a flag (one with none is
+// answered as if it were absent). IPv6 sockets are IPv6-only, so
 // 0.0.0.0 and [::] at one port coexist.
 //
 // A Binding request without the magic cookie is RFC 3489's (Debian's stun
