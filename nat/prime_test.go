@@ -181,6 +181,30 @@ func TestPunchNoStall(t *testing.T) {
 		if stalls.Load() != 0 {
 			t.Errorf("%d stalls against an endpoint-dependent peer", stalls.Load())
 		}
+		// Unless this side's NAT filters by address only (HealDependent).
+		q := StartPunch(PunchConfig{Local: self, Peer: peer, Key: NewProbeKey([]byte("dh"), self, peer), Main: &ttlSock{},
+			Candidates: []Candidate{publicCand}, LocalMapping: MappingEndpointIndependent, PeerMapping: MappingEndpointDependent,
+			HealDependent: true, OnStall: func() { stalls.Add(1) }})
+		time.Sleep(time.Second)
+		q.Stop()
+		if stalls.Load() != 1 {
+			t.Errorf("HealDependent: %d stalls, want 1", stalls.Load())
+		}
+	})
+}
+
+// TestPunchHairpinUnprimed: the peer's address at our own public IP (one
+// NAT, hairpinning) is checked at once.
+func TestPunchHairpinUnprimed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sock := &ttlSock{}
+		self, peer := key32(), key32()
+		p := StartPunch(PunchConfig{Local: self, Peer: peer, Key: NewProbeKey([]byte("dh"), self, peer), Main: sock,
+			Candidates: []Candidate{publicCand}, LocalPublic: publicCand.Addr.Addr()})
+		defer p.Stop()
+		if got := sock.to(publicCand.Addr); !slices.Equal(got, []int{0}) {
+			t.Errorf("hairpin candidate: %v, want one full check at once", got)
+		}
 	})
 }
 

@@ -93,6 +93,15 @@ type PunchConfig struct {
 	// when it consents, a round trip before the asker hears of it, must
 	// not reach the asker's NAT before the asker has primed it.
 	Hold bool
+	// LocalPublic is this side's public IP (its server-reflexive
+	// address's), if known: the peer's addresses there sit behind this
+	// side's own NAT (hairpinning), and are checked at once, unprimed.
+	LocalPublic netip.Addr
+	// HealDependent lets a stall be reported against a peer whose NAT
+	// maps per destination too: this side's NAT filters by address only
+	// (or not at all), so a fresh mapping primed toward the peer's address
+	// takes its checks from whatever port they leave by.
+	HealDependent bool
 	// OnStall, if set, is called once, on the punch's goroutine, when both
 	// NATs map endpoint-independently and the peer's public addresses
 	// have gone unanswered for stallAfter: most likely a conntrack clash
@@ -252,7 +261,7 @@ var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 // its socket can send low-TTL datagrams, and schedules r's first check
 // (held: at the next release). It returns nil if r is not primed.
 func (p *Punch) primeLocked(r *remote, hold bool, now time.Time) []send {
-	if !MayBeNATed(r.cand.Addr.Addr()) {
+	if a := r.cand.Addr.Addr(); !MayBeNATed(a) || a == p.cfg.LocalPublic {
 		return nil
 	}
 	if _, ok := p.sockOf(r).(TTLSocket); !ok {
@@ -386,8 +395,10 @@ func (p *Punch) publicLocked() []Candidate {
 // stallLocked reports, once, the stall OnStall describes, and quiets the
 // pairs that stalled.
 func (p *Punch) stallLocked(now time.Time) bool {
+	peer := p.cfg.PeerMapping
 	if p.stalled || p.cfg.OnStall == nil || p.best != nil || p.firstOut.IsZero() || now.Sub(p.firstOut) < stallAfter ||
-		p.cfg.LocalMapping != MappingEndpointIndependent || p.cfg.PeerMapping != MappingEndpointIndependent {
+		p.cfg.LocalMapping != MappingEndpointIndependent ||
+		!(peer == MappingEndpointIndependent || (peer == MappingEndpointDependent && p.cfg.HealDependent)) {
 		return false
 	}
 	p.stalled = true

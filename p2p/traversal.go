@@ -613,6 +613,7 @@ func (t *traversal) startPunch(peer PeerID, pp *peerPaths, cands []nat.Candidate
 		t.publish(peer, pp)
 		return
 	}
+	beh := t.Behaviour()
 	var punch *nat.Punch // read by OnPath only after the view below published it
 	punch = nat.StartPunch(nat.PunchConfig{
 		Local:         t.n.id.public,
@@ -624,6 +625,8 @@ func (t *traversal) startPunch(peer PeerID, pp *peerPaths, cands []nat.Candidate
 		LocalMapping:  t.mapping(),
 		PeerMapping:   mapping,
 		Candidates:    cands,
+		LocalPublic:   beh.Mapped.Addr().Unmap(),
+		HealDependent: beh.Filtering == nat.FilteringEndpointIndependent || beh.Filtering == nat.FilteringAddressDependent,
 		Hold:          hold,
 		OnPath:        func(path nat.Path) { t.onPath(peer, punch, path) },
 		OnStall:       func() { t.heal(peer, punch) },
