@@ -17,9 +17,10 @@ type Socket interface {
 }
 
 // TTLSocket is a Socket that can send one datagram with a small TTL (hop
-// limit), which primes this side's NAT (see Punch). A Socket without it,
-// or whose WriteToTTL fails, is not primed: its first checks go out at
-// once, at full TTL.
+// limit), which primes this side's NAT (see Punch). A Socket without it
+// is not primed: its first checks go out at once, at full TTL. One whose
+// WriteToTTL fails sends no primer, and its first check still waits
+// PrimeWait.
 type TTLSocket interface {
 	Socket
 	WriteToTTL(b []byte, to netip.AddrPort, ttl int) error
@@ -62,9 +63,9 @@ const (
 	sprayMax       = 4096                   // about 8 s; 2048 random ones give 99.97 % against 256 mappings
 	predictWindow  = 1024                   // ports above the peer's public port tried in order
 	sockResend     = 2 * time.Second        // the hard side refreshes its mappings
-	// stallAfter: public addresses of an endpoint-independent peer
-	// unanswered this long after the first check, behind an
-	// endpoint-independent NAT, look like the conntrack clash (OnStall).
+	// stallAfter: the peer's public addresses unanswered this long after
+	// the first check, behind an endpoint-independent NAT, look like the
+	// conntrack clash (OnStall).
 	stallAfter = 250 * time.Millisecond
 	// staleQuiet is how long the pairs a stall suspends stay quiet: past
 	// the 30 s (60 s on OpenWrt) a NAT keeps an unreplied UDP entry, so
@@ -103,8 +104,9 @@ type PunchConfig struct {
 	// takes its checks from whatever port they leave by.
 	HealDependent bool
 	// OnStall, if set, is called once, on the punch's goroutine, when both
-	// NATs map endpoint-independently and the peer's public addresses
-	// have gone unanswered for stallAfter: most likely a conntrack clash
+	// NATs map endpoint-independently (or the peer's per destination, with
+	// HealDependent) and the peer's public addresses have gone unanswered
+	// for stallAfter, with no path found: most likely a conntrack clash
 	// moved a mapping. The owner heals it with AddSocket. The pairs that
 	// stalled are left quiet for staleQuiet so the stale entries expire.
 	OnStall func()
@@ -223,7 +225,7 @@ func (p *Punch) addCandidates(cs []Candidate, hold, release bool) {
 	p.mu.Lock()
 	var out []send
 	if release {
-		p.releaseLocked(now)
+		p.releaseLocked()
 	}
 	round := 0
 	for _, c := range cs {
@@ -290,7 +292,7 @@ func (p *Punch) primersLocked(r *remote, now time.Time) []send {
 }
 
 // releaseLocked lets held remotes' first checks go PrimeWait from now.
-func (p *Punch) releaseLocked(now time.Time) {
+func (p *Punch) releaseLocked() {
 	held := false
 	for _, r := range p.remotes {
 		if r.held {
@@ -351,33 +353,24 @@ func (p *Punch) AddSocket(sock Socket) bool {
 		p.mu.Unlock()
 		return false
 	}
+	cands := p.publicLocked()
+	if len(cands) == 0 {
+		p.mu.Unlock()
+		return false
+	}
 	var out []send
-	for _, c := range p.publicLocked() {
-		r := p.addRemoteLockedAlways(c, sock)
-		r.next = now.Add(time.Hour)
+	for _, c := range cands {
+		r := p.addRemoteLockedAlways(c, sock) // not due: checks wait for the release
 		if primers := p.primeLocked(r, true, now); primers != nil {
 			out = append(out, primers...)
 		} else {
 			r.waiting, r.held = true, true // no TTL: its checks still wait for the peer
 		}
 	}
-	if len(out) == 0 && !p.anyHeldLocked(sock) {
-		p.mu.Unlock()
-		return false
-	}
 	p.fresh = append(p.fresh, sock)
 	p.mu.Unlock()
 	p.flush(out)
 	return true
-}
-
-func (p *Punch) anyHeldLocked(sock Socket) bool {
-	for _, r := range p.remotes {
-		if r.sock == sock && r.held {
-			return true
-		}
-	}
-	return false
 }
 
 // publicLocked lists the peer's candidates (not the spray's guesses) that
