@@ -116,8 +116,28 @@ type Config struct {
 
 	// Dial opens TCP connections: to TURN over TCP when UDP is blocked,
 	// and to the rendezvous server then when DialTCP cannot (with
-	// DisableDirectTCP, always). Nil means a net.Dialer.
+	// DisableDirectTCP, always); and the UDP and TCP connections port
+	// mapping talks to the router over. Nil means a net.Dialer.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+
+	// DisablePortMapping stops the node asking its router for a port
+	// mapping. Without it, a node with a Rendezvous server asks its IPv4
+	// default gateway to forward its socket's port (PCP, NAT-PMP or UPnP
+	// IGD: package nat/portmap), renews the mapping while it runs, deletes
+	// it on Close, and advertises it to peers as a candidate: behind a NAT
+	// that maps per destination (where punching toward another such NAT
+	// fails) the node then has one address every peer can reach. A
+	// mapping is asked for in the background (registration does not wait
+	// for it) and at most every minute, backing off to 30 minutes, while
+	// the router grants none. Nodes bound to loopback, whose server is on
+	// loopback, or whose PacketConn is not a *net.UDPConn do not ask.
+	DisablePortMapping bool
+
+	// Gateway returns the router port mapping asks. Nil means the IPv4
+	// default route's next hop (portmap.DefaultGateway: the routing table
+	// of the process's network namespace). (A test lab passes one that
+	// names a lab router.)
+	Gateway func() (netip.Addr, error)
 
 	// DisableDirectTCP forbids direct TCP paths: the node neither listens
 	// on TCP nor dials peers over it. Without it, when a peer's network or

@@ -141,6 +141,16 @@
 // Connections that prove no introduced peer within 5 s are closed.
 // Config.DisableDirectTCP turns direct TCP off.
 //
+// # Port mapping and NAT type
+//
+// Unless Config.DisablePortMapping, a node with a rendezvous server asks
+// its router to forward its port (PCP, NAT-PMP or UPnP IGD; package
+// nat/portmap), renews the mapping, deletes it on Close and advertises it
+// as a candidate, so two NATs that map per destination still connect
+// directly when one router offers mapping. Node.NATType reports the NAT
+// as Epic Online Services does (Open, Moderate, Strict) with the RFC 4787
+// behaviour, port mapping and IPv6 addresses behind it.
+//
 // # LAN discovery
 //
 // With Config.LANDiscovery, nodes of one AppID on one network find each

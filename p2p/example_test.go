@@ -9,6 +9,7 @@ import (
 
 	"github.com/gamewire/gamewire/channels"
 	"github.com/gamewire/gamewire/p2p"
+	"github.com/gamewire/gamewire/rendezvous"
 )
 
 // Two Nodes on this machine exchange packets with every send type.
@@ -63,4 +64,26 @@ func Example() {
 
 func addrPort(n *p2p.Node) netip.AddrPort {
 	return n.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// A node learns its NAT type from the rendezvous server. Here both are on
+// loopback, so the server sees the node's own address: no NAT, Open.
+func ExampleNode_NATType() {
+	srv, err := rendezvous.Listen(rendezvous.ServerConfig{}, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer srv.Close()
+	n, _ := p2p.New(p2p.Config{ListenAddr: "127.0.0.1:0", Rendezvous: srv.Addr().String()})
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n.WaitRegistered(ctx)
+	for n.NATType().Type == p2p.NATTypeUnknown && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	r := n.NATType()
+	fmt.Println(r.Type, r.NoNAT, r.PortMapping.Valid())
+	// Output: Open true false
 }

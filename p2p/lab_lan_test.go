@@ -33,6 +33,7 @@ func lanLabNode(t *testing.T, h *netlab.Host, app, listen string) *Node {
 		Rendezvous:       "203.0.113.10:9", // the lab's server address; nothing listens there
 		DisableDirectTCP: true,
 		Dial:             noTCP,
+		Gateway:          labGateway(h),
 		lan: &lanNet{
 			port: lanPort,
 			listen: func(network, address string) (pc net.PacketConn, err error) {

@@ -18,6 +18,7 @@ import (
 	"github.com/gamewire/gamewire/internal/leakcheck"
 	"github.com/gamewire/gamewire/internal/netlab"
 	"github.com/gamewire/gamewire/nat"
+	"github.com/gamewire/gamewire/nat/portmap"
 	"github.com/gamewire/gamewire/relay"
 	"github.com/gamewire/gamewire/rendezvous"
 )
@@ -147,6 +148,9 @@ func (e *labEnv) node(tb testing.TB, h *netlab.Host, cfg Config, hideLAN bool) (
 	}
 	cfg.Interfaces = func() ([]netip.Prefix, error) { return []netip.Prefix{prefix}, nil }
 	cfg.Dial = h.DialContext
+	if cfg.Gateway == nil {
+		cfg.Gateway = labGateway(h)
+	}
 	cfg.ListenTCP = func(network, address string) (ln net.Listener, err error) {
 		err = h.Do(func() (err error) {
 			ln, err = nat.ListenTCP(network, address)
@@ -172,6 +176,18 @@ func (e *labEnv) node(tb testing.TB, h *netlab.Host, cfg Config, hideLAN bool) (
 	return n, func() {
 		n.Close()
 		cfg.PacketConn.Close()
+	}
+}
+
+// labGateway is a Config.Gateway that names h's default gateway, the
+// lab router of its site: port mapping asks it, never the real network's.
+func labGateway(h *netlab.Host) func() (netip.Addr, error) {
+	return func() (gw netip.Addr, err error) {
+		err = h.Do(func() (err error) {
+			gw, err = portmap.DefaultGateway() // the namespace's routing table
+			return err
+		})
+		return gw, err
 	}
 }
 
@@ -493,6 +509,7 @@ func TestLabNATMatrix(t *testing.T) {
 		}
 	}
 	rows = append(rows, sameNATRows(t, e)...)
+	rows = append(rows, portMapRows(t, e)...)
 	rows = append(rows, lossRow(t, e))
 	rows = append(rows, udpBlockedRows(t, e)...)
 
@@ -542,6 +559,45 @@ func sameNATRows(t *testing.T, e *labEnv) []matrixRow {
 						t.Errorf("same LAN: path %v via %v, want the peer's LAN address", tr.Candidate, r.state.RemoteAddr)
 					case hide && r.state.RemoteAddr.Addr() != site.PublicIP:
 						t.Errorf("hairpin: path via %v, want the NAT's public address %v", r.state.RemoteAddr, site.PublicIP)
+					}
+				}
+				rows = append(rows, row)
+			})
+		}
+	}
+	return rows
+}
+
+// portMapRows: a symmetric NAT whose router offers port mapping
+// (miniupnpd) against NATs that leave punching no chance (symmetric) or
+// only the birthday approach (port-restricted): the mapping is a
+// candidate every peer reaches directly.
+func portMapRows(t *testing.T, e *labEnv) []matrixRow {
+	netlab.RequireMiniUPnPd(t)
+	var rows []matrixRow
+	for _, accept := range []bool{false, true} {
+		x := map[bool]string{true: "x"}[accept]
+		mapped, err := e.lab.AddSite("pmap-sym"+x, netlab.SiteConfig{NAT: netlab.NATSymmetric, AcceptInbound: accept})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.startLabUPnPd(t, mapped)
+		for _, k := range []labKind{labKinds[4], labKinds[3], labKinds[5]} { // symmetric, port-restricted, double
+			cfg := k.cfg
+			cfg.AcceptInbound = accept
+			peer, err := e.lab.AddSite("pmap-"+k.name[:min(len(k.name), 8)]+x, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			label := "symmetric, port mapping ↔ " + k.name
+			if accept {
+				label += ", accepting inbound"
+			}
+			t.Run("portmap/"+k.name+"/accept="+fmt.Sprint(accept), func(t *testing.T) {
+				row := runMatrixPair(t, e, mapped.Hosts[0], peer.Hosts[0], expectDirect, label, false, false)
+				for i, r := range row.runs {
+					if r.connected && r.state.Traversal.Birthday {
+						t.Errorf("run %d: the birthday approach, want the port mapping", i)
 					}
 				}
 				rows = append(rows, row)
@@ -804,13 +860,13 @@ func TestLabNATBehaviour(t *testing.T) {
 	netlab.Require(t)
 	leakcheck.Check(t)
 	e := newLabEnv(t, "behaviour", 0)
-	want := map[string][2]string{ // mapping, filtering
-		"none":               {"endpoint-independent", "endpoint-independent"},
-		"full-cone":          {"endpoint-independent", "endpoint-independent"},
-		"address-restricted": {"endpoint-independent", "address-dependent"},
-		"port-restricted":    {"endpoint-independent", "address-and-port-dependent"},
-		"symmetric":          {"endpoint-dependent", "address-and-port-dependent"},
-		"double":             {"endpoint-independent", "address-and-port-dependent"},
+	want := map[string][3]string{ // mapping, filtering, NATType
+		"none":               {"endpoint-independent", "endpoint-independent", "Open"},
+		"full-cone":          {"endpoint-independent", "endpoint-independent", "Open"},
+		"address-restricted": {"endpoint-independent", "address-dependent", "Moderate"},
+		"port-restricted":    {"endpoint-independent", "address-and-port-dependent", "Moderate"},
+		"symmetric":          {"endpoint-dependent", "address-and-port-dependent", "Strict"},
+		"double":             {"endpoint-independent", "address-and-port-dependent", "Moderate"},
 	}
 	for _, k := range labKinds {
 		t.Run(k.name, func(t *testing.T) {
@@ -826,9 +882,19 @@ func TestLabNATBehaviour(t *testing.T) {
 					break
 				}
 			}
-			if got := [2]string{b.Mapping.String(), b.Filtering.String()}; got != want[k.name] {
-				t.Errorf("discovered mapping %s, filtering %s; want %s, %s", got[0], got[1], want[k.name][0], want[k.name][1])
+			var r NATReport
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if r = n.NATType(); r.Type != NATTypeUnknown && r.PortMapTried {
+					break
+				}
 			}
+			if got := [3]string{b.Mapping.String(), b.Filtering.String(), r.Type.String()}; got != want[k.name] {
+				t.Errorf("discovered mapping %s, filtering %s, NAT type %s; want %s, %s, %s", got[0], got[1], got[2], want[k.name][0], want[k.name][1], want[k.name][2])
+			}
+			if r.NoNAT != (k.cfg.NAT == netlab.NATNone) || r.PortMapping.Valid() || r.Public != b.Mapped {
+				t.Errorf("NAT report %v: want no NAT %v, no port mapping, public %v", r, k.cfg.NAT == netlab.NATNone, b.Mapped)
+			}
+			t.Logf("NAT report: %v", r)
 			if b.Mapped.Addr() != site.PublicIP {
 				t.Errorf("mapped address %v, want the site's public address %v", b.Mapped, site.PublicIP)
 			}

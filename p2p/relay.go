@@ -3,9 +3,11 @@ package p2p
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
+	"github.com/gamewire/gamewire/nat"
 	"github.com/gamewire/gamewire/p2p/internal/path"
 	"github.com/gamewire/gamewire/relay"
 	"github.com/gamewire/gamewire/rendezvous"
@@ -71,9 +73,13 @@ type relayer struct {
 
 // relayPeer is what the relayer knows of one peer.
 type relayPeer struct {
-	allowed   bool // the peer allows relay
-	tcp       bool // the peer's UDP is blocked
-	mapping   rendezvous.Mapping
+	allowed bool // the peer allows relay
+	tcp     bool // the peer's UDP is blocked
+	mapping rendezvous.Mapping
+	// public are the public addresses the peer advertises as its own (a
+	// port mapping on its router, a host without NAT, IPv6): a NAT
+	// mapping per destination does not keep us from reaching them.
+	public    []netip.AddrPort
 	addr      netip.AddrPort // its relayed address
 	permitted netip.AddrPort // the relayed address our permission covers
 	permitAt  time.Time      // a permission request is under way or failed: not before this
@@ -138,6 +144,7 @@ func (r *relayer) onPeer(pp *peerPaths, p *rendezvous.Peer, now time.Time) {
 		pp.relay = rp
 	}
 	rp.allowed, rp.tcp, rp.mapping = p.RelayAllowed, p.TCP, p.Mapping
+	rp.public = slices.DeleteFunc(slices.Clone(p.Candidates), func(c netip.AddrPort) bool { return !nat.MayBeNATed(c.Addr()) })
 	if p.Relay.IsValid() && p.Relay != rp.addr {
 		rp.addr = p.Relay
 		rp.permitAt = time.Time{} // a new address: its permission goes at once
@@ -195,10 +202,24 @@ func (r *relayer) need(peer PeerID, rp *relayPeer, now time.Time) relayNeed {
 	return relayNeed{}
 }
 
-// overBudget: direct paths had the budget's 1/div, or cannot work.
+// overBudget: direct paths had the budget's 1/div, or cannot work: both
+// NATs map per destination and neither side has a public address of its
+// own to be reached at.
 func (r *relayer) overBudget(rp *relayPeer, now time.Time, div time.Duration) bool {
-	hard := rp.mapping == rendezvous.MappingEndpointDependent && r.t.mapping() == rendezvous.MappingEndpointDependent
+	hard := rp.mapping == rendezvous.MappingEndpointDependent && r.t.mapping() == rendezvous.MappingEndpointDependent &&
+		!r.reachable(rp)
 	return rp.tcp || hard || r.t.udpBlocked() || now.Sub(rp.since) >= r.n.cfg.RelayAfter/div
+}
+
+// reachable reports whether either side has a public address of its own
+// the other can send to: our port mapping, or one of the peer's in a
+// family we have a public address in too.
+func (r *relayer) reachable(rp *relayPeer) bool {
+	if _, ok := r.t.pm.candidate(); ok {
+		return true
+	}
+	v6 := slices.ContainsFunc(r.t.prefixes(), func(p netip.Prefix) bool { return p.Addr().Is6() && nat.MayBeNATed(p.Addr()) })
+	return slices.ContainsFunc(rp.public, func(c netip.AddrPort) bool { return c.Addr().Is4() || v6 })
 }
 
 // tick runs the relay's timers (owner goroutine).

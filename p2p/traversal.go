@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +58,7 @@ type traversal struct {
 	asks      asks             // strangers' requests for an introduction
 	reg       *registration    // what WaitRegistered and RegistrationChanged report
 	extra     []netip.AddrPort // Config.STUNServers
+	pm        *portMapper      // nil: no port mapping (portmap.go)
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -67,6 +69,7 @@ type traversal struct {
 	mu        sync.Mutex // leaf
 	behaviour nat.Behaviour
 	ready     bool // the mapping test is done: registration may start
+	tested    bool // the filtering test is done too (NATType)
 	keys      map[PeerID]nat.ProbeKey
 	fresh     []freshPort // heal.go
 }
@@ -125,6 +128,7 @@ func newTraversal(n *Node) (*traversal, error) {
 	cfg := t.rvConfig()
 	cfg.Send = func(b []byte, to netip.AddrPort) { n.main.WriteTo(b, to) }
 	t.rv = rendezvous.NewClient(cfg)
+	t.pm = newPortMapper(t) // set before any goroutine reads it
 	return t, nil
 }
 
@@ -177,6 +181,13 @@ func (t *traversal) reregister(now time.Time) {
 // start runs NAT behaviour discovery; registration starts once the mapping
 // test is done (or timed out), so peers learn it with our address.
 func (t *traversal) start() {
+	if t.pm != nil {
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			t.pm.run(t.ctx)
+		}()
+	}
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
@@ -192,6 +203,9 @@ func (t *traversal) start() {
 		if b.Alternate.IsValid() {
 			t.discoverFiltering()
 		}
+		t.mu.Lock()
+		t.tested = true
+		t.mu.Unlock()
 		b = t.Behaviour()
 		t.n.log.Debug("p2p: NAT behaviour", "mapped", b.Mapped, "mapping", b.Mapping, "filtering", b.Filtering)
 	}()
@@ -235,6 +249,7 @@ func (t *traversal) stop() {
 	})
 	t.n.paths.Sync()
 	t.wg.Wait()
+	t.pm.close()
 }
 
 // Behaviour reports what the node learnt of its NAT.
@@ -250,10 +265,15 @@ func (t *traversal) mapping() rendezvous.Mapping {
 	return t.behaviour.Mapping
 }
 
-// candidates are the addresses a registration advertises: host ones and
-// the fresh ports of punches healing a stall.
+// candidates are the addresses a registration advertises: host ones, the
+// port mapping on our router and the fresh ports of punches healing a
+// stall.
 func (t *traversal) candidates() []netip.AddrPort {
-	return append(t.hostCandidates(), t.freshCandidates()...)
+	out := t.hostCandidates()
+	if a, ok := t.pm.candidate(); ok && !slices.Contains(out, a) {
+		out = append(out, a)
+	}
+	return append(out, t.freshCandidates()...)
 }
 
 // hostCandidates are the addresses peers on our LAN can use.

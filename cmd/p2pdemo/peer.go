@@ -41,7 +41,7 @@ const (
 
 type peerFlags struct {
 	server, identity, app, listen, recvDir, ping string
-	noRelay, echo, json, verbose                 bool
+	noRelay, noPortMap, echo, json, verbose      bool
 	count                                        int
 	timeout                                      time.Duration
 }
@@ -54,6 +54,7 @@ func parsePeerFlags(args []string, stderr io.Writer) (peerFlags, error) {
 	fs.StringVar(&f.app, "app", "p2pdemo", "the AppID: peers of different apps do not connect")
 	fs.StringVar(&f.listen, "listen", "", "UDP `HOST:PORT` to listen on (default: any interface, a free port)")
 	fs.BoolVar(&f.noRelay, "no-relay", false, "never relay through TURN: without a direct path the session fails with Timeout")
+	fs.BoolVar(&f.noPortMap, "no-portmap", false, "do not ask the router for a port mapping (PCP, NAT-PMP, UPnP IGD)")
 	fs.BoolVar(&f.echo, "echo", false, "serve as an echo peer until killed")
 	fs.StringVar(&f.ping, "ping", "", "connect to peer `ID`, send messages of every send type, wait for the echoes, print a summary and exit")
 	fs.IntVar(&f.count, "count", 10, "with --ping: messages of each send type")
@@ -82,7 +83,8 @@ func runPeer(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return err
 	}
-	cfg := p2p.Config{Rendezvous: f.server, AppID: f.app, ListenAddr: f.listen, DisableRelay: f.noRelay, ConnectTimeout: f.timeout}
+	cfg := p2p.Config{Rendezvous: f.server, AppID: f.app, ListenAddr: f.listen, DisableRelay: f.noRelay,
+		DisablePortMapping: f.noPortMap, ConnectTimeout: f.timeout}
 	if f.identity != "" {
 		if cfg.Identity, err = p2p.LoadOrCreateIdentity(f.identity); err != nil {
 			return err
@@ -104,6 +106,7 @@ func runPeer(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	p.wg.Go(func() {
 		if p.awaitRegistered(p.ctx, 0) {
 			con.println("registered with the rendezvous server")
+			con.println("nat: %v", p.natReport(p.ctx))
 		}
 	})
 	switch {
@@ -187,6 +190,30 @@ func (p *peer) awaitRegistered(ctx context.Context, limit time.Duration) bool {
 	}
 	return true
 }
+
+// natReport waits, up to natReportWait, for the node's NAT tests and its
+// port mapping attempt to end, and returns what it knows then.
+func (p *peer) natReport(ctx context.Context) p2p.NATReport {
+	ctx, cancel := context.WithTimeout(ctx, natReportWait)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		r := p.node.NATType()
+		if (r.Type != p2p.NATTypeUnknown && r.PortMapTried) || ctx.Err() != nil {
+			return r
+		}
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		}
+	}
+}
+
+// natReportWait bounds how long the peer waits to print its NAT type: the
+// filtering test takes up to 5 s against a filtering NAT, port mapping as
+// long when the router does not answer.
+const natReportWait = 6 * time.Second
 
 func (p *peer) close() {
 	p.cancel()
