@@ -72,7 +72,12 @@ type Config struct {
 	// key of the server's first answer is trusted). With it, sending to a
 	// PeerID whose address is unknown registers, asks the server for an
 	// introduction and punches through both NATs. "" means no server:
-	// sessions need AddPeerAddr.
+	// sessions need AddPeerAddr. A dual-stack server is named by a host
+	// with A and AAAA records or by both addresses, comma-separated
+	// ("peerid@203.0.113.7:3478,[2001:db8::7]:3478"): the node registers
+	// over IPv4 (over IPv6 when it has no IPv4 address) and learns its
+	// address and NAT in the other family by STUN, advertising that
+	// address to peers too (NATType reports both).
 	Rendezvous string
 
 	// STUNServers are extra STUN servers ("host:port", any RFC 5389 or

@@ -18,12 +18,13 @@ const (
 	// or the node has no rendezvous server to test it with.
 	NATTypeUnknown NATType = iota
 	// NATTypeOpen: every peer can reach the node directly: it has a
-	// public address of its own (no NAT), a port mapping on its router, or
-	// a NAT that maps endpoint-independently and lets anyone's datagrams
-	// in (full cone).
+	// public address of its own (no NAT) and no firewall filtering
+	// inbound datagrams, a port mapping on its router, or a NAT that maps
+	// endpoint-independently and lets anyone's datagrams in (full cone).
 	NATTypeOpen
 	// NATTypeModerate: a NAT that maps endpoint-independently but filters
-	// (address-restricted or port-restricted cone). Direct with Open and
+	// (address-restricted or port-restricted cone), or a stateful firewall
+	// in front of a public address (IPv6 behind a home router). Direct with Open and
 	// Moderate peers, and with Strict ones by the birthday approach
 	// against a port-restricted NAT (nearly always) or plainly against an
 	// address-restricted one.
@@ -73,6 +74,17 @@ type NATReport struct {
 	// server (the node registered over TCP).
 	IPv6       []netip.Addr
 	UDPBlocked bool
+	// IPv6Public is the node's address as the server sees it over IPv6
+	// (valid once the server answered there: IPv6 reaches the internet),
+	// with the mapping and filtering in front of it (a stateful IPv6
+	// firewall filters without mapping: IPv6Public is then a host
+	// address). The server's IPv6 address comes from Config.Rendezvous
+	// (a second address, or a name with an AAAA record). Mapping,
+	// Filtering and Public above are those of the family the node
+	// registers in: IPv4, unless the node has no IPv4 address.
+	IPv6Public    netip.AddrPort
+	IPv6Mapping   nat.Mapping
+	IPv6Filtering nat.Filtering
 }
 
 func (r NATReport) String() string {
@@ -87,7 +99,11 @@ func (r NATReport) String() string {
 	if !r.Public.IsValid() {
 		public = "unknown"
 	}
-	s := fmt.Sprintf("%v (public %s, mapping %v, filtering %v, port mapping %s, IPv6 %d addresses", r.Type, public, r.Mapping, r.Filtering, pm, len(r.IPv6))
+	v6 := fmt.Sprintf("%d addresses", len(r.IPv6))
+	if r.IPv6Public.IsValid() {
+		v6 = fmt.Sprintf("public %v, mapping %v, filtering %v", r.IPv6Public, r.IPv6Mapping, r.IPv6Filtering)
+	}
+	s := fmt.Sprintf("%v (public %s, mapping %v, filtering %v, port mapping %s, IPv6 %s", r.Type, public, r.Mapping, r.Filtering, pm, v6)
 	if r.NoNAT {
 		s += ", no NAT"
 	}
@@ -111,9 +127,15 @@ func (n *Node) NATType() NATReport {
 		return r
 	}
 	t.mu.Lock()
-	b, tested := t.behaviour, t.tested
+	b, other, tested := t.behaviour, t.otherBehaviour, t.tested
 	t.mu.Unlock()
 	r.Mapping, r.Filtering, r.Public = b.Mapping, b.Filtering, b.Mapped
+	if t.server.Addr().Is6() {
+		other = b
+	}
+	if other.Mapped.Addr().Is6() {
+		r.IPv6Public, r.IPv6Mapping, r.IPv6Filtering = other.Mapped, other.Mapping, other.Filtering
+	}
 	r.NoNAT = b.Mapped.IsValid() && slices.Contains(t.hostCandidates(), b.Mapped)
 	r.UDPBlocked = t.udpBlocked()
 	if t.pm != nil {
@@ -130,8 +152,12 @@ func (n *Node) NATType() NATReport {
 // natType sums a report up; tested: the NAT tests are over.
 func natType(r NATReport, tested bool) NATType {
 	switch {
-	case r.NoNAT || r.PortMapping.Valid():
+	case r.PortMapping.Valid():
 		return NATTypeOpen
+	case r.NoNAT && (r.Filtering == nat.FilteringEndpointIndependent || r.Filtering == nat.FilteringUnknown && tested):
+		return NATTypeOpen
+	case r.NoNAT && r.Filtering != nat.FilteringUnknown:
+		return NATTypeModerate // no NAT, but a stateful firewall
 	case r.UDPBlocked:
 		return NATTypeStrict
 	case !tested:

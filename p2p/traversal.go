@@ -47,7 +47,8 @@ const (
 // views. mu is a leaf lock over the NAT behaviour and the probe key cache.
 type traversal struct {
 	n         *Node
-	server    netip.AddrPort
+	server    netip.AddrPort // registration goes here
+	other     netip.AddrPort // the server's address in the node's other family, if any
 	rv        *rendezvous.Client // over the node's UDP socket
 	tcp       *tcpRendezvous     // over TCP, when UDP is blocked
 	direct    *tcpDirect         // direct TCP links
@@ -68,30 +69,45 @@ type traversal struct {
 
 	mu        sync.Mutex // leaf
 	behaviour nat.Behaviour
+	// otherBehaviour is the NAT's in the node's other family (other):
+	// its Mapped is a candidate beside the host ones.
+	otherBehaviour nat.Behaviour
 	ready     bool // the mapping test is done: registration may start
 	tested    bool // the filtering test is done too (NATType)
 	keys      map[PeerID]nat.ProbeKey
 	fresh     []freshPort // heal.go
 }
 
-// parseRendezvous splits "[peerid@]host:port".
-func parseRendezvous(s string) (*rendezvous.Key, netip.AddrPort, error) {
+// parseRendezvous splits "[peerid@]host:port[,host:port...]": the
+// server's addresses, one per family at most (the first of each; a host
+// name counts with every address it resolves to).
+func parseRendezvous(s string) (*rendezvous.Key, []netip.AddrPort, error) {
 	var key *rendezvous.Key
+	orig := s
 	if k, hostport, ok := strings.Cut(s, "@"); ok {
 		id, err := ParsePeerID(k)
 		if err != nil {
-			return nil, netip.AddrPort{}, fmt.Errorf("p2p: Rendezvous %q: %w", s, err)
+			return nil, nil, fmt.Errorf("p2p: Rendezvous %q: %w", orig, err)
 		}
 		rk := rendezvous.Key(id)
 		key, s = &rk, hostport
 	}
-	addr, err := resolveUDP(s)
-	if err != nil {
-		return nil, netip.AddrPort{}, fmt.Errorf("p2p: Rendezvous %q: %w", s, err)
+	var addrs []netip.AddrPort
+	for _, hp := range strings.Split(s, ",") {
+		as, err := resolveUDPAll(strings.TrimSpace(hp))
+		if err != nil {
+			return nil, nil, fmt.Errorf("p2p: Rendezvous %q: %w", orig, err)
+		}
+		for _, a := range as {
+			if !slices.ContainsFunc(addrs, func(b netip.AddrPort) bool { return b.Addr().Is4() == a.Addr().Is4() }) {
+				addrs = append(addrs, a)
+			}
+		}
 	}
-	return key, addr, nil
+	return key, addrs, nil
 }
 
+// resolveUDP resolves hostport to one address, IPv4 for a name.
 func resolveUDP(hostport string) (netip.AddrPort, error) {
 	if ap, err := netip.ParseAddrPort(hostport); err == nil {
 		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
@@ -104,12 +120,77 @@ func resolveUDP(hostport string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
 
-func newTraversal(n *Node) (*traversal, error) {
-	key, server, err := parseRendezvous(n.cfg.Rendezvous)
+// resolveUDPAll resolves hostport to its addresses in both families.
+func resolveUDPAll(hostport string) ([]netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(hostport); err == nil {
+		return []netip.AddrPort{netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}, nil
+	}
+	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return nil, err
 	}
-	t := &traversal{n: n, server: server, peers: map[PeerID]*peerPaths{}, keys: map[PeerID]nat.ProbeKey{}}
+	pn, err := net.LookupPort("udp", port)
+	if err != nil {
+		return nil, err
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.AddrPort
+	for _, ip := range ips {
+		out = append(out, netip.AddrPortFrom(ip.Unmap(), uint16(pn)))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no addresses", host)
+	}
+	return out, nil
+}
+
+// pickRendezvous picks among the server's addresses the one to register
+// with, IPv4 unless the node has no IPv4 address but loopback, and the
+// other family's, if the node has an address in that family too (its
+// server-reflexive address and NAT there are learnt by STUN alone).
+// Without prefixes (interfaces unknown) both families count as present.
+func pickRendezvous(addrs []netip.AddrPort, prefixes []netip.Prefix, dualStack bool) (primary, other netip.AddrPort) {
+	var v4, v6 netip.AddrPort
+	for _, a := range addrs {
+		switch {
+		case a.Addr().Is4() && !v4.IsValid():
+			v4 = a
+		case a.Addr().Is6() && !v6.IsValid():
+			v6 = a
+		}
+	}
+	has := func(six bool) bool {
+		return len(prefixes) == 0 || slices.ContainsFunc(prefixes, func(p netip.Prefix) bool {
+			a := p.Addr()
+			return a.Is6() == six && !a.IsLoopback() && !a.IsLinkLocalUnicast()
+		})
+	}
+	has4, has6 := has(false), has(true) && dualStack
+	switch {
+	case v4.IsValid() && (has4 || !v6.IsValid()):
+		primary = v4
+		if has6 {
+			other = v6
+		}
+	default:
+		primary = v6
+		if has4 {
+			other = v4
+		}
+	}
+	return primary, other
+}
+
+func newTraversal(n *Node) (*traversal, error) {
+	key, servers, err := parseRendezvous(n.cfg.Rendezvous)
+	if err != nil {
+		return nil, err
+	}
+	server, other := pickRendezvous(servers, n.prefixes, n.dualStack())
+	t := &traversal{n: n, server: server, other: other, peers: map[PeerID]*peerPaths{}, keys: map[PeerID]nat.ProbeKey{}}
 	for _, s := range n.cfg.STUNServers {
 		a, err := resolveUDP(s)
 		if err != nil {
@@ -191,42 +272,77 @@ func (t *traversal) start() {
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
-		ctx, cancel := context.WithTimeout(t.ctx, discoverTimeout)
-		b, err := nat.Discover(ctx, t.stun, t.server, t.extra)
-		cancel()
-		if err != nil && !errors.Is(err, context.Canceled) {
-			t.n.log.Debug("p2p: NAT discovery", "err", err)
-		}
+		b := t.discover(t.server, t.extra)
 		t.mu.Lock()
 		t.behaviour, t.ready = b, true
 		t.mu.Unlock()
 		if b.Alternate.IsValid() {
-			t.discoverFiltering()
+			f := t.discoverFiltering(t.server)
+			t.mu.Lock()
+			t.behaviour.Filtering = f
+			t.mu.Unlock()
+		}
+		t.n.log.Debug("p2p: NAT behaviour", "mapped", b.Mapped, "mapping", b.Mapping, "filtering", t.Behaviour().Filtering)
+		if t.other.IsValid() {
+			t.discoverOther()
 		}
 		t.mu.Lock()
 		t.tested = true
 		t.mu.Unlock()
-		b = t.Behaviour()
-		t.n.log.Debug("p2p: NAT behaviour", "mapped", b.Mapped, "mapping", b.Mapping, "filtering", b.Filtering)
 	}()
 }
 
-// discoverFiltering tests the NAT's filtering from a socket of its own
-// (nat.DiscoverFiltering says why), while registration goes ahead: nothing
-// waits for the answer, it only informs.
-func (t *traversal) discoverFiltering() {
-	pc, err := t.n.cfg.ListenPacket("udp4", net.JoinHostPort(t.n.bindIP(), "0"))
+// discover runs the mapping test against server (and extra).
+func (t *traversal) discover(server netip.AddrPort, extra []netip.AddrPort) nat.Behaviour {
+	ctx, cancel := context.WithTimeout(t.ctx, discoverTimeout)
+	defer cancel()
+	b, err := nat.Discover(ctx, t.stun, server, extra)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		t.n.log.Debug("p2p: NAT discovery", "server", server, "err", err)
+	}
+	return b
+}
+
+// discoverOther learns the node's server-reflexive address and NAT
+// behaviour in its other family, by STUN to the server's address there
+// (registration stays with the primary one), and advertises the address
+// when it is not one of the host candidates already (an IPv6 firewall
+// without NAT shows the host's own address).
+func (t *traversal) discoverOther() {
+	b := t.discover(t.other, nil)
+	b.Mapped = netip.AddrPortFrom(b.Mapped.Addr().Unmap(), b.Mapped.Port())
+	if b.Alternate.IsValid() {
+		b.Filtering = t.discoverFiltering(t.other)
+	}
+	t.mu.Lock()
+	t.otherBehaviour = b
+	t.mu.Unlock()
+	t.n.log.Debug("p2p: NAT behaviour", "server", t.other, "mapped", b.Mapped, "mapping", b.Mapping, "filtering", b.Filtering)
+	if b.Mapped.IsValid() && !slices.Contains(t.hostCandidates(), b.Mapped) {
+		t.advertise()
+	}
+}
+
+// discoverFiltering tests the NAT's filtering toward server from a socket
+// of its own (nat.DiscoverFiltering says why), while registration goes
+// ahead: nothing waits for the answer, it only informs.
+func (t *traversal) discoverFiltering(server netip.AddrPort) nat.Filtering {
+	network, ip := "udp4", t.n.bindIP()
+	if server.Addr().Is6() {
+		network, ip = "udp6", "::"
+		if a := addrOfConn(t.n.main.pc).Addr(); a.Is6() && !a.IsUnspecified() {
+			ip = a.String()
+		}
+	}
+	pc, err := t.n.cfg.ListenPacket(network, net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.n.log.Debug("p2p: filtering test socket", "err", err)
-		return
+		return nat.FilteringUnknown
 	}
 	defer pc.Close()
 	ctx, cancel := context.WithTimeout(t.ctx, filteringTimeout)
 	defer cancel()
-	f := nat.DiscoverFiltering(ctx, pc, t.server)
-	t.mu.Lock()
-	t.behaviour.Filtering = f
-	t.mu.Unlock()
+	return nat.DiscoverFiltering(ctx, pc, server)
 }
 
 // stop ends the traversal: its clients, and on the path owner goroutine
@@ -266,12 +382,18 @@ func (t *traversal) mapping() rendezvous.Mapping {
 }
 
 // candidates are the addresses a registration advertises: host ones, the
-// port mapping on our router and the fresh ports of punches healing a
-// stall.
+// port mapping on our router, the server-reflexive address in our other
+// family and the fresh ports of punches healing a stall.
 func (t *traversal) candidates() []netip.AddrPort {
 	out := t.hostCandidates()
 	if a, ok := t.pm.candidate(); ok && !slices.Contains(out, a) {
 		out = append(out, a)
+	}
+	t.mu.Lock()
+	other := t.otherBehaviour.Mapped
+	t.mu.Unlock()
+	if other.IsValid() && !slices.Contains(out, other) {
+		out = append(out, other)
 	}
 	return append(out, t.freshCandidates()...)
 }
