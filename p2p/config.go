@@ -135,7 +135,8 @@ type Config struct {
 	// mapping is asked for in the background (registration does not wait
 	// for it) and at most every minute, backing off to 30 minutes, while
 	// the router grants none. Nodes bound to loopback, whose server is on
-	// loopback, or whose PacketConn is not a *net.UDPConn do not ask.
+	// loopback, or whose PacketConn's local address is not a *net.UDPAddr
+	// do not ask.
 	DisablePortMapping bool
 
 	// Gateway returns the router port mapping asks. Nil means the IPv4

@@ -1049,11 +1049,50 @@ func streamOrdered(t *testing.T, a, b *Node, total, disruptAt int, disrupt func(
 // more.
 func BenchmarkLabConnect(b *testing.B) {
 	netlab.Require(b)
+	delays := []time.Duration{0, 10 * time.Millisecond, 50 * time.Millisecond}
 	for _, accept := range []bool{false, true} {
-		for _, delay := range []time.Duration{0, 10 * time.Millisecond, 50 * time.Millisecond} {
+		for _, delay := range delays {
 			benchLabConnect(b, accept, delay)
 		}
 	}
+	for _, delay := range delays {
+		benchLabConnectPortMap(b, delay)
+	}
+}
+
+// benchLabConnectPortMap times connects across two symmetric NATs, one of
+// whose routers grants a port mapping (miniupnpd).
+func benchLabConnectPortMap(b *testing.B, delay time.Duration) {
+	b.Run(fmt.Sprintf("nat=symmetric-portmap/rtt=%v", 2*delay), func(b *testing.B) {
+		netlab.RequireMiniUPnPd(b)
+		e := newLabEnv(b, "connpm", delay)
+		sa, sb := e.sitePair(b, "conn", netlab.SiteConfig{NAT: netlab.NATSymmetric})
+		e.startLabUPnPd(b, sa)
+		times := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for range b.N {
+			b.StopTimer()
+			a, closeA := e.node(b, sa.Hosts[0], Config{DisableRelay: true}, false)
+			nb, closeB := e.node(b, sb.Hosts[0], Config{DisableRelay: true}, false)
+			waitPortMapped(b, a)
+			e.waitRegistered(b, a, nb)
+			times = append(times, connectPair(b, a, nb, b.StartTimer, b.StopTimer))
+			closeA()
+			closeB()
+		}
+		reportConnect(b, times, delay)
+	})
+}
+
+// reportConnect reports the median and 95th percentile of times, and the
+// target: 4 round trips.
+func reportConnect(b *testing.B, times []time.Duration, delay time.Duration) {
+	slices.Sort(times)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(ms(times[len(times)/2]), "median-ms")
+	b.ReportMetric(ms(times[(len(times)*95+99)/100-1]), "p95-ms")
+	b.ReportMetric(ms(8*delay), "target-ms")
 }
 
 // benchLabConnect times connects across two port-restricted NATs that
@@ -1071,12 +1110,7 @@ func benchLabConnect(b *testing.B, accept bool, delay time.Duration) {
 			d := e.connectOnce(b, sa.Hosts[0], sb.Hosts[0])
 			times = append(times, d)
 		}
-		slices.Sort(times)
-		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-		b.ReportMetric(0, "ns/op")
-		b.ReportMetric(ms(times[len(times)/2]), "median-ms")
-		b.ReportMetric(ms(times[(len(times)*95+99)/100-1]), "p95-ms")
-		b.ReportMetric(ms(8*delay), "target-ms")
+		reportConnect(b, times, delay)
 	})
 }
 

@@ -95,16 +95,16 @@ func newPortMapper(t *traversal) *portMapper {
 }
 
 // portMapSkip says why a node does not ask its router for a mapping, or
-// "" when it does. Port mapping needs an IPv4 socket of the operating
-// system's (a Config.PacketConn may be anything), and is pointless for a
-// node bound to loopback or whose server is on loopback: only nodes on
-// this machine can reach it, and they need no router.
+// "" when it does. Port mapping needs a UDP socket (a Config.PacketConn
+// wrapping one counts: its local address is a *net.UDPAddr), and is
+// pointless for a node bound to loopback or whose server is on loopback:
+// only nodes on this machine can reach it, and they need no router.
 func portMapSkip(cfg Config, pc net.PacketConn, local netip.AddrPort, server netip.AddrPort) string {
-	switch _, udp := pc.(*net.UDPConn); {
+	switch _, udp := pc.LocalAddr().(*net.UDPAddr); {
 	case cfg.DisablePortMapping:
 		return "Config.DisablePortMapping"
 	case !udp:
-		return "the socket is not a UDP socket of the system's"
+		return "the socket has no UDP address"
 	case !local.IsValid() || local.Port() == 0:
 		return "no local port"
 	case local.Addr().IsLoopback() || server.Addr().IsLoopback():
@@ -158,9 +158,10 @@ func (m *portMapper) changed(got portmap.Mapping) {
 	m.t.advertise()
 }
 
-// advertise tells the server and the peers being punched toward of a new
-// candidate (the port mapping): a registration at once, and a new
-// introduction to each such peer, which hands it over.
+// advertise tells the server, and the peers being punched toward or
+// waited for, of a new candidate (the port mapping, the other family's
+// address): a registration at once, and a new introduction to each such
+// peer, which hands it over.
 func (t *traversal) advertise() {
 	t.mu.Lock()
 	ready := t.ready
@@ -170,6 +171,20 @@ func (t *traversal) advertise() {
 	}
 	now := time.Now()
 	t.reregister(now)
+	t.n.mu.Lock()
+	waiting := make([]*session, 0, len(t.n.sessions))
+	for _, s := range t.n.sessions {
+		waiting = append(waiting, s)
+	}
+	t.n.mu.Unlock()
+	for _, s := range waiting {
+		s.mu.Lock()
+		asking := s.state == stConnecting && s.introducing
+		s.mu.Unlock()
+		if asking {
+			t.introduce(s.peer, now)
+		}
+	}
 	t.do(func() {
 		for peer, pp := range t.peers {
 			if pp.punch != nil {

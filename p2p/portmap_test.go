@@ -31,7 +31,8 @@ func TestPortMapSkip(t *testing.T) {
 		{"wildcard", Config{}, udp, public, server, false},
 		{"LAN address", Config{}, udp, netip.MustParseAddrPort("192.168.1.5:4000"), server, false},
 		{"disabled", Config{DisablePortMapping: true}, udp, public, server, true},
-		{"not a system socket", Config{}, newMemNet(0).listen(1, 0), public, server, true},
+		{"not a UDP socket", Config{}, otherConn{udp}, public, server, true},
+		{"a wrapped UDP socket", Config{}, newDelayConn(udp, 0), public, server, false},
 		{"bound to loopback", Config{}, udp, netip.MustParseAddrPort("127.0.0.1:4000"), server, true},
 		{"server on loopback", Config{}, udp, public, netip.MustParseAddrPort("127.0.0.1:3478"), true},
 		{"bound to IPv6", Config{}, udp, netip.MustParseAddrPort("[2001:db8::5]:4000"), server, true},
@@ -43,3 +44,8 @@ func TestPortMapSkip(t *testing.T) {
 		}
 	}
 }
+
+// otherConn is a PacketConn with no UDP address.
+type otherConn struct{ net.PacketConn }
+
+func (otherConn) LocalAddr() net.Addr { return &net.IPAddr{IP: net.IPv4(127, 0, 0, 1)} }

@@ -758,6 +758,7 @@ func (s *session) tick(now time.Time) (forget bool) {
 			s.hsNext = now.Add(s.hsInterval)
 		}
 		s.lanFallbackLocked(now)
+		s.reaskLocked(now)
 	case stEstablished:
 		s.tickEstablishedLocked(now, timeout)
 	case stFailed:
@@ -769,6 +770,20 @@ func (s *session) tick(now time.Time) (forget bool) {
 		}
 	}
 	return false
+}
+
+// reaskLocked asks the server for the peer again, every repunchEvery,
+// while no path to it has been found: what the first introduction told
+// of the peer may be out of date (a port mapping or another family's
+// address it learnt just after registering), and the next one brings
+// what it registered since.
+func (s *session) reaskLocked(now time.Time) {
+	t := s.node.trav
+	if t == nil || !s.introducing || now.Sub(s.started) < repunchEvery || now.Sub(s.lastRepunch) < repunchEvery || t.found(s.peer) {
+		return
+	}
+	s.lastRepunch = now
+	s.later |= askServer
 }
 
 func (s *session) tickEstablishedLocked(now time.Time, timeout time.Duration) {

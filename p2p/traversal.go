@@ -47,8 +47,8 @@ const (
 // views. mu is a leaf lock over the NAT behaviour and the probe key cache.
 type traversal struct {
 	n         *Node
-	server    netip.AddrPort // registration goes here
-	other     netip.AddrPort // the server's address in the node's other family, if any
+	server    netip.AddrPort     // registration goes here
+	other     netip.AddrPort     // the server's address in the node's other family, if any
 	rv        *rendezvous.Client // over the node's UDP socket
 	tcp       *tcpRendezvous     // over TCP, when UDP is blocked
 	direct    *tcpDirect         // direct TCP links
@@ -72,10 +72,10 @@ type traversal struct {
 	// otherBehaviour is the NAT's in the node's other family (other):
 	// its Mapped is a candidate beside the host ones.
 	otherBehaviour nat.Behaviour
-	ready     bool // the mapping test is done: registration may start
-	tested    bool // the filtering test is done too (NATType)
-	keys      map[PeerID]nat.ProbeKey
-	fresh     []freshPort // heal.go
+	ready          bool // the mapping test is done: registration may start
+	tested         bool // the filtering test is done too (NATType)
+	keys           map[PeerID]nat.ProbeKey
+	fresh          []freshPort // heal.go
 }
 
 // parseRendezvous splits "[peerid@]host:port[,host:port...]": the

@@ -97,8 +97,14 @@ type Client struct {
 	nextReg    time.Time
 	regRetry   time.Duration
 	lastTS     uint64
-	intros     map[Key]*pendingIntro
-	closed     bool
+	// awaitTS is the timestamp of the last REGISTER with news
+	// (Reregister) while registered, until a REGISTERED at least as new
+	// confirms it: until then it goes again at regRetry, since a dropped
+	// one (the server's per-IP rate, loss) would otherwise leave the
+	// server with stale candidates until the next refresh.
+	awaitTS uint64
+	intros  map[Key]*pendingIntro
+	closed  bool
 }
 
 type pendingIntro struct {
@@ -201,8 +207,19 @@ func (c *Client) Reregister(now time.Time) {
 	c.nextReg = now
 	c.regRetry = retryFirst
 	b := c.registerLocked(now, news)
+	if c.registered {
+		c.awaitLocked(now)
+	}
 	c.mu.Unlock()
 	c.send(b)
+}
+
+// awaitLocked waits for the REGISTER just built to be confirmed, sending
+// it again at regRetry, doubling, until it is.
+func (c *Client) awaitLocked(now time.Time) {
+	c.awaitTS = c.lastTS
+	c.nextReg = now.Add(c.regRetry)
+	c.regRetry = min(2*c.regRetry, retryMax)
 }
 
 // Tick sends what is due: registrations (until confirmed, then every
@@ -226,6 +243,9 @@ func (c *Client) Tick(now time.Time) {
 	}
 	if due && !now.Before(c.nextReg) {
 		out = append(out, c.registerLocked(now, news))
+		if c.registered && c.awaitTS != 0 {
+			c.awaitLocked(now)
+		}
 	}
 	for target, p := range c.intros {
 		if !now.Before(p.next) {
@@ -366,10 +386,13 @@ func (c *Client) handleRegistered(b []byte, now time.Time) {
 	first := !c.registered || c.recheck
 	c.registered, c.observed, c.lastOK, c.lastMsg, c.recheck = true, r.Observed, now, now, false
 	c.trying, c.heard, c.keyErr = time.Time{}, true, false
-	c.regRetry = retryFirst
 	// Refresh well within the server's TTL, whatever this client assumed.
 	c.refresh = min(c.cfg.Refresh, max(time.Duration(r.TTL)*time.Second/3, retryFirst))
-	c.nextReg = now.Add(c.refresh)
+	if r.Timestamp >= c.awaitTS { // else an older REGISTER's answer: the news is still unconfirmed
+		c.awaitTS = 0
+		c.regRetry = retryFirst
+		c.nextReg = now.Add(c.refresh)
+	}
 	// Introductions waiting for the registration go now.
 	var out [][]byte
 	if first {

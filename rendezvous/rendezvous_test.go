@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,7 +35,8 @@ type testClient struct {
 	addr netip.AddrPort
 	pub  Key
 
-	consent atomic.Bool // answer every ask by introducing the asker in turn
+	consent      atomic.Bool  // answer every ask by introducing the asker in turn
+	dropRegister atomic.Int32 // REGISTERs still to drop instead of sending
 
 	mu         sync.Mutex
 	peers      []*Peer
@@ -71,6 +73,9 @@ func startClientAt(t *testing.T, ip string, srv netip.AddrPort, pin *Key, candid
 			tc.mu.Lock()
 			tc.sent[b[0]]++
 			tc.mu.Unlock()
+			if b[0] == typeRegister && tc.dropRegister.Add(-1) >= 0 {
+				return
+			}
 			conn.WriteToUDPAddrPort(b, to)
 		},
 		Candidates: func() []netip.AddrPort { return candidates },
@@ -531,5 +536,40 @@ func TestWireRoundTrip(t *testing.T) {
 	// Sizes: nothing unauthenticated is answered with more than it carried.
 	if challengeLen > minRegisterLen {
 		t.Fatal("a CHALLENGE is larger than the smallest REGISTER")
+	}
+}
+
+// TestReregisterRetried: a REGISTER with news (Reregister: a new
+// candidate) that the network or the server's rate limit drops goes again
+// until it is confirmed, well before the next refresh, so introductions
+// carry the news.
+func TestReregisterRetried(t *testing.T) {
+	leakcheck.Check(t)
+	s := startServer(t, false)
+	cands := []netip.AddrPort{netip.MustParseAddrPort("192.168.1.5:4000")}
+	a := startClient(t, s.Addr(), nil, cands)
+	b := startClient(t, s.Addr(), nil, nil)
+	b.consent.Store(true)
+	registerAll(t, a, b)
+	cands[0] = netip.MustParseAddrPort("203.0.113.5:4000") // a port mapping, say
+	a.dropRegister.Store(2)
+	a.Reregister(time.Now())
+	start := time.Now()
+	run(t, 3*time.Second, func() bool { // the refresh is 20 s away
+		a.Client.mu.Lock()
+		defer a.Client.mu.Unlock()
+		return a.Client.awaitTS == 0
+	}, a, b)
+	if n := a.dropRegister.Load(); n > 0 {
+		t.Fatalf("%d drops left: the news went out only %d times", n, 2-n)
+	}
+	t.Logf("news confirmed after %v, with two REGISTERs dropped", time.Since(start))
+	a.Introduce(b.pub, time.Now())
+	run(t, 3*time.Second, func() bool {
+		pb, _, _ := b.snapshot()
+		return len(pb) > 0
+	}, a, b)
+	if pb, _, _ := b.snapshot(); !slices.Equal(pb[0].Candidates, cands) {
+		t.Errorf("peer told of candidates %v, want %v", pb[0].Candidates, cands)
 	}
 }
