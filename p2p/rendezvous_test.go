@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -128,4 +129,68 @@ func TestDestinationNotLoggedOnThenOnline(t *testing.T) {
 	}
 	a.Close()
 	b.Close()
+}
+
+// TestRendezvousOtherFamily: a node given the server's IPv4 and IPv6
+// addresses registers over IPv4 and learns its IPv6 address by STUN; the
+// peer it meets is told that address among its candidates.
+func TestRendezvousOtherFamily(t *testing.T) {
+	leakcheck.Check(t)
+	srv, err := rendezvous.Listen(rendezvous.ServerConfig{},
+		[]netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0"), netip.MustParseAddrPort("[::1]:0")}, nil)
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer srv.Close()
+	addrs := srv.Addrs()
+	if len(addrs) != 2 {
+		t.Fatalf("server addresses %v", addrs)
+	}
+	rv := PeerID(srv.PublicKey()).String() + "@" + addrs[0].String() + "," + addrs[1].String()
+	// Interfaces with IPv4 and a global IPv6 address: IPv6 is the other family.
+	ifs := func() ([]netip.Prefix, error) {
+		return []netip.Prefix{netip.MustParsePrefix("10.9.0.5/24"), netip.MustParsePrefix("2001:db8::5/64")}, nil
+	}
+	a, err := New(Config{ListenAddr: "[::]:0", Rendezvous: rv, Interfaces: ifs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	waitFor(t, 10*time.Second, "the IPv6 address", func() bool { return a.NATType().IPv6Public.IsValid() })
+	r := a.NATType()
+	port := addrOfConn(a.main.pc).Port()
+	if want := netip.AddrPortFrom(netip.IPv6Loopback(), port); r.IPv6Public != want || r.Public.Addr() != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("NAT report %v: want IPv4 public 127.0.0.1 and IPv6 public %v", r, want)
+	}
+	if !slices.Contains(a.trav.candidates(), r.IPv6Public) {
+		t.Errorf("candidates %v lack the IPv6 address %v", a.trav.candidates(), r.IPv6Public)
+	}
+	waitRegistered(t, srv, a)
+	if c, ok := a.trav.rv.Registered(); !ok || !c.Addr().Is4() {
+		t.Errorf("registered at %v, want over IPv4", c)
+	}
+
+	// An IPv6-only node registers over IPv6, and meets the dual-stack one
+	// there.
+	only6 := func() ([]netip.Prefix, error) { return []netip.Prefix{netip.MustParsePrefix("2001:db8::6/64")}, nil }
+	b, err := New(Config{ListenAddr: "[::]:0", Rendezvous: rv, Interfaces: only6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	waitRegistered(t, srv, b)
+	if c, ok := b.trav.rv.Registered(); !ok || !c.Addr().Is6() {
+		t.Errorf("IPv6-only node registered at %v, want over IPv6", c)
+	}
+	b.SendP2PPacket(a.PeerID(), []byte("hello"), SendReliable, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nextEvent(t, a, 10*time.Second, func(e Event) bool { _, ok := e.(SessionRequest); return ok })
+	a.AcceptP2PSessionWithUser(b.PeerID())
+	if _, err := a.Receive(ctx, 0); err != nil {
+		t.Fatalf("IPv6-only to dual-stack: %v", err)
+	}
+	if st, _ := a.GetP2PSessionState(b.PeerID()); !st.RemoteAddr.Addr().Is6() || st.Path != PathDirect {
+		t.Errorf("session via %v (%v), want direct over IPv6", st.RemoteAddr, st.Path)
+	}
 }
