@@ -166,6 +166,7 @@ func TestRendezvousOtherFamily(t *testing.T) {
 		t.Errorf("candidates %v lack the IPv6 address %v", a.trav.candidates(), r.IPv6Public)
 	}
 	waitRegistered(t, srv, a)
+	waitFor(t, 10*time.Second, "a's registration confirmed", func() bool { _, ok := a.trav.rv.Registered(); return ok })
 	if c, ok := a.trav.rv.Registered(); !ok || !c.Addr().Is4() {
 		t.Errorf("registered at %v, want over IPv4", c)
 	}
@@ -173,12 +174,13 @@ func TestRendezvousOtherFamily(t *testing.T) {
 	// An IPv6-only node registers over IPv6, and meets the dual-stack one
 	// there.
 	only6 := func() ([]netip.Prefix, error) { return []netip.Prefix{netip.MustParsePrefix("2001:db8::6/64")}, nil }
-	b, err := New(Config{ListenAddr: "[::]:0", Rendezvous: rv, Interfaces: only6})
+	b, err := New(Config{ListenAddr: "[::1]:0", Rendezvous: rv, Interfaces: only6}) // an IPv6 socket: no IPv4 at all
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	waitRegistered(t, srv, b)
+	waitFor(t, 10*time.Second, "b's registration confirmed", func() bool { _, ok := b.trav.rv.Registered(); return ok })
 	if c, ok := b.trav.rv.Registered(); !ok || !c.Addr().Is6() {
 		t.Errorf("IPv6-only node registered at %v, want over IPv6", c)
 	}
