@@ -37,6 +37,15 @@ func TestLoss(t *testing.T) {
 		}
 	}
 
+	// 1000‰: everything (numgen's values stop at 999, so it is a rule of
+	// its own).
+	if err := s.SetLoss(1000); err != nil {
+		t.Fatal(err)
+	}
+	if up, down := countDelivered(t, c, srv.A1, srv.a1, 50), countDelivered(t, srv.a1, m, c, 50); up != 0 || down != 0 {
+		t.Errorf("1000‰ loss: delivered up %d/50, down %d/50, want none", up, down)
+	}
+
 	if err := s.SetLoss(0); err != nil {
 		t.Fatal(err)
 	}

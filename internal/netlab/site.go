@@ -470,8 +470,13 @@ func (s *Site) bridgeScript(replace bool) string {
 		rule("oifname %s ether type ip meta l4proto udp drop", ports)
 	}
 	if s.loss > 0 {
-		rule("iifname %s ether type ip numgen random mod 1000 < %d drop", ports, s.loss)
-		rule("oifname %s ether type ip numgen random mod 1000 < %d drop", ports, s.loss)
+		// numgen's values are 0-999: 1000‰ is a plain drop.
+		random := fmt.Sprintf(" numgen random mod 1000 < %d", s.loss)
+		if s.loss >= 1000 {
+			random = ""
+		}
+		rule("iifname %s ether type ip%s drop", ports, random)
+		rule("oifname %s ether type ip%s drop", ports, random)
 	}
 	b.WriteString("\t}\n}\n")
 	return b.String()
