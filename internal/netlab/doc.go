@@ -32,8 +32,79 @@
 // server 203.0.113.10 (ServerAddrs()[0], primary) and 203.0.113.11
 // ([1], the RFC 5780 alternate), sites from 203.0.113.20 up, one per NAT
 // site (its outermost router's WAN) and one per NATNone host.
-// 198.51.100.0/24 is not used. The lab is IPv4 only: IPv6 is off in every
-// namespace.
+// 198.51.100.0/24 is not used. Without Options.IPv6 the lab is IPv4 only:
+// IPv6 is off in every namespace (disable_ipv6=1).
+//
+// # IPv6 (Options.IPv6, SiteConfig.IPv6)
+//
+// Modelled on an ISP giving global IPv6 behind stateful firewalls: no
+// NAT66, every host has its own global address (Host.IP6), and the home
+// router filters. Only documentation space (2001:db8::/32) is used:
+//
+//	2001:db8:100::/64       the public segment, on the same bridge as
+//	                        203.0.113.0/24
+//	2001:db8:100::1         the core router (the public namespace's bridge)
+//	2001:db8:100::10, ::11  the server (ServerAddrs6, Server().IP6 = ::10)
+//	2001:db8:100::N         the outermost router's WAN, or a NATNone host,
+//	                        whose IPv4 address is 203.0.113.N (N's decimal
+//	                        digits read as hex: .20 is ::20)
+//	2001:db8:i::/48         site i (i in hex: site 10 is 2001:db8:a::/48),
+//	                        routed by the core to the outermost WAN
+//	2001:db8:i::/64         its LAN (Site.Prefix6): home router ::1,
+//	                        hosts ::2, ::3, ... (like 10.i.0.2, .3, ...)
+//	2001:db8:i:1::/64       behind a carrier NAT: the transit link, carrier
+//	                        ::1, home router's WAN ::2
+//
+// The public namespace is the IPv6 core router: it forwards IPv6
+// (forwarding=1) between its bridge and itself only (table ip6 gwcore
+// drops anything with another input or output interface; it has no other
+// links), has a route per site /48 (added with the site, removed when
+// AddSite fails) and a blackhole default route, so IPv6 to addresses
+// outside the lab is dropped silently, as IPv4 is. Hosts on the segment
+// (server, routers' WANs, NATNone hosts) reach each other on-link and
+// route the rest via ::1. The core's redirects are dropped (its output
+// chain drops nd-redirect) and every lab namespace ignores redirects
+// (accept_redirects=0). IPv6 namespaces have no router advertisements,
+// autoconfiguration or solicitations (accept_ra=0, autoconf=0,
+// router_solicitations=0) and no duplicate address detection
+// (accept_dad=0, addresses added with nodad); AddSite and New return
+// only once every interface with a global address also has its
+// link-local one (a router's neighbour solicitations for datagrams it
+// forwards come from it: without it the first is not sent, and the
+// datagrams wait a second for the next). IPv6 bridges have a fixed MAC
+// (a bridge's own otherwise follows its lowest port's and would move
+// under its neighbours' caches when a site is added) and no multicast
+// snooping.
+//
+// A site with IPv6None keeps IPv6 off in its namespaces. IPv6Dual hosts
+// have their IPv4 LAN address as before plus the global one; IPv6Only
+// hosts have no IPv4 address or route (their router keeps its IPv4 WAN
+// and NAT, unused; a NATNone IPv6Only site reserves its octets and has no
+// PublicIP). ListenUDP(":0") on an IPv6Only host gives a udp6 socket.
+// With an Outer NAT the carrier forwards IPv6 plainly (no filter: CGNAT
+// for IPv4, native IPv6, as mobile carriers do) and routes the LAN /64 to
+// the home router, which holds the firewall. Hairpin, AcceptInbound,
+// StaleEntry and Probe are IPv4 NAT features.
+//
+// The home router's firewall (table ip6 gwfw6), stateful as home routers
+// are:
+//
+//	forward: policy drop; ct state established,related accept;
+//	         ICMPv6 errors (destination-unreachable, packet-too-big,
+//	         time-exceeded, parameter-problem) and echo accept;
+//	         iifname LAN oifname WAN accept
+//	         [IPv6Open: iifname WAN oifname LAN accept]
+//	input:   policy drop; established,related, lo and ICMPv6 (neighbour
+//	         discovery, echo) accepted
+//
+// Inbound UDP and TCP thus pass only as replies to a flow the host
+// started, to its exact 5-tuple: address-and-port-dependent filtering
+// (another port or address of the same peer is dropped). Two hosts behind
+// such firewalls reach each other once both have sent (the first
+// datagram opens its sender's firewall and is dropped by the peer's).
+// IPv6Open lets every kind of inbound IPv6 through. The firewall's
+// entries are conntrack's: FlushConntrack drops them (every family),
+// ChangeMappings leaves the table alone, UDPTimeout applies to them.
 //
 // # NAT kinds (nftables, inside each router's namespace, table ip gwnat)
 //
@@ -117,16 +188,32 @@
 // the segment: the low-TTL priming that opens a NAT's mapping toward a
 // peer without reaching the peer's NAT (TestHops).
 //
+// IPv6 loses the same HOPS of hop limit crossing the segment, whichever
+// way it crosses: bridged (on-link, e.g. a site to the server) the hops
+// table does to "ip6 hoplimit" what it does to the TTL (sparing
+// neighbour discovery and MLD, whose hop limits of 255 and 1 receivers
+// check, and link-scope multicast); routed by the core (to a site's /48:
+// server to site, site to site) the core's forwarding takes one and table
+// ip6 gwcore the other HOPS-1, after dropping in prerouting, without
+// ICMP, what would not last. Each router (home, carrier) is one more hop,
+// so priming works over IPv6 as over IPv4: hop limit 2 (3 behind a
+// carrier) opens the sender's firewall and dies on the segment
+// (TestIPv6Hops).
+//
 // # Impairments (bridge family, in the public namespace)
 //
 // Each site has a table bridge site<i> whose forward chain matches the
 // site's bridge ports both ways (iifname and oifname): "ether type ip
 // numgen random mod 1000 < N drop" for LossPermille/SetLoss (ARP is not
-// dropped), "meta l4proto udp drop" for BlockUDP, "ip daddr X drop" and
-// "ip saddr X drop" for BlockAddr. Loss is thus on the wire: a datagram
-// lost on the uplink has still created its NAT mapping. There is no delay
-// (tc netem is unavailable here; a test needing delay runs a userspace
-// proxy).
+// dropped; 1000 is a plain drop), "meta l4proto udp drop" for BlockUDP,
+// "ip daddr X drop" and "ip saddr X drop" for BlockAddr. Loss is thus on
+// the wire: a datagram lost on the uplink has still created its NAT
+// mapping. A site with IPv6 has the same rules for ether type ip6 (BlockAddr
+// takes IPv6 addresses), after one accepting neighbour discovery and MLD,
+// and runs them on the bridge's input and output hooks too, where the
+// core router takes frames from the site's ports and sends frames to
+// them. There is no delay (tc netem is unavailable here; a test needing
+// delay runs a userspace proxy).
 //
 // # Use
 //
@@ -149,7 +236,7 @@
 //     checked (nsfs inode) that it is there. The only root-namespace
 //     action is creating and deleting the named namespaces.
 //   - No lab namespace is linked to a real interface; traffic stays on
-//     203.0.113.0/24 and the private LANs inside the lab.
+//     203.0.113.0/24, 2001:db8::/32 and the private LANs inside the lab.
 //   - br_netfilter, if loaded, would run the IP hooks on bridged frames;
 //     its bridge-nf-call-* sysctls are turned off in every lab namespace.
 //   - Close removes every namespace the lab made (which removes its links,

@@ -15,7 +15,10 @@ import (
 type Host struct {
 	Name      string     // e.g. "server", "home-h1", "home-nat"
 	Namespace string     // network namespace name (`ip netns exec <Namespace> ...`)
-	IP        netip.Addr // LAN address; public for the server, NATNone hosts and a router's WAN side
+	IP        netip.Addr // IPv4: LAN address; public for the server, NATNone hosts and a router's WAN side; invalid for IPv6Only hosts
+	// IP6 is the host's global IPv6 address (a router's: its WAN side's),
+	// invalid without IPv6 (Options.IPv6 and SiteConfig.IPv6).
+	IP6 netip.Addr
 }
 
 // dialTimeout bounds Dial (a TCP SYN into a dropping NAT would otherwise
@@ -34,11 +37,15 @@ func (h *Host) Do(f func() error) error { return doInNetns(nsPath(h.Namespace), 
 
 // ListenUDP opens a UDP socket inside the namespace. laddr is "host:port";
 // an empty host or an IPv4 host gives an IPv4-only ("udp4") socket, so
-// addresses read from it are plain IPv4.
+// addresses read from it are plain IPv4; an IPv6 host ("[::]:0",
+// "[2001:db8:1::2]:0") gives an IPv6-only ("udp6") one. On a host with
+// IPv6 and no IPv4 (IPv6Only) an empty host gives "udp6" too.
 func (h *Host) ListenUDP(laddr string) (*net.UDPConn, error) {
 	network := "udp4"
-	if host, _, err := net.SplitHostPort(laddr); err == nil && host != "" {
+	if host, _, err := net.SplitHostPort(laddr); err == nil {
 		if a, err := netip.ParseAddr(host); err == nil && a.Is6() && !a.Is4In6() {
+			network = "udp6"
+		} else if host == "" && !h.IP.IsValid() && h.IP6.IsValid() {
 			network = "udp6"
 		}
 	}
@@ -105,5 +112,9 @@ func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.C
 	return exec.CommandContext(ctx, ip, append([]string{"netns", "exec", h.Namespace, name}, args...)...)
 }
 
-// AddrPort returns the host's address with port.
+// AddrPort returns the host's (IPv4) address with port.
 func (h *Host) AddrPort(port uint16) netip.AddrPort { return netip.AddrPortFrom(h.IP, port) }
+
+// AddrPort6 returns the host's IPv6 address with port (invalid without
+// IPv6).
+func (h *Host) AddrPort6(port uint16) netip.AddrPort { return netip.AddrPortFrom(h.IP6, port) }

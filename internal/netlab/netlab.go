@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +30,17 @@ var (
 	// (RFC 5780 needs two).
 	serverAddr1 = netip.MustParseAddr("203.0.113.10")
 	serverAddr2 = netip.MustParseAddr("203.0.113.11")
+
+	// With Options.IPv6 the public segment is also public6, where the
+	// public namespace is the IPv6 core router (core6): it routes each
+	// site's /48 to the site's outermost router. A host on the segment
+	// gets the address in public6 whose last group is its IPv4 address's
+	// last octet, decimal digits read as hex (addr6): 203.0.113.20 is also
+	// 2001:db8:100::20.
+	public6      = netip.MustParsePrefix("2001:db8:100::/64")
+	core6        = netip.MustParseAddr("2001:db8:100::1")
+	server6Addr1 = netip.MustParseAddr("2001:db8:100::10")
+	server6Addr2 = netip.MustParseAddr("2001:db8:100::11")
 )
 
 const (
@@ -58,6 +70,12 @@ type Options struct {
 	Name string
 	// Logf, if set, receives every command the lab runs.
 	Logf func(format string, args ...any)
+	// IPv6 makes the lab dual-stack: the public segment also carries
+	// 2001:db8:100::/64, the server gets 2001:db8:100::10 and ::11
+	// (ServerAddrs6), and the public namespace routes IPv6 between the
+	// segment and the sites that have SiteConfig.IPv6 (see doc.go). Without
+	// it IPv6 is off in every namespace and SiteConfig.IPv6 is refused.
+	IPv6 bool
 	// Hops is how many routers the public segment stands for between any
 	// two of its hosts (sites and server): a datagram crossing it loses
 	// that much TTL, and one whose TTL would not last is dropped there, as
@@ -80,6 +98,7 @@ type Lab struct {
 	logf   func(string, ...any)
 	hook   func(string) error
 	hops   int
+	ipv6   bool // Options.IPv6
 
 	mu        sync.Mutex
 	closed    bool
@@ -145,7 +164,9 @@ func checkAvailable() (bool, string) {
 
 // New creates a lab: a public namespace holding the public segment (a
 // bridge with the router address 203.0.113.1) and a server host on it with
-// the addresses 203.0.113.10 and 203.0.113.11 (ServerAddrs).
+// the addresses 203.0.113.10 and 203.0.113.11 (ServerAddrs); with
+// Options.IPv6 also 2001:db8:100::1 (the core router) and the server's
+// 2001:db8:100::10 and ::11 (ServerAddrs6).
 // If New fails it removes everything it made.
 func New(opts Options) (_ *Lab, err error) {
 	if ok, reason := Available(); !ok {
@@ -162,6 +183,7 @@ func New(opts Options) (_ *Lab, err error) {
 		logf:      opts.Logf,
 		hook:      opts.hook,
 		hops:      opts.Hops,
+		ipv6:      opts.IPv6,
 		nextOctet: firstSiteOctet,
 		nextIndex: 1,
 	}
@@ -201,31 +223,90 @@ func New(opts Options) (_ *Lab, err error) {
 		l.pubNS = l.nsName("pub")
 		l.created = append(l.created, l.pubNS)
 	}
-	if err := l.setupNetns(l.pubNS); err != nil {
+	if err := l.setupNetns(l.pubNS, l.ipv6); err != nil {
 		return nil, err
+	}
+	if l.ipv6 {
+		if err := l.sysctl(l.pubNS, forwarding6, false); err != nil {
+			return nil, err
+		}
 	}
 
 	srvNS := l.nsName("srv")
-	if err := l.addNetns(srvNS); err != nil {
+	if err := l.addNetns(l.ipv6, srvNS); err != nil {
 		return nil, err
 	}
 	l.server = &Host{Name: "server", Namespace: srvNS, IP: serverAddr1}
+	srvIf := ifaceConfig{addrs: []netip.Prefix{netip.PrefixFrom(serverAddr1, publicPrefixLen), netip.PrefixFrom(serverAddr2, publicPrefixLen)}, gw: routerAddr}
 	br := l.ifName("br")
 	var p plan
 	p.add(l.pubNS, "link", "set", "lo", "up")
-	p.add(l.pubNS, "link", "add", br, "type", "bridge")
+	if l.ipv6 {
+		l.server.IP6 = server6Addr1
+		srvIf.addrs = append(srvIf.addrs, netip.PrefixFrom(server6Addr1, public6.Bits()), netip.PrefixFrom(server6Addr2, public6.Bits()))
+		srvIf.gw6 = core6
+		p.add(l.pubNS, bridge6(br, 0)...)
+		p.add(l.pubNS, "addr", "add", pfx(core6, public6.Bits()), "dev", br, "nodad")
+		// Addresses outside the lab: dropped silently, as IPv4's are.
+		p.add(l.pubNS, "route", "add", "blackhole", "::/0")
+	} else {
+		p.add(l.pubNS, "link", "add", br, "type", "bridge")
+	}
 	p.add(l.pubNS, "addr", "add", pfx(routerAddr, publicPrefixLen), "dev", br)
 	p.add(l.pubNS, "link", "set", br, "up")
 	p.add(srvNS, "link", "set", "lo", "up")
-	p.steps = append(p.steps, l.attachPublic(&p, srvNS, l.ifName("eth0"), l.ifName("srv"), serverAddr1, serverAddr2))
+	p.steps = append(p.steps, l.attachPublic(&p, srvNS, l.ifName("eth0"), l.ifName("srv"), srvIf))
 	if err := l.runPlan(&p); err != nil {
 		return nil, err
 	}
-	if err := l.nft(l.pubNS, hopsScript(l.hops)); err != nil {
+	script := hopsScript(l.hops, l.ipv6)
+	if l.ipv6 {
+		script += coreScript(br, l.hops)
+	}
+	if err := l.nft(l.pubNS, script); err != nil {
 		return nil, err
+	}
+	if l.ipv6 {
+		if err := l.waitIPv6(l.pubNS, srvNS); err != nil {
+			return nil, err
+		}
 	}
 	return l, nil
 }
+
+// ipv6ReadyTimeout bounds waitIPv6.
+const ipv6ReadyTimeout = 5 * time.Second
+
+// waitIPv6 waits until IPv6 is ready in each namespace (ipv6Ready: the
+// interfaces with global addresses have their link-local ones, none
+// tentative), at most ipv6ReadyTimeout in all. Links get their carrier,
+// and bridges theirs even later, a while after `ip link set up` returns;
+// a router forwarding before that loses its first neighbour solicitation
+// and its datagrams wait a second for the next.
+func (l *Lab) waitIPv6(names ...string) error {
+	start := time.Now()
+	deadline := start.Add(ipv6ReadyTimeout)
+	for _, ns := range names {
+		for {
+			var ok bool
+			if err := doInNetns(nsPath(ns), func() (err error) { ok, err = ipv6Ready(); return err }); err != nil {
+				return err
+			}
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("netlab: IPv6 in %s not ready after %v (link-local addresses missing or tentative)", ns, ipv6ReadyTimeout)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	l.logf("netlab: IPv6 ready in %v after %v", names, time.Since(start))
+	return nil
+}
+
+// IPv6 reports whether the lab is dual-stack (Options.IPv6).
+func (l *Lab) IPv6() bool { return l.ipv6 }
 
 // Hops reports how many routers the public segment stands for
 // (Options.Hops).
@@ -233,24 +314,74 @@ func (l *Lab) Hops() int { return l.hops }
 
 // hopsScript returns the public namespace's table that makes the bridge
 // count as hops routers: it drops IPv4 datagrams whose TTL would run out
-// on the way and takes hops off the others' TTL. nft cannot subtract from
-// a header field, so each TTL value gets its own rule, the usual ones
-// (just under 64, 128 and 255, the common initial TTLs) first.
-func hopsScript(hops int) string {
+// on the way and takes hops off the others' TTL; with v6 it does the same
+// to the IPv6 hop limit, sparing neighbour discovery and MLD (which need
+// their hop limits of 255 and 1) and link-scope multicast.
+func hopsScript(hops int, v6 bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table bridge hops {\n\tchain forward {\n\t\ttype filter hook forward priority -10; policy accept;\n")
 	fmt.Fprintf(&b, "\t\tether type ip ip ttl <= %d drop\n", hops)
+	subtractRules(&b, "ether type ip ip ttl", hops, hops)
+	if v6 {
+		fmt.Fprintf(&b, "\t\tether type ip6 meta l4proto ipv6-icmp icmpv6 type %s accept\n", linkICMPv6)
+		b.WriteString("\t\tether type ip6 ip6 daddr ff02::/16 accept\n")
+		fmt.Fprintf(&b, "\t\tether type ip6 ip6 hoplimit <= %d drop\n", hops)
+		subtractRules(&b, "ether type ip6 ip6 hoplimit", hops, hops)
+	}
+	b.WriteString("\t}\n}\n")
+	return b.String()
+}
+
+// subtractRules writes one rule per value v of field above min: "field v
+// field set v-sub accept". nft cannot subtract from a header field, so
+// each value gets its own rule, the usual ones (just under 64, 128 and
+// 255, the common initial TTLs and hop limits) first.
+func subtractRules(b *strings.Builder, field string, min, sub int) {
 	for _, top := range []int{64, 128, 255} {
-		for ttl := top; ttl > hops && ttl > top-32; ttl-- {
-			fmt.Fprintf(&b, "\t\tether type ip ip ttl %d ip ttl set %d accept\n", ttl, ttl-hops)
+		for v := top; v > min && v > top-32; v-- {
+			fmt.Fprintf(b, "\t\t%s %d %s set %d accept\n", field, v, lastWord(field), v-sub)
 		}
 	}
-	for ttl := hops + 1; ttl <= 255; ttl++ {
-		if (ttl > 32 && ttl <= 64) || (ttl > 96 && ttl <= 128) || ttl > 223 {
+	for v := min + 1; v <= 255; v++ {
+		if (v > 32 && v <= 64) || (v > 96 && v <= 128) || v > 223 {
 			continue // a rule above has it
 		}
-		fmt.Fprintf(&b, "\t\tether type ip ip ttl %d ip ttl set %d accept\n", ttl, ttl-hops)
+		fmt.Fprintf(b, "\t\t%s %d %s set %d accept\n", field, v, lastWord(field), v-sub)
 	}
+}
+
+// lastWord returns "ip ttl" of "ether type ip ip ttl": the field to set.
+func lastWord(field string) string {
+	f := strings.Fields(field)
+	return strings.Join(f[len(f)-2:], " ")
+}
+
+// linkICMPv6 is the set of ICMPv6 types no lab filter drops or changes:
+// MLD (130-132, 143) and neighbour discovery (133-137).
+const linkICMPv6 = "{ 130, 131, 132, 133, 134, 135, 136, 137, 143 }"
+
+// coreScript returns the IPv6 core router's table in the public
+// namespace: it forwards between bridge br and itself only, never answers
+// with redirects (it routes site to site over the one segment), and a
+// routed datagram loses hops in all, like a bridged one: the forwarding
+// itself takes one, the table the other hops-1; one that would not last
+// is dropped before routing, with no ICMP.
+func coreScript(br string, hops int) string {
+	var b strings.Builder
+	B := strconv.Quote(br)
+	b.WriteString("table ip6 gwcore {\n")
+	b.WriteString("\tchain pre {\n\t\ttype filter hook prerouting priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "\t\tip6 daddr != { %s, fe80::/10, ff00::/8 } ip6 hoplimit <= %d drop\n", public6, hops)
+	b.WriteString("\t}\n")
+	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "\t\tiifname != %s drop\n\t\toifname != %s drop\n", B, B)
+	if hops > 1 {
+		// After the forwarding's own decrement: hop limits hops and up.
+		subtractRules(&b, "ip6 hoplimit", hops-1, hops-1)
+	}
+	b.WriteString("\t}\n")
+	b.WriteString("\tchain out {\n\t\ttype filter hook output priority filter; policy accept;\n")
+	b.WriteString("\t\ticmpv6 type nd-redirect drop\n")
 	b.WriteString("\t}\n}\n")
 	return b.String()
 }
@@ -270,6 +401,16 @@ func (l *Lab) Server() *Host { return l.server }
 // ServerAddrs returns the server's addresses: [0] = 203.0.113.10 (primary,
 // Server().IP), [1] = 203.0.113.11 (the RFC 5780 alternate address).
 func (l *Lab) ServerAddrs() []netip.Addr { return []netip.Addr{serverAddr1, serverAddr2} }
+
+// ServerAddrs6 returns the server's IPv6 addresses with Options.IPv6:
+// [0] = 2001:db8:100::10 (primary, Server().IP6), [1] = 2001:db8:100::11
+// (the alternate). Without IPv6 it returns nil.
+func (l *Lab) ServerAddrs6() []netip.Addr {
+	if !l.ipv6 {
+		return nil
+	}
+	return []netip.Addr{server6Addr1, server6Addr2}
+}
 
 // Close removes every namespace the lab made (which removes their links,
 // bridges, nftables rules and conntrack state) and then any other
@@ -457,10 +598,11 @@ func (l *Lab) nft(ns, script string) error {
 }
 
 // addNetns creates namespaces (one `ip -batch`), records them for Close
-// and sets them up (setupNetns); the caller's plan brings their loopback
-// up. The names must not exist yet, so any that exists after a failure
-// was made here (the names carry the lab's claimed prefix).
-func (l *Lab) addNetns(names ...string) error {
+// and sets them up (setupNetns, with IPv6 if v6); the caller's plan brings
+// their loopback up. The names must not exist yet, so any that exists
+// after a failure was made here (the names carry the lab's claimed
+// prefix).
+func (l *Lab) addNetns(v6 bool, names ...string) error {
 	for _, ns := range names {
 		if netnsExists(ns) {
 			return fmt.Errorf("netlab: namespace %s exists", ns)
@@ -480,27 +622,48 @@ func (l *Lab) addNetns(names ...string) error {
 		return err
 	}
 	for _, ns := range names {
-		if err := l.setupNetns(ns); err != nil {
+		if err := l.setupNetns(ns, v6); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// setupNetns sets a new namespace's sysctls: IPv6 off (the lab is IPv4
-// only), and br_netfilter off. br_netfilter, where loaded, defaults to
-// running the IP hooks on bridged frames in every namespace; off, bridges
-// are plain switches and a NAT's rules see routed packets only (with it
-// on, a hairpinned datagram to a host's own other socket is "bridged
-// DNAT" back out of the port it came in on, and dropped).
-func (l *Lab) setupNetns(ns string) error {
-	return l.sysctl(ns, [][2]string{
-		{"net/ipv6/conf/all/disable_ipv6", "1"},
-		{"net/ipv6/conf/default/disable_ipv6", "1"},
-		{"net/bridge/bridge-nf-call-iptables", "0"},
-		{"net/bridge/bridge-nf-call-ip6tables", "0"},
-		{"net/bridge/bridge-nf-call-arptables", "0"},
-	}, true)
+// setupNetns sets a new namespace's sysctls: IPv6 off, or with v6 on
+// without router advertisements, autoconfiguration, router solicitations,
+// duplicate address detection and redirects (addresses are static and
+// work at once), and br_netfilter off. The IPv6 defaults are written
+// before the namespace has interfaces, so its interfaces inherit them.
+// br_netfilter, where loaded, defaults to running the IP hooks on bridged
+// frames in every namespace; off, bridges are plain switches and a NAT's
+// rules see routed packets only (with it on, a hairpinned datagram to a
+// host's own other socket is "bridged DNAT" back out of the port it came
+// in on, and dropped).
+func (l *Lab) setupNetns(ns string, v6 bool) error {
+	var kv [][2]string
+	if v6 {
+		for _, k := range []string{"accept_ra=0", "autoconf=0", "accept_dad=0", "dad_transmits=0", "accept_redirects=0", "router_solicitations=0", "router_solicitation_delay=0", "disable_ipv6=0"} {
+			name, v, _ := strings.Cut(k, "=")
+			kv = append(kv, [2]string{"net/ipv6/conf/all/" + name, v}, [2]string{"net/ipv6/conf/default/" + name, v})
+		}
+	} else {
+		kv = [][2]string{
+			{"net/ipv6/conf/all/disable_ipv6", "1"},
+			{"net/ipv6/conf/default/disable_ipv6", "1"},
+		}
+	}
+	kv = append(kv,
+		[2]string{"net/bridge/bridge-nf-call-iptables", "0"},
+		[2]string{"net/bridge/bridge-nf-call-ip6tables", "0"},
+		[2]string{"net/bridge/bridge-nf-call-arptables", "0"},
+	)
+	return l.sysctl(ns, kv, true)
+}
+
+// forwarding6 turns IPv6 forwarding on (routers and the core).
+var forwarding6 = [][2]string{
+	{"net/ipv6/conf/all/forwarding", "1"},
+	{"net/ipv6/conf/default/forwarding", "1"},
 }
 
 // delNetns removes a namespace if it exists.
@@ -624,26 +787,67 @@ func (l *Lab) ipBatch(ns string, cmds ...[]string) error {
 	return hookErr
 }
 
-// attachPublic plans a veth pair between ns (interface dev, with addrs,
-// the first primary, and the default route through routerAddr) and the
-// public bridge (port).
-func (l *Lab) attachPublic(p *plan, ns, dev, port string, addrs ...netip.Addr) (portStep planStep) {
-	return l.attach(p, ns, dev, l.pubNS, port, l.ifName("br"), addrs, publicPrefixLen, routerAddr)
+// ifaceConfig is the layer 3 set-up of an interface: addresses (IPv4
+// and IPv6, the first of each family primary) and default routes (none
+// for an invalid gateway).
+type ifaceConfig struct {
+	addrs   []netip.Prefix
+	gw, gw6 netip.Addr
+}
+
+// attachPublic plans a veth pair between ns (interface dev, set up as c)
+// and the public bridge (port).
+func (l *Lab) attachPublic(p *plan, ns, dev, port string, c ifaceConfig) (portStep planStep) {
+	return l.attach(p, ns, dev, l.pubNS, port, l.ifName("br"), c)
 }
 
 // attach plans a veth pair between ns (interface dev) and the namespace
-// brNS holding bridge br (interface port): addresses addrs/bits on dev and
-// the default route of ns through gw. The pair is created from inside ns
-// with its peer placed straight into brNS, so no interface ever exists in
-// the root namespace. It returns the step that enslaves port to br, for
-// the caller to add after the ns side (callers attaching several hosts
-// group those steps into one batch).
-func (l *Lab) attach(p *plan, ns, dev, brNS, port, br string, addrs []netip.Addr, bits int, gw netip.Addr) (portStep planStep) {
+// brNS holding bridge br (interface port): addresses and default routes
+// of c on dev (IPv6 addresses without duplicate address detection). The
+// pair is created from inside ns with its peer placed straight into brNS,
+// so no interface ever exists in the root namespace. It returns the step
+// that enslaves port to br, for the caller to add after the ns side
+// (callers attaching several hosts group those steps into one batch).
+func (l *Lab) attach(p *plan, ns, dev, brNS, port, br string, c ifaceConfig) (portStep planStep) {
 	p.add(ns, "link", "add", dev, "type", "veth", "peer", "name", port, "netns", brNS)
-	for _, a := range addrs {
-		p.add(ns, "addr", "add", pfx(a, bits), "dev", dev)
+	for _, a := range c.addrs {
+		if a.Addr().Is6() {
+			p.add(ns, "addr", "add", a.String(), "dev", dev, "nodad")
+		} else {
+			p.add(ns, "addr", "add", a.String(), "dev", dev)
+		}
 	}
 	p.add(ns, "link", "set", dev, "up")
-	p.add(ns, "route", "add", "default", "via", gw.String())
+	if c.gw.IsValid() {
+		p.add(ns, "route", "add", "default", "via", c.gw.String())
+	}
+	if c.gw6.IsValid() {
+		p.add(ns, "route", "add", "::/0", "via", c.gw6.String())
+	}
 	return planStep{brNS, []string{"link", "set", port, "master", br, "up"}}
+}
+
+// bridge6 returns the ip arguments that make an IPv6 bridge: with a
+// fixed MAC address (02:67:77:00:<n>:01), since a bridge's own otherwise
+// follows the lowest of its ports', and a port added later would move it
+// under the neighbour caches of the hosts routing through the bridge's
+// address (the core router's, a home router's); and with multicast
+// snooping off, so neighbour solicitations are flooded whatever MLD
+// reports got through.
+func bridge6(name string, n int) []string {
+	mac := fmt.Sprintf("02:67:77:00:%02x:01", n)
+	return []string{"link", "add", name, "address", mac, "type", "bridge", "mcast_snooping", "0"}
+}
+
+// addr6 returns the address in prefix (a /64 or shorter) whose last group
+// is n's decimal digits read as hex: addr6(2001:db8:100::/64, 20) is
+// 2001:db8:100::20, so IPv6 host numbers read like the IPv4 ones.
+func addr6(prefix netip.Prefix, n int) netip.Addr {
+	v, err := strconv.ParseUint(strconv.Itoa(n), 16, 16)
+	if err != nil {
+		panic("netlab: host number " + strconv.Itoa(n))
+	}
+	a := prefix.Masked().Addr().As16()
+	a[14], a[15] = byte(v>>8), byte(v)
+	return netip.AddrFrom16(a)
 }

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -151,4 +152,48 @@ func flushConntrack() error {
 		}
 	}
 	return errors.New("netlab: ctnetlink: no ack")
+}
+
+// ipv6Ready reports whether every interface of the calling thread's
+// network namespace that has a global IPv6 address also has a link-local
+// one, and none of its addresses is tentative. Until then the kernel
+// silently sends no neighbour solicitations for datagrams the namespace
+// forwards (they come from the link-local address), and retries only a
+// second later. Call it inside doInNetns.
+func ipv6Ready() (bool, error) {
+	rib, err := syscall.NetlinkRIB(syscall.RTM_GETADDR, syscall.AF_INET6)
+	if err != nil {
+		return false, fmt.Errorf("netlab: address dump: %w", err)
+	}
+	msgs, err := syscall.ParseNetlinkMessage(rib)
+	if err != nil {
+		return false, fmt.Errorf("netlab: address dump: %w", err)
+	}
+	type state struct{ global, linkLocal, tentative bool }
+	links := map[uint32]*state{}
+	for _, m := range msgs {
+		if m.Header.Type != syscall.RTM_NEWADDR || len(m.Data) < syscall.SizeofIfAddrmsg {
+			continue
+		}
+		ifa := (*syscall.IfAddrmsg)(unsafe.Pointer(&m.Data[0]))
+		s := links[ifa.Index]
+		if s == nil {
+			s = &state{}
+			links[ifa.Index] = s
+		}
+		switch {
+		case ifa.Flags&unix.IFA_F_TENTATIVE != 0:
+			s.tentative = true
+		case ifa.Scope == unix.RT_SCOPE_LINK:
+			s.linkLocal = true
+		case ifa.Scope == unix.RT_SCOPE_UNIVERSE:
+			s.global = true
+		}
+	}
+	for _, s := range links {
+		if s.global && (!s.linkLocal || s.tentative) {
+			return false, nil
+		}
+	}
+	return true, nil
 }

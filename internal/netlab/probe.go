@@ -290,7 +290,8 @@ type behaviorRow struct {
 }
 
 // Describe returns a short text for a site configuration, e.g.
-// "port-restricted behind symmetric, hairpin".
+// "port-restricted behind symmetric, hairpin" or "port-restricted,
+// dual-stack IPv6, open IPv6 firewall".
 func (c SiteConfig) Describe() string {
 	s := string(c.NAT)
 	if s == "" {
@@ -304,6 +305,15 @@ func (c SiteConfig) Describe() string {
 	}
 	if c.AcceptInbound {
 		s += ", accepts inbound"
+	}
+	switch c.IPv6 {
+	case IPv6Dual:
+		s += ", dual-stack IPv6"
+	case IPv6Only:
+		s += ", IPv6 only"
+	}
+	if c.IPv6Open {
+		s += ", open IPv6 firewall"
 	}
 	return s
 }

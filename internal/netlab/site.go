@@ -27,6 +27,23 @@ var natKinds = []NATKind{NATNone, NATFullCone, NATAddrRestricted, NATPortRestric
 
 func (k NATKind) valid() bool { return slices.Contains(natKinds, k) }
 
+// IPv6Mode is whether, and how, a site's hosts have IPv6 (needs
+// Options.IPv6). IPv6 addresses are global: no NAT66, a stateful firewall
+// in the site's (home) router instead (see doc.go).
+type IPv6Mode string
+
+const (
+	// IPv6None: no IPv6, IPv6 is off in the site's namespaces.
+	IPv6None IPv6Mode = ""
+	// IPv6Dual: hosts have IPv4 behind the site's NAT, as without IPv6,
+	// and a global IPv6 address (Host.IP6).
+	IPv6Dual IPv6Mode = "dual"
+	// IPv6Only: hosts have a global IPv6 address and no IPv4 address or
+	// route at all (Host.IP is invalid). The site's routers keep their
+	// IPv4 WAN and NAT, unused.
+	IPv6Only IPv6Mode = "only"
+)
+
 // SiteConfig describes a site: its NAT layers, LAN hosts and impairments.
 type SiteConfig struct {
 	// NAT is the kind of the site's (home, inner) NAT; "" means NATNone:
@@ -56,14 +73,26 @@ type SiteConfig struct {
 	// Hosts is the number of hosts on the site's LAN; 0 means 1.
 	Hosts int
 	// LossPermille drops this many datagrams per thousand, at random, in
-	// each direction of the site's uplink (IPv4 only; ARP passes).
+	// each direction of the site's uplink (IPv4 and IPv6; ARP, neighbour
+	// discovery and MLD pass).
 	LossPermille int
 	// UDPTimeout, if not zero, sets the conntrack UDP timeouts
 	// (nf_conntrack_udp_timeout and nf_conntrack_udp_timeout_stream, in
 	// whole seconds, rounded up) in the site's NAT namespaces, and the
 	// lifetime of full-cone and address-restricted mappings. Zero keeps
 	// the kernel defaults (30 s unreplied, 120 s after two-way traffic).
+	// The timeouts apply to the IPv6 firewall's conntrack entries as well.
 	UDPTimeout time.Duration
+	// IPv6 gives the site's hosts global IPv6 addresses (IPv6Dual,
+	// IPv6Only); it needs Options.IPv6. The site gets the /48
+	// 2001:db8:<i>::/48 (i, the site index, in hex), its LAN the first
+	// /64 of it, with the home router at ::1 and hosts at ::2, ::3, ...;
+	// NATNone hosts get public-segment addresses instead.
+	IPv6 IPv6Mode
+	// IPv6Open turns the home router's IPv6 firewall open: inbound IPv6 of
+	// every kind reaches the hosts, not only replies to their own flows.
+	// Needs IPv6. NATNone sites have no firewall (they are open anyway).
+	IPv6Open bool
 }
 
 // Site is a network behind zero, one or two NATs.
@@ -72,14 +101,20 @@ type Site struct {
 	Config   SiteConfig // normalised: NAT and Hosts filled in
 	PublicIP netip.Addr // the outermost NAT's public address (NATNone: Hosts[0].IP)
 	Hosts    []*Host    // the LAN hosts (NATNone: hosts on the public segment)
+	// Prefix6 is the /64 the hosts have their IPv6 addresses in: the
+	// site's LAN 2001:db8:<i>::/64, or for NATNone the public segment's
+	// 2001:db8:100::/64. Invalid without IPv6. PublicIP is invalid for an
+	// IPv6Only NATNone site.
+	Prefix6 netip.Prefix
 	// Routers are the NAT namespaces, the home NAT first and the carrier
 	// NAT second; IP is each router's WAN address. Empty for NATNone.
 	Routers []*Host
 
 	lab    *Lab
 	index  int
-	layers []*natLayer // same order as Routers
-	ports  []string    // the site's ports on the public bridge
+	layers []*natLayer  // same order as Routers
+	ports  []string     // the site's ports on the public bridge
+	route6 netip.Prefix // the site's /48, routed by the public namespace (IPv6 NAT sites)
 
 	loss     int
 	blockUDP bool
@@ -108,8 +143,13 @@ const defaultStreamTimeout = 120
 // LAN bridge 10.i.0.1/24) and Hosts host namespaces (10.i.0.2, .3, ...)
 // routed through it; with an Outer NAT the home router's WAN is 100.64.i.2
 // behind the carrier router's 100.64.i.1 and the LAN is 192.168.i.0/24.
-// NATNone puts Hosts hosts straight on the public segment. If AddSite
-// fails it removes what it made for the site; the lab stays usable.
+// NATNone puts Hosts hosts straight on the public segment. With
+// SiteConfig.IPv6 the hosts also (IPv6Dual) or only (IPv6Only) get global
+// IPv6 addresses, 2001:db8:i::2, ::3, ... behind the home router's
+// stateful firewall (NATNone: public-segment addresses), and AddSite
+// returns once the site's IPv6 is ready (see doc.go). If AddSite fails it
+// removes what it made for the site (with its route in the public
+// namespace); the lab stays usable.
 func (l *Lab) AddSite(name string, cfg SiteConfig) (_ *Site, err error) {
 	if !siteNameRE.MatchString(name) {
 		return nil, fmt.Errorf("netlab: site name %q: want 1-20 of [a-zA-Z0-9_-], starting with a letter or digit", name)
@@ -136,6 +176,12 @@ func (l *Lab) AddSite(name string, cfg SiteConfig) (_ *Site, err error) {
 		return nil, fmt.Errorf("netlab: loss %d‰: want 0-1000", cfg.LossPermille)
 	case cfg.UDPTimeout < 0:
 		return nil, errors.New("netlab: negative UDPTimeout")
+	case cfg.IPv6 != IPv6None && cfg.IPv6 != IPv6Dual && cfg.IPv6 != IPv6Only:
+		return nil, fmt.Errorf("netlab: unknown IPv6 mode %q", cfg.IPv6)
+	case cfg.IPv6 != IPv6None && !l.ipv6:
+		return nil, fmt.Errorf("netlab: SiteConfig.IPv6 %q needs a lab made with Options.IPv6", cfg.IPv6)
+	case cfg.IPv6Open && cfg.IPv6 == IPv6None:
+		return nil, errors.New("netlab: IPv6Open needs SiteConfig.IPv6")
 	}
 
 	l.mu.Lock()
@@ -165,6 +211,9 @@ func (l *Lab) AddSite(name string, cfg SiteConfig) (_ *Site, err error) {
 	}
 
 	s := &Site{Name: name, Config: cfg, PublicIP: pub[0], lab: l, index: index, loss: cfg.LossPermille}
+	if cfg.NAT == NATNone && cfg.IPv6 == IPv6Only {
+		s.PublicIP = netip.Addr{} // the hosts' octets are reserved, unused
+	}
 	firstNS := len(l.created)
 	defer func() {
 		if err == nil {
@@ -179,6 +228,10 @@ func (l *Lab) AddSite(name string, cfg SiteConfig) (_ *Site, err error) {
 				if runCmd("", ip, "-n", l.pubNS, "link", "del", p) == nil {
 					l.logf("netlab: ip -n %s link del %s", l.pubNS, p)
 				}
+			}
+			// The core's route to the site (if it was made).
+			if s.route6.IsValid() && runCmd("", ip, "-n", l.pubNS, "route", "del", s.route6.String()) == nil {
+				l.logf("netlab: ip -n %s route del %s", l.pubNS, s.route6)
 			}
 		}
 		for i := len(l.created) - 1; i >= firstNS; i-- {
@@ -202,33 +255,61 @@ var errClosed = errors.New("netlab: lab closed")
 // Called with l.mu held.
 func (s *Site) build(pub []netip.Addr) error {
 	l, cfg, i := s.lab, s.Config, s.index
+	v4, v6 := cfg.IPv6 != IPv6Only, cfg.IPv6 != IPv6None
 	eth0 := l.ifName("eth0")
-	newHost := func(j int, ip netip.Addr) *Host {
+	newHost := func(j int, ip, ip6 netip.Addr) *Host {
 		name := fmt.Sprintf("%s-h%d", s.Name, j)
-		return &Host{Name: name, Namespace: l.nsName(name), IP: ip}
+		h := &Host{Name: name, Namespace: l.nsName(name)}
+		if v4 {
+			h.IP = ip
+		}
+		if v6 {
+			h.IP6 = ip6
+		}
+		return h
+	}
+	// hostIf is a host's interface set-up: its addresses with default
+	// routes via gw (IPv4, /bits) and gw6 (IPv6, /64).
+	hostIf := func(h *Host, bits int, gw, gw6 netip.Addr) ifaceConfig {
+		var c ifaceConfig
+		if h.IP.IsValid() {
+			c.addrs, c.gw = append(c.addrs, netip.PrefixFrom(h.IP, bits)), gw
+		}
+		if h.IP6.IsValid() {
+			c.addrs, c.gw6 = append(c.addrs, netip.PrefixFrom(h.IP6, 64)), gw6
+		}
+		return c
 	}
 	var p plan
 	var ports []planStep // bridge-side steps, added after the other side
 
 	if cfg.NAT == NATNone {
+		if v6 {
+			s.Prefix6 = public6
+		}
 		var names []string
 		for j := 1; j <= cfg.Hosts; j++ {
-			h := newHost(j, pub[j-1])
+			h := newHost(j, pub[j-1], addr6(public6, int(pub[j-1].As4()[3])))
 			s.Hosts = append(s.Hosts, h)
 			names = append(names, h.Namespace)
 		}
-		if err := l.addNetns(names...); err != nil {
+		if err := l.addNetns(v6, names...); err != nil {
 			return err
 		}
 		for j, h := range s.Hosts {
 			port := l.ifName(fmt.Sprintf("u%dh%d", i, j+1))
 			s.ports = append(s.ports, port)
 			p.add(h.Namespace, "link", "set", "lo", "up")
-			ports = append(ports, l.attachPublic(&p, h.Namespace, eth0, port, h.IP))
+			ports = append(ports, l.attachPublic(&p, h.Namespace, eth0, port, hostIf(h, publicPrefixLen, routerAddr, core6)))
 		}
 		p.steps = append(p.steps, ports...)
 		if err := l.runPlan(&p); err != nil {
 			return err
+		}
+		if v6 {
+			if err := l.waitIPv6(names...); err != nil {
+				return err
+			}
 		}
 		return l.nft(l.pubNS, s.bridgeScript(false))
 	}
@@ -239,6 +320,16 @@ func (s *Site) build(pub []netip.Addr) error {
 	}
 	wan, lan, uplink := l.ifName("wan"), l.ifName("lan"), l.ifName(fmt.Sprintf("u%d", i))
 	s.ports = append(s.ports, uplink)
+
+	// IPv6: the site's /48, its LAN (the first /64) and, behind a carrier,
+	// the carrier's transit /64 to the home router (the second).
+	site6 := netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 8), byte(i)}), 48)
+	lan6 := netip.PrefixFrom(site6.Addr(), 64)
+	transit6 := netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 8), byte(i), 0, 1}), 64)
+	wan6 := addr6(public6, int(pub[0].As4()[3])) // the outermost router's WAN
+	if v6 {
+		s.Prefix6 = lan6
+	}
 
 	home := &natLayer{
 		router: &Host{Name: s.Name + "-nat", Namespace: l.nsName(s.Name + "-nat"), IP: pub[0]},
@@ -263,10 +354,18 @@ func (s *Site) build(pub []netip.Addr) error {
 		home.lanNet = netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 24)
 		s.layers = append(s.layers, cgn)
 	}
+	if v6 {
+		home.router.IP6 = wan6
+		if cgn != nil {
+			cgn.router.IP6 = wan6
+			home.router.IP6 = addr6(transit6, 2)
+		}
+	}
 	gw := home.lanNet.Addr().Next()
+	gw6 := addr6(lan6, 1)
 	for j, addr := 1, gw; j <= cfg.Hosts; j++ {
 		addr = addr.Next()
-		s.Hosts = append(s.Hosts, newHost(j, addr))
+		s.Hosts = append(s.Hosts, newHost(j, addr, addr6(lan6, j+1)))
 	}
 	var names []string
 	for _, n := range s.layers {
@@ -276,39 +375,68 @@ func (s *Site) build(pub []netip.Addr) error {
 	for _, h := range s.Hosts {
 		names = append(names, h.Namespace)
 	}
-	if err := l.addNetns(names...); err != nil {
+	if err := l.addNetns(v6, names...); err != nil {
 		return err
 	}
 	for _, n := range s.layers {
-		if err := s.routerSysctls(n); err != nil {
+		if err := s.routerSysctls(n, v6); err != nil {
 			return err
 		}
 	}
 
 	hn := home.router.Namespace
+	// The outermost router's WAN on the public segment.
+	outer := ifaceConfig{addrs: []netip.Prefix{netip.PrefixFrom(pub[0], publicPrefixLen)}, gw: routerAddr}
+	if v6 {
+		outer.addrs, outer.gw6 = append(outer.addrs, netip.PrefixFrom(wan6, public6.Bits())), core6
+	}
 	p.add(hn, "link", "set", "lo", "up")
 	if cgn == nil {
-		ports = append(ports, l.attachPublic(&p, hn, wan, uplink, pub[0]))
+		ports = append(ports, l.attachPublic(&p, hn, wan, uplink, outer))
 	} else {
 		// Carrier router: WAN on the public bridge, cgl 100.64.i.1/24
-		// facing the home router's WAN 100.64.i.2/24.
+		// facing the home router's WAN 100.64.i.2/24 (IPv6: the transit
+		// /64, ::1 and ::2).
 		cn := cgn.router.Namespace
 		cgnAddr := cgn.lanNet.Addr().Next()
-		ports = append(ports, l.attach(&p, hn, wan, cn, cgn.lan, "", []netip.Addr{home.router.IP}, 24, cgnAddr))
+		homeWAN := ifaceConfig{addrs: []netip.Prefix{netip.PrefixFrom(home.router.IP, 24)}, gw: cgnAddr}
+		if v6 {
+			homeWAN.addrs, homeWAN.gw6 = append(homeWAN.addrs, netip.PrefixFrom(home.router.IP6, 64)), addr6(transit6, 1)
+		}
+		ports = append(ports, l.attach(&p, hn, wan, cn, cgn.lan, "", homeWAN))
 		ports[0] = planStep{cn, []string{"link", "set", cgn.lan, "up"}} // a plain link, no bridge
 		p.add(cn, "link", "set", "lo", "up")
 		p.add(cn, "addr", "add", pfx(cgnAddr, 24), "dev", cgn.lan)
-		ports = append(ports, l.attachPublic(&p, cn, wan, uplink, pub[0]))
+		if v6 {
+			p.add(cn, "addr", "add", pfx(addr6(transit6, 1), 64), "dev", cgn.lan, "nodad")
+		}
+		ports = append(ports, l.attachPublic(&p, cn, wan, uplink, outer))
 	}
 	// The LAN: a bridge in the home router, one veth per host.
-	p.add(hn, "link", "add", lan, "type", "bridge")
-	p.add(hn, "addr", "add", pfx(gw, 24), "dev", lan)
+	if v6 {
+		p.add(hn, bridge6(lan, i)...)
+		p.add(hn, "addr", "add", pfx(gw6, 64), "dev", lan, "nodad")
+	} else {
+		p.add(hn, "link", "add", lan, "type", "bridge")
+	}
+	if v4 {
+		p.add(hn, "addr", "add", pfx(gw, 24), "dev", lan)
+	}
 	p.add(hn, "link", "set", lan, "up")
 	for j, h := range s.Hosts {
 		p.add(h.Namespace, "link", "set", "lo", "up")
-		ports = append(ports, l.attach(&p, h.Namespace, eth0, hn, l.ifName(fmt.Sprintf("h%d", j+1)), lan, []netip.Addr{h.IP}, 24, gw))
+		ports = append(ports, l.attach(&p, h.Namespace, eth0, hn, l.ifName(fmt.Sprintf("h%d", j+1)), lan, hostIf(h, 24, gw, gw6)))
 	}
 	p.steps = append(p.steps, ports...)
+	if v6 {
+		// Routes to the LAN: the carrier's via the home router's WAN, once
+		// the transit link is up; the core's via the outermost WAN.
+		if cgn != nil {
+			p.add(cgn.router.Namespace, "route", "add", lan6.String(), "via", home.router.IP6.String())
+		}
+		s.route6 = site6
+		p.add(l.pubNS, "route", "add", site6.String(), "via", wan6.String())
+	}
 	if err := l.runPlan(&p); err != nil {
 		return err
 	}
@@ -328,22 +456,35 @@ func (s *Site) build(pub []netip.Addr) error {
 			}
 		}
 	}
+	if v6 {
+		if err := l.nft(hn, home.firewall6(cfg.IPv6Open)); err != nil {
+			return err
+		}
+		if err := l.waitIPv6(names...); err != nil {
+			return err
+		}
+	}
 	return l.nft(l.pubNS, s.bridgeScript(false))
 }
 
-// routerSysctls turns forwarding on in a NAT router's namespace, ICMP
-// redirects off (hairpinned traffic leaves by the interface it came in)
-// and reverse-path filtering off. Namespaces inherit the root's IPv4
-// defaults, hence explicit values; the root's are never written. Runs
-// before the router has interfaces, so the defaults apply to them.
-func (s *Site) routerSysctls(n *natLayer) error {
-	return s.lab.sysctl(n.router.Namespace, [][2]string{
+// routerSysctls turns forwarding on in a NAT router's namespace (IPv6
+// too, with v6), ICMP redirects off (hairpinned traffic leaves by the
+// interface it came in) and reverse-path filtering off. Namespaces inherit
+// the root's IPv4 defaults, hence explicit values; the root's are never
+// written. Runs before the router has interfaces, so the defaults apply to
+// them.
+func (s *Site) routerSysctls(n *natLayer, v6 bool) error {
+	kv := [][2]string{
 		{"net/ipv4/conf/all/send_redirects", "0"},
 		{"net/ipv4/conf/default/send_redirects", "0"},
 		{"net/ipv4/conf/all/rp_filter", "0"},
 		{"net/ipv4/conf/default/rp_filter", "0"},
 		{"net/ipv4/ip_forward", "1"},
-	}, false)
+	}
+	if v6 {
+		kv = append(kv, forwarding6...)
+	}
+	return s.lab.sysctl(n.router.Namespace, kv, false)
 }
 
 // portRange is the SNAT port range of the layer's current epoch: none
@@ -446,28 +587,80 @@ func (n *natLayer) script(replace bool) string {
 	return b.String()
 }
 
+// firewall6 returns the home router's IPv6 firewall, a stateful one as
+// home routers have: the LAN's flows go out, and only their replies
+// (conntrack: the flow's exact 5-tuple, address-and-port-dependent
+// filtering) and ICMPv6 errors and echo come in; with open, everything
+// from the WAN does. The router itself takes ICMPv6 (neighbour discovery,
+// echo) and replies only.
+func (n *natLayer) firewall6(open bool) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	W, L := strconv.Quote(n.wan), strconv.Quote(n.lan)
+	w("table ip6 gwfw6 {")
+	w("\tchain forward_filter {")
+	w("\t\ttype filter hook forward priority filter; policy drop;")
+	w("\t\tct state established,related accept")
+	w("\t\tmeta l4proto ipv6-icmp icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, echo-reply } accept")
+	w("\t\tiifname %s oifname %s accept", L, W)
+	if open {
+		w("\t\tiifname %s oifname %s accept", W, L)
+	}
+	w("\t}")
+	w("\tchain input_filter {")
+	w("\t\ttype filter hook input priority filter; policy drop;")
+	w("\t\tct state established,related accept")
+	w("\t\tiifname \"lo\" accept")
+	w("\t\tmeta l4proto ipv6-icmp accept")
+	w("\t}")
+	w("}")
+	return b.String()
+}
+
 // bridgeScript returns the site's table in the public namespace: loss and
-// blocks on the site's bridge ports, both directions.
+// blocks on the site's bridge ports, both directions. A site with IPv6
+// has them on the bridge's input and output too, where the public
+// namespace's own stack (the IPv6 core router) takes frames from the
+// site's ports and sends them to them; neighbour discovery and MLD pass.
 func (s *Site) bridgeScript(replace bool) string {
 	var b strings.Builder
 	name := fmt.Sprintf("site%d", s.index)
 	if replace {
 		fmt.Fprintf(&b, "table bridge %s\ndelete table bridge %s\n", name, name)
 	}
+	v6 := s.Config.IPv6 != IPv6None
 	quoted := make([]string, len(s.ports))
 	for k, p := range s.ports {
 		quoted[k] = strconv.Quote(p)
 	}
 	ports := "{ " + strings.Join(quoted, ", ") + " }"
-	fmt.Fprintf(&b, "table bridge %s {\n\tchain forward_filter {\n\t\ttype filter hook forward priority 0; policy accept;\n", name)
+	fmt.Fprintf(&b, "table bridge %s {\n", name)
 	rule := func(format string, args ...any) { fmt.Fprintf(&b, "\t\t"+format+"\n", args...) }
+	if !v6 {
+		b.WriteString("\tchain forward_filter {\n\t\ttype filter hook forward priority 0; policy accept;\n")
+	} else {
+		for _, hook := range []string{"forward", "input", "output"} {
+			fmt.Fprintf(&b, "\tchain %s_filter {\n\t\ttype filter hook %s priority 0; policy accept;\n\t\tjump impair\n\t}\n", hook, hook)
+		}
+		b.WriteString("\tchain impair {\n")
+		rule("ether type ip6 meta l4proto ipv6-icmp icmpv6 type %s accept", linkICMPv6)
+	}
 	for _, a := range s.blocked {
-		rule("iifname %s ether type ip ip daddr %s drop", ports, a)
-		rule("oifname %s ether type ip ip saddr %s drop", ports, a)
+		if a.Is4() {
+			rule("iifname %s ether type ip ip daddr %s drop", ports, a)
+			rule("oifname %s ether type ip ip saddr %s drop", ports, a)
+		} else {
+			rule("iifname %s ether type ip6 ip6 daddr %s drop", ports, a)
+			rule("oifname %s ether type ip6 ip6 saddr %s drop", ports, a)
+		}
 	}
 	if s.blockUDP {
 		rule("iifname %s ether type ip meta l4proto udp drop", ports)
 		rule("oifname %s ether type ip meta l4proto udp drop", ports)
+		if v6 {
+			rule("iifname %s ether type ip6 meta l4proto udp drop", ports)
+			rule("oifname %s ether type ip6 meta l4proto udp drop", ports)
+		}
 	}
 	if s.loss > 0 {
 		// numgen's values are 0-999: 1000‰ is a plain drop.
@@ -477,6 +670,10 @@ func (s *Site) bridgeScript(replace bool) string {
 		}
 		rule("iifname %s ether type ip%s drop", ports, random)
 		rule("oifname %s ether type ip%s drop", ports, random)
+		if v6 {
+			rule("iifname %s ether type ip6%s drop", ports, random)
+			rule("oifname %s ether type ip6%s drop", ports, random)
+		}
 	}
 	b.WriteString("\t}\n}\n")
 	return b.String()
@@ -545,7 +742,7 @@ func (s *Site) SetLoss(permille int) error {
 }
 
 // BlockUDP makes the site's uplink drop all UDP to and from the public
-// side (or lets it through again); TCP and ICMP still pass.
+// side, IPv4 and IPv6 (or lets it through again); TCP and ICMP still pass.
 func (s *Site) BlockUDP(block bool) error {
 	return s.locked(func() error {
 		old := s.blockUDP
@@ -555,12 +752,19 @@ func (s *Site) BlockUDP(block bool) error {
 }
 
 // BlockAddr drops all traffic between the site and one public address
-// (for example another site's PublicIP), both directions, or lets it
-// through again. Other addresses, such as the server's, stay reachable.
+// (for example another site's PublicIP, or a host's IP6), both
+// directions, or lets it through again. Other addresses, such as the
+// server's, stay reachable. An IPv6 address needs a site with IPv6;
+// neighbour discovery with it still passes.
 func (s *Site) BlockAddr(peer netip.Addr, block bool) error {
-	if !peer.Is4() {
-		return fmt.Errorf("netlab: BlockAddr %v: want an IPv4 address", peer)
+	peer = peer.Unmap()
+	switch {
+	case !peer.IsValid():
+		return errors.New("netlab: BlockAddr: invalid address")
+	case peer.Is6() && s.Config.IPv6 == IPv6None:
+		return fmt.Errorf("netlab: BlockAddr %v: site %s has no IPv6", peer, s.Name)
 	}
+	peer = peer.WithZone("")
 	return s.locked(func() error {
 		old := slices.Clone(s.blocked)
 		s.blocked = slices.DeleteFunc(s.blocked, func(a netip.Addr) bool { return a == peer })
