@@ -48,10 +48,21 @@ type serverSockets struct {
 
 func openServer(t *testing.T, l *Lab) serverSockets {
 	t.Helper()
+	return openServerOn(t, l, serverAddr1, serverAddr2)
+}
+
+// openServer6 opens A:p1, A:p2 and B:p1 on the server's IPv6 addresses.
+func openServer6(t *testing.T, l *Lab) serverSockets {
+	t.Helper()
+	return openServerOn(t, l, server6Addr1, server6Addr2)
+}
+
+func openServerOn(t *testing.T, l *Lab, A, B netip.Addr) serverSockets {
+	t.Helper()
 	var s serverSockets
 	for range 20 {
-		a1 := udp(t, l.Server(), serverAddr1.String()+":0")
-		b1, err := l.Server().ListenUDP(netip.AddrPortFrom(serverAddr2, localAP(a1).Port()).String())
+		a1 := udp(t, l.Server(), netip.AddrPortFrom(A, 0).String())
+		b1, err := l.Server().ListenUDP(netip.AddrPortFrom(B, localAP(a1).Port()).String())
 		if err == nil {
 			t.Cleanup(func() { b1.Close() })
 			s.a1, s.b1 = a1, b1
@@ -61,7 +72,7 @@ func openServer(t *testing.T, l *Lab) serverSockets {
 	if s.a1 == nil {
 		t.Fatal("cannot open A:p1 and B:p1")
 	}
-	s.a2 = udp(t, l.Server(), serverAddr1.String()+":0")
+	s.a2 = udp(t, l.Server(), netip.AddrPortFrom(A, 0).String())
 	s.A1, s.A2, s.B1 = localAP(s.a1), localAP(s.a2), localAP(s.b1)
 	return s
 }

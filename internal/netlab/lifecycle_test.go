@@ -362,6 +362,10 @@ func TestSiteConfigErrors(t *testing.T) {
 		{"ok", SiteConfig{Hosts: maxHosts + 1}},
 		{"ok", SiteConfig{LossPermille: 1001}},
 		{"ok", SiteConfig{UDPTimeout: -time.Second}},
+		{"ok", SiteConfig{IPv6: "triple"}},
+		{"ok", SiteConfig{IPv6: IPv6Dual}}, // the lab has no IPv6
+		{"ok", SiteConfig{IPv6: IPv6Only}},
+		{"ok", SiteConfig{IPv6Open: true}},
 	} {
 		if _, err := l.AddSite(tc.name, tc.cfg); err == nil {
 			t.Errorf("AddSite(%q, %+v) accepted", tc.name, tc.cfg)
