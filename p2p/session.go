@@ -772,14 +772,14 @@ func (s *session) tick(now time.Time) (forget bool) {
 	return false
 }
 
-// reaskLocked asks the server for the peer again, every repunchEvery,
+// reaskLocked asks the server for the peer again, every reaskEvery,
 // while no path to it has been found: what the first introduction told
 // of the peer may be out of date (a port mapping or another family's
 // address it learnt just after registering), and the next one brings
 // what it registered since.
 func (s *session) reaskLocked(now time.Time) {
 	t := s.node.trav
-	if t == nil || !s.introducing || now.Sub(s.started) < repunchEvery || now.Sub(s.lastRepunch) < repunchEvery || t.found(s.peer) {
+	if t == nil || !s.introducing || now.Sub(s.started) < reaskEvery || now.Sub(s.lastRepunch) < reaskEvery || t.found(s.peer) {
 		return
 	}
 	s.lastRepunch = now

@@ -30,7 +30,12 @@ const (
 	pathSuspectAfter = 600 * time.Millisecond
 	ackOverdue       = 200 * time.Millisecond
 	repunchEvery     = 3 * time.Second
-	hostCandidates   = 4
+	// reaskEvery: a connecting session with no path asks for its peer
+	// again this often (session.reaskLocked); longer than the birthday
+	// approach takes nearly always, which a new introduction would only
+	// disturb.
+	reaskEvery     = 5 * time.Second
+	hostCandidates = 4
 	// askTTL: an ask not repeated for this long is forgotten (the asker's
 	// client repeats its request every 2 s at most while it waits).
 	askTTL = 10 * time.Second

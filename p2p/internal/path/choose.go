@@ -148,7 +148,7 @@ func (c *chooser) consider(o *Offer, cls Class, now time.Time) verdict {
 	switch {
 	case cls > c.curClass:
 		want = true
-	case cls == c.curClass && c.settling(now) && o.Validated && o.Pref > c.curPref:
+	case cls == c.curClass && c.settling(now) && o.Validated && o.Pref > c.curPref && !slower(o):
 		want = true
 	case now.Sub(c.movedAt) < MinDwell:
 		want = false
@@ -170,6 +170,15 @@ func (c *chooser) consider(o *Offer, cls Class, now time.Time) verdict {
 
 func (c *chooser) settling(now time.Time) bool {
 	return c.since.IsZero() || now.Sub(c.since) < Settle
+}
+
+// slower reports an offer whose check measured it slower than the current
+// route by the margin (the mirror of sustainedMargin's): a better check
+// priority while settling (IPv6 beside IPv4, say) does not take a session
+// onto a slower path.
+func slower(o *Offer) bool {
+	cur := o.Health.RTT
+	return o.RTT > 0 && cur > 0 && cur < time.Duration(float64(o.RTT)*MarginRatio) && o.RTT-cur >= MarginMin
 }
 
 // sustainedMargin reports a candidate whose checks beat the current

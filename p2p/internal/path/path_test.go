@@ -212,6 +212,28 @@ func TestSettleWindow(t *testing.T) {
 	})
 }
 
+// TestSettleNotSlower: while settling, a better check priority does not
+// take the session onto a path its check measured slower by the margin;
+// one as fast takes over.
+func TestSettleNotSlower(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tab, p, _ := established(t, route(mainSock, "198.51.100.1:4000", 1))
+		cur := Health{RTT: 20 * time.Millisecond}
+		slow := Offer{Route: route(mainSock, "[2001:db8::1]:4000", 1), Pref: 100, RTT: 40 * time.Millisecond, Health: cur}
+		tab.Validate(p, slow)
+		tab.Sync()
+		if p.Route().Remote != netip.MustParseAddrPort("198.51.100.1:4000") {
+			t.Fatal("moved to a path twice as slow for its check priority")
+		}
+		fast := Offer{Route: route(mainSock, "[2001:db8::1]:4000", 1), Pref: 100, RTT: 21 * time.Millisecond, Health: cur}
+		tab.Validate(p, fast)
+		tab.Sync()
+		if p.Route().Remote != fast.Route.Remote {
+			t.Fatal("a better validated path, as fast, did not take over while settling")
+		}
+	})
+}
+
 // TestChangeBound: a route that keeps being beaten (two paths each
 // validated as better in turn) moves at most MaxChangesPerMinute times a
 // minute while the current one works, and at once when it fails.

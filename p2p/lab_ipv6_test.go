@@ -1,0 +1,185 @@
+package p2p
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/gamewire/gamewire/internal/leakcheck"
+	"github.com/gamewire/gamewire/internal/netlab"
+	"github.com/gamewire/gamewire/rendezvous"
+)
+
+// newLabEnv6 builds a lab whose public segment and server are dual-stack:
+// the server answers RFC 5780 in each family (two addresses, two ports).
+func newLabEnv6(tb testing.TB, name string) *labEnv {
+	tb.Helper()
+	e := &labEnv{lab: netlab.NewForTest(tb, netlab.Options{Name: name, IPv6: true}), six: true}
+	a4, a6 := e.lab.ServerAddrs(), e.lab.ServerAddrs6()
+	primary := []netip.AddrPort{netip.AddrPortFrom(a4[0], labServerPort), netip.AddrPortFrom(a6[0], labServerPort)}
+	alternate := []netip.AddrPort{netip.AddrPortFrom(a4[1], labServerPort+1), netip.AddrPortFrom(a6[1], labServerPort+1)}
+	if err := e.lab.Server().Do(func() (err error) {
+		e.srv, err = rendezvous.Listen(rendezvous.ServerConfig{MaxPeersPerIP: 4096}, primary, alternate)
+		return err
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { e.srv.Close() })
+	return e
+}
+
+// rendezvous6 names the server by both its addresses.
+func (e *labEnv) rendezvous6() string {
+	return fmt.Sprintf("%s@%v,%v", PeerID(e.srv.PublicKey()),
+		netip.AddrPortFrom(e.lab.ServerAddrs()[0], labServerPort), netip.AddrPortFrom(e.lab.ServerAddrs6()[0], labServerPort))
+}
+
+// node6 starts a node on h with a dual-stack socket (an IPv6 one on an
+// IPv6-only host) that knows the server in both families.
+func (e *labEnv) node6(tb testing.TB, h *netlab.Host, cfg Config) (*Node, func()) {
+	tb.Helper()
+	var prefixes []netip.Prefix
+	if h.IP.IsValid() {
+		prefixes = append(prefixes, netip.PrefixFrom(h.IP, 24))
+	}
+	if h.IP6.IsValid() {
+		prefixes = append(prefixes, netip.PrefixFrom(h.IP6, 64))
+	}
+	cfg.Rendezvous = e.rendezvous6()
+	network := "udp" // dual-stack
+	if !h.IP.IsValid() {
+		network = "udp6"
+	}
+	pc, err := h.ListenPacket(network, ":0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e.nodeOn(tb, h, cfg, pc, prefixes)
+}
+
+// dualRun is one connection and a stream across it.
+type dualRun struct {
+	connect time.Duration
+	remote  netip.AddrPort // a's view of b, at the end
+	changes uint64         // path changes on both sides, connect included
+}
+
+// runDual connects a (on ha) and b (on hb), streams reliable messages both
+// ways for a second and a half, and reports where the session ended and
+// how often its path changed.
+func (e *labEnv) runDual(t *testing.T, ha, hb *netlab.Host, cfg Config) dualRun {
+	t.Helper()
+	a, closeA := e.node6(t, ha, cfg)
+	defer closeA()
+	b, closeB := e.node6(t, hb, cfg)
+	defer closeB()
+	e.waitRegistered(t, a, b)
+	var r dualRun
+	r.connect = connectPair(t, a, b, func() {}, func() {})
+	for range 15 {
+		exchange(t, a, b, false)
+		exchange(t, b, a, false)
+		time.Sleep(100 * time.Millisecond)
+	}
+	st, _ := a.GetP2PSessionState(b.PeerID())
+	r.remote = st.RemoteAddr
+	r.changes = a.Stats().PathChanges + b.Stats().PathChanges
+	if st.Path != PathDirect {
+		t.Errorf("path %v via %v, want direct", st.Path, st.RemoteAddr)
+	}
+	return r
+}
+
+// TestLabDualStack: dual-stack sites whose IPv4 NATs are easy (both
+// families can go direct, so both validate) connect directly every run,
+// settle on IPv6 and change path at most twice, on both sides together;
+// with IPv6 between them blocked they go direct over IPv4, and with two
+// symmetric IPv4 NATs (no direct IPv4 path) over IPv6. The relay is
+// forbidden throughout.
+func TestLabDualStack(t *testing.T) {
+	netlab.Require(t)
+	leakcheck.Check(t)
+	e := newLabEnv6(t, "dual")
+	easy := netlab.SiteConfig{NAT: netlab.NATPortRestricted, IPv6: netlab.IPv6Dual}
+	a, b := e.sitePair(t, "easy", easy)
+	hard := netlab.SiteConfig{NAT: netlab.NATSymmetric, IPv6: netlab.IPv6Dual}
+	sa, sb := e.sitePair(t, "sym", hard)
+	cfg := Config{ConnectTimeout: 10 * time.Second, DisableRelay: true}
+	for _, tc := range []struct {
+		name   string
+		ha, hb *netlab.Host
+		block  bool // block IPv6 between the two sites
+		want6  bool
+	}{
+		{"both families", a.Hosts[0], b.Hosts[0], false, true},
+		{"IPv6 blocked", a.Hosts[0], b.Hosts[0], true, false},
+		{"IPv4 symmetric", sa.Hosts[0], sb.Hosts[0], false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.block {
+				if err := a.BlockAddr(tc.hb.IP6, true); err != nil {
+					t.Fatal(err)
+				}
+				defer a.BlockAddr(tc.hb.IP6, false)
+			}
+			var worst uint64
+			var total time.Duration
+			runs := directRuns()
+			for run := range runs {
+				r := e.runDual(t, tc.ha, tc.hb, cfg)
+				switch {
+				case tc.want6 && r.remote != netip.AddrPortFrom(tc.hb.IP6, r.remote.Port()):
+					t.Errorf("run %d: ended on %v, want b's IPv6 address %v", run, r.remote, tc.hb.IP6)
+				case !tc.want6 && !r.remote.Addr().Is4():
+					t.Errorf("run %d: ended on %v, want IPv4", run, r.remote)
+				}
+				if r.changes > 2 {
+					t.Errorf("run %d: %d path changes, want at most 2", run, r.changes)
+				}
+				worst, total = max(worst, r.changes), total+r.connect
+			}
+			t.Logf("%d runs: mean connect %v, at most %d path changes a run", runs, total/time.Duration(runs), worst)
+		})
+	}
+}
+
+// TestLabIPv6Mixed: an IPv4-only site (behind a port-restricted NAT) and
+// a dual-stack one meet over IPv4; an IPv6-only site and a dual-stack one
+// over IPv6; two IPv6-only sites over IPv6, registering over IPv6.
+func TestLabIPv6Mixed(t *testing.T) {
+	netlab.Require(t)
+	leakcheck.Check(t)
+	e := newLabEnv6(t, "mixed")
+	site := func(name string, mode netlab.IPv6Mode) *netlab.Host {
+		s, err := e.lab.AddSite(name, netlab.SiteConfig{NAT: netlab.NATPortRestricted, IPv6: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Hosts[0]
+	}
+	v4, dual, only, only2 := site("v4", netlab.IPv6None), site("dual", netlab.IPv6Dual), site("only", netlab.IPv6Only), site("only2", netlab.IPv6Only)
+	cfg := Config{ConnectTimeout: 10 * time.Second, DisableRelay: true}
+	for _, tc := range []struct {
+		name   string
+		ha, hb *netlab.Host
+		want6  bool
+	}{
+		{"IPv4-only to dual-stack", v4, dual, false},
+		{"dual-stack to IPv4-only", dual, v4, false},
+		{"IPv6-only to dual-stack", only, dual, true},
+		{"IPv6-only to IPv6-only", only, only2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for run := range matrixRuns {
+				r := e.runDual(t, tc.ha, tc.hb, cfg)
+				if r.remote.Addr().Is6() != tc.want6 {
+					t.Errorf("run %d: session on %v, want IPv6 %v", run, r.remote, tc.want6)
+				}
+				if r.changes > 2 {
+					t.Errorf("run %d: %d path changes", run, r.changes)
+				}
+			}
+		})
+	}
+}
