@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -12,20 +13,38 @@ import (
 )
 
 // newLabEnv6 builds a lab whose public segment and server are dual-stack:
-// the server answers RFC 5780 in each family (two addresses, two ports).
-func newLabEnv6(tb testing.TB, name string) *labEnv {
+// the server answers RFC 5780 in each family (two addresses, two ports:
+// a group of four sockets each, ServerConfig.Conns). delay is added to
+// every datagram nodes and the server send.
+func newLabEnv6(tb testing.TB, name string, delay time.Duration) *labEnv {
 	tb.Helper()
-	e := &labEnv{lab: netlab.NewForTest(tb, netlab.Options{Name: name, IPv6: true}), six: true}
-	a4, a6 := e.lab.ServerAddrs(), e.lab.ServerAddrs6()
-	primary := []netip.AddrPort{netip.AddrPortFrom(a4[0], labServerPort), netip.AddrPortFrom(a6[0], labServerPort)}
-	alternate := []netip.AddrPort{netip.AddrPortFrom(a4[1], labServerPort+1), netip.AddrPortFrom(a6[1], labServerPort+1)}
-	if err := e.lab.Server().Do(func() (err error) {
-		e.srv, err = rendezvous.Listen(rendezvous.ServerConfig{MaxPeersPerIP: 4096}, primary, alternate)
-		return err
-	}); err != nil {
+	e := &labEnv{lab: netlab.NewForTest(tb, netlab.Options{Name: name, IPv6: true}), delay: delay, six: true}
+	var conns []net.PacketConn
+	for _, a := range [][]netip.Addr{e.lab.ServerAddrs(), e.lab.ServerAddrs6()} {
+		network := "udp4"
+		if a[0].Is6() {
+			network = "udp6"
+		}
+		for _, ap := range []netip.AddrPort{
+			netip.AddrPortFrom(a[0], labServerPort), netip.AddrPortFrom(a[1], labServerPort+1),
+			netip.AddrPortFrom(a[0], labServerPort+1), netip.AddrPortFrom(a[1], labServerPort),
+		} {
+			pc, err := e.lab.Server().ListenPacket(network, ap.String())
+			if err != nil {
+				for _, c := range conns {
+					c.Close()
+				}
+				tb.Fatal(err)
+			}
+			conns = append(conns, e.wrap(pc))
+		}
+	}
+	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Conns: conns, MaxPeersPerIP: 4096})
+	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { e.srv.Close() })
+	e.srv = srv
+	tb.Cleanup(func() { srv.Close() })
 	return e
 }
 
@@ -100,7 +119,7 @@ func (e *labEnv) runDual(t *testing.T, ha, hb *netlab.Host, cfg Config) dualRun 
 func TestLabDualStack(t *testing.T) {
 	netlab.Require(t)
 	leakcheck.Check(t)
-	e := newLabEnv6(t, "dual")
+	e := newLabEnv6(t, "dual", 0)
 	easy := netlab.SiteConfig{NAT: netlab.NATPortRestricted, IPv6: netlab.IPv6Dual}
 	a, b := e.sitePair(t, "easy", easy)
 	hard := netlab.SiteConfig{NAT: netlab.NATSymmetric, IPv6: netlab.IPv6Dual}
@@ -150,7 +169,7 @@ func TestLabDualStack(t *testing.T) {
 func TestLabIPv6Mixed(t *testing.T) {
 	netlab.Require(t)
 	leakcheck.Check(t)
-	e := newLabEnv6(t, "mixed")
+	e := newLabEnv6(t, "mixed", 0)
 	site := func(name string, mode netlab.IPv6Mode) *netlab.Host {
 		s, err := e.lab.AddSite(name, netlab.SiteConfig{NAT: netlab.NATPortRestricted, IPv6: mode})
 		if err != nil {

@@ -624,7 +624,7 @@ func portMapRows(t *testing.T, e *labEnv) []matrixRow {
 // session ends on IPv6; two symmetric IPv4 NATs, which would relay, go
 // direct over IPv6.
 func ipv6Rows(t *testing.T) []matrixRow {
-	e := newLabEnv6(t, "matrix6")
+	e := newLabEnv6(t, "matrix6", 0)
 	var rows []matrixRow
 	site := func(name string, nat netlab.NATKind, mode netlab.IPv6Mode) *netlab.Host {
 		s, err := e.lab.AddSite(name, netlab.SiteConfig{NAT: nat, IPv6: mode})
@@ -1123,6 +1123,27 @@ func BenchmarkLabConnect(b *testing.B) {
 	for _, delay := range delays {
 		benchLabConnectPortMap(b, delay)
 	}
+	for _, delay := range delays {
+		benchLabConnectIPv6(b, delay)
+	}
+}
+
+// benchLabConnectIPv6 times connects between two dual-stack sites (IPv6
+// behind stateful firewalls, IPv4 behind port-restricted NATs): the
+// session starts on whichever path validates first and settles on IPv6.
+func benchLabConnectIPv6(b *testing.B, delay time.Duration) {
+	b.Run(fmt.Sprintf("nat=dual-stack/rtt=%v", 2*delay), func(b *testing.B) {
+		e := newLabEnv6(b, "conn6", delay)
+		cfg := netlab.SiteConfig{NAT: netlab.NATPortRestricted, IPv6: netlab.IPv6Dual}
+		sa, sb := e.sitePair(b, "conn", cfg)
+		times := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for range b.N {
+			b.StopTimer()
+			times = append(times, e.connectOnce(b, sa.Hosts[0], sb.Hosts[0]))
+		}
+		reportConnect(b, times, delay)
+	})
 }
 
 // benchLabConnectPortMap times connects across two symmetric NATs, one of
