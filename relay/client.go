@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+	"github.com/pion/transport/v4"
+	"github.com/pion/transport/v4/stdnet"
 	"github.com/pion/turn/v4"
 )
 
@@ -62,8 +64,8 @@ const (
 // ClientConfig configures a Client. Zero values select the documented
 // defaults.
 type ClientConfig struct {
-	// Server is the TURN server's address; Transport how to reach it
-	// (zero means UDP).
+	// Server is the TURN server's address, IPv4 or IPv6; Transport how to
+	// reach it (zero means UDP).
 	Server    netip.AddrPort
 	Transport Transport
 	// TLSConfig is used for TLS; its ServerName must name the server.
@@ -71,8 +73,11 @@ type ClientConfig struct {
 
 	Credentials Credentials
 
-	// ListenPacket opens the client's UDP socket; nil means
-	// net.ListenPacket. LocalIP is the address it binds to ("" any).
+	// ListenPacket opens the client's UDP socket ("udp4", or "udp6" for
+	// an IPv6 Server); nil means net.ListenPacket. LocalIP is the address
+	// it binds to: "" or an unspecified address (0.0.0.0 or ::) is any
+	// address of the server's family, and another address must be of
+	// that family.
 	ListenPacket func(network, address string) (net.PacketConn, error)
 	LocalIP      string
 	// Dial opens TCP connections; nil means a net.Dialer.
@@ -146,6 +151,7 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if cfg.Credentials.Username == "" || cfg.Credentials.Password == "" {
 		return nil, ErrNoCredentials
 	}
+	cfg.Server = netip.AddrPortFrom(cfg.Server.Addr().Unmap(), cfg.Server.Port())
 	if cfg.Transport == 0 {
 		cfg.Transport = UDP
 	}
@@ -165,12 +171,18 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, base: base, queue: make(chan outbound, cfg.QueueLen), done: make(chan struct{}), baseDone: make(chan struct{}),
 		checkNow: make(chan struct{}, 1), dead: make(chan struct{})}
+	pionNet, err := stdnet.NewNet()
+	if err != nil {
+		base.Close()
+		return nil, err
+	}
 	tc, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: cfg.Server.String(),
 		TURNServerAddr: cfg.Server.String(),
 		Username:       cfg.Credentials.Username,
 		Password:       cfg.Credentials.Password,
 		Conn:           base,
+		Net:            literalNet{pionNet},
 		LoggerFactory:  pionLogs{log: cfg.Logger, failed: c.Check},
 	})
 	if err != nil {
@@ -195,6 +207,18 @@ func Allocate(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	return c, nil
 }
 
+// literalNet is pion's network with ResolveUDPAddr taking an IP literal
+// of either family as it is: pion's client resolves its server's address
+// as "udp4", which refuses an IPv6 one.
+type literalNet struct{ transport.Net }
+
+func (n literalNet) ResolveUDPAddr(network, address string) (*net.UDPAddr, error) {
+	if ap, err := netip.ParseAddrPort(address); err == nil {
+		return net.UDPAddrFromAddrPort(ap), nil
+	}
+	return n.Net.ResolveUDPAddr(network, address)
+}
+
 func openBase(ctx context.Context, cfg *ClientConfig) (net.PacketConn, error) {
 	switch cfg.Transport {
 	case UDP:
@@ -202,7 +226,19 @@ func openBase(ctx context.Context, cfg *ClientConfig) (net.PacketConn, error) {
 		if listen == nil {
 			listen = net.ListenPacket
 		}
-		return listen("udp4", net.JoinHostPort(cfg.LocalIP, "0"))
+		network, local := "udp4", cfg.LocalIP
+		if cfg.Server.Addr().Is6() {
+			network = "udp6"
+		}
+		if ip, err := netip.ParseAddr(local); err == nil {
+			switch {
+			case ip.IsUnspecified():
+				local = "" // any address, of the server's family
+			case familyOf(ip) != familyOf(cfg.Server.Addr()):
+				return nil, fmt.Errorf("relay: LocalIP %v cannot reach the TURN server %v, of the other address family", ip, cfg.Server)
+			}
+		}
+		return listen(network, net.JoinHostPort(local, "0"))
 	case TCP, TLS:
 		dial := cfg.Dial
 		if dial == nil {

@@ -14,8 +14,9 @@
 //
 // # Client
 //
-// A Client runs on a socket of its own: a UDP socket, or a TCP or TLS
-// connection to the server (RFC 6062 framing through turn.NewSTUNConn). It
+// A Client runs on a socket of its own: a UDP socket ("udp4", or "udp6"
+// for a server at an IPv6 address), or a TCP or TLS connection to the
+// server (RFC 6062 framing through turn.NewSTUNConn). It
 // does not share the node's game socket, so TURN ChannelData and game
 // packets are never told apart by guesswork (docs/ARCHITECTURE.md, "The first byte"): everything the
 // client's socket reads is TURN, and everything the allocation delivers is
@@ -47,8 +48,48 @@
 // authentication, allocation caps, a peer address policy, relay sockets
 // opened through a caller's ListenPacket (so they live in the right
 // network namespace), and counters (allocations made and live, bytes
-// relayed, refusals). It relays UDP only; TCP and TLS are transports
-// clients reach it over.
+// relayed, refusals). It relays UDP only, over IPv4 and IPv6 (below);
+// TCP and TLS are transports clients reach it over.
+//
+// # IPv6
+//
+// ServerConfig.RelayIP is the IPv4 address put in relayed addresses and
+// RelayIP6 the IPv6 one (RelayBind and RelayBind6 are what relay sockets
+// bind to; MinPort and MaxPort bound the ports of each family). An
+// allocation is relayed in the family of its client's transport, the
+// source address of its UDP datagrams (IPv4-mapped is IPv4, so one
+// dual-stack socket serves both) or of its TCP connection, when the
+// server has a relay IP of that family, and in the other family
+// otherwise. Relay sockets are of one family ("udp6" ones IPv6-only), so
+// an allocation reaches peers of its own family only: a permission or
+// channel bind for one of the other, IPv4-mapped addresses included, is
+// refused (403) and counted in ServerStats.DeniedPeers. Relay to relay
+// on one server therefore works between allocations of one family, not
+// across them.
+//
+// That departs from RFC 6156 (and RFC 8656), under which an Allocate
+// without REQUESTED-ADDRESS-FAMILY gets IPv4 whatever its transport: over
+// IPv6 it gets IPv6 here (IPv4 when RelayIP6 is unset). pion/turn v4.1.4
+// reads no REQUESTED-ADDRESS-FAMILY and asks its relay address generator
+// for "udp4" every time, which is why the family is chosen per transport
+// instead. Measured (TestPionIgnoresRequestedAddressFamily), pion lets the
+// attribute, and any other unknown comprehension-required attribute,
+// through without the 420 (Unknown Attribute) RFC 8489 asks for (it
+// refuses DONT-FRAGMENT only): bare, it relays an Allocate that asks for
+// IPv6 over IPv4. Server reads the attribute itself before pion does and
+// honours it by refusal: an authenticated Allocate (its MESSAGE-INTEGRITY
+// checks out under the secret, its username has not expired) asking for
+// the family it would not get is answered 440 (Address Family not
+// Supported), or 400 for a malformed attribute, signed, and counted in
+// ServerStats.FamilyRefused. So a client that asks for IPv4 over IPv6 is
+// refused 440, unless the server has no RelayIP6 and relays it over IPv4
+// as asked, and one that asks for IPv6 over IPv4 likewise; it can
+// allocate over a transport of the family it wants. An Allocate asking
+// for the family it gets is pion's as usual, and so is the first,
+// unauthenticated one whatever it asks (401: authentication comes first,
+// as RFC 8656 orders it). ADDITIONAL-ADDRESS-FAMILY (RFC 8656's dual
+// allocation) is not read: an allocation has one relayed address.
+// Client sends no REQUESTED-ADDRESS-FAMILY (pion's client cannot).
 //
 // # Allocation caps
 //
@@ -89,18 +130,20 @@
 // IPv4 address they embed. ServerConfig.AllowPeers opens ranges (coturn's
 // allowed-peer-ip), for a LAN or lab whose peers are private.
 //
-// The server's own addresses (RelayIP, RelayBind, the local addresses of
-// its sockets and listeners, ServerConfig.OwnAddrs) are denied whatever
-// AllowPeers says, save one case: relay to relay. Two peers that both
-// relay through one server send to each other's relayed addresses, which
-// are the server's RelayIP, so the relayed address (IP and port) of a live
-// allocation on this server is always reachable, and no other port of the
-// server is.
+// The server's own addresses (RelayIP, RelayIP6, RelayBind, RelayBind6,
+// the local addresses of its sockets and listeners,
+// ServerConfig.OwnAddrs) are denied whatever AllowPeers says, save one
+// case: relay to relay. Two peers that both relay through one server send
+// to each other's relayed addresses, which are the server's RelayIP (or
+// RelayIP6), so the relayed address (IP and port) of a live allocation on
+// this server is always reachable, and no other port of the server is.
+// All of it holds for IPv6 allocations as for IPv4 ones.
 //
 // The policy is enforced twice. pion's PermissionHandler refuses
-// CreatePermission and ChannelBind for a denied IP (it sees no port, so
-// RelayIP passes there), and every relay socket checks the destination IP
-// and port of each datagram it writes. Refusals are counted in
+// CreatePermission and ChannelBind for a denied IP, or one of the other
+// family (it sees no port, so RelayIP and RelayIP6 pass there), and every
+// relay socket checks the destination family, IP and port of each
+// datagram it writes. Refusals are counted in
 // ServerStats.DeniedPeers. Datagrams from peers are admitted by pion's
 // permissions, which the policy has already filtered.
 package relay

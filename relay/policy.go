@@ -83,19 +83,25 @@ func canonicalPrefix(p netip.Prefix) netip.Prefix {
 // peerPolicy decides which peers relay sockets reach. The relayed
 // addresses of live allocations are always reachable (relay to relay on
 // one server); the server's own addresses never are otherwise; AllowPeers
-// opens ranges deniedPrefixes closes.
+// opens ranges deniedPrefixes closes. It knows no families: an
+// allocation reaches peers of its own family only, which Server checks.
 type peerPolicy struct {
-	allow   []netip.Prefix
-	own     map[netip.Addr]struct{}
-	relayIP netip.Addr
+	allow    []netip.Prefix
+	own      map[netip.Addr]struct{}
+	relayIPs map[netip.Addr]struct{} // RelayIP and RelayIP6
 
 	mu   sync.RWMutex
 	live map[netip.AddrPort]int // relayed addresses of open relay sockets
 }
 
-func newPeerPolicy(relayIP netip.Addr, own []netip.Addr, allow []netip.Prefix) *peerPolicy {
-	p := &peerPolicy{relayIP: canonical(relayIP), own: map[netip.Addr]struct{}{}, live: map[netip.AddrPort]int{}}
-	p.own[p.relayIP] = struct{}{}
+func newPeerPolicy(relayIPs, own []netip.Addr, allow []netip.Prefix) *peerPolicy {
+	p := &peerPolicy{relayIPs: map[netip.Addr]struct{}{}, own: map[netip.Addr]struct{}{}, live: map[netip.AddrPort]int{}}
+	for _, a := range relayIPs {
+		if a = canonical(a); a.IsValid() {
+			p.relayIPs[a] = struct{}{}
+			p.own[a] = struct{}{}
+		}
+	}
 	for _, a := range own {
 		if a = canonical(a); a.IsValid() && !a.IsUnspecified() {
 			p.own[a] = struct{}{}
@@ -110,11 +116,12 @@ func newPeerPolicy(relayIP netip.Addr, own []netip.Addr, allow []netip.Prefix) *
 }
 
 // permitIP is pion's PermissionHandler check, by IP only: the relay's own
-// IP passes (peers' relayed addresses carry it) and writes then check the
+// IPs pass (peers' relayed addresses carry them) and writes then check the
 // port.
 func (p *peerPolicy) permitIP(a netip.Addr) bool {
 	a = canonical(a)
-	return a == p.relayIP || p.open(a)
+	_, relay := p.relayIPs[a]
+	return relay || p.open(a)
 }
 
 // writable reports whether a relay socket may send to dst.

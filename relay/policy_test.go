@@ -15,7 +15,7 @@ import (
 // TestPeerPolicyRanges checks the policy on every denied range, their
 // IPv4-mapped and tunnelled forms, and public addresses. No traffic.
 func TestPeerPolicyRanges(t *testing.T) {
-	p := newPeerPolicy(netip.MustParseAddr("198.51.100.7"), nil, nil)
+	p := newPeerPolicy([]netip.Addr{netip.MustParseAddr("198.51.100.7")}, nil, nil)
 	denied := []string{
 		"0.0.0.0", "0.1.2.3", "10.0.0.1", "10.255.255.255", "100.64.0.1", "100.127.255.254",
 		"127.0.0.1", "127.1.2.3", "169.254.169.254", "172.16.0.1", "172.31.255.255",
@@ -59,7 +59,7 @@ func TestPeerPolicyRanges(t *testing.T) {
 func TestPeerPolicyOwnAddrs(t *testing.T) {
 	relayIP := netip.MustParseAddr("198.51.100.7")
 	own := []netip.Addr{netip.MustParseAddr("198.51.100.8"), netip.MustParseAddr("2001:db8::8"), netip.IPv4Unspecified()}
-	p := newPeerPolicy(relayIP, own, []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8::/32")})
+	p := newPeerPolicy([]netip.Addr{relayIP}, own, []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8::/32")})
 	if !p.permitIP(relayIP) || !p.permitIP(netip.MustParseAddr("::ffff:198.51.100.7")) {
 		t.Fatal("permission to the relay's own IP refused: relay to relay needs it")
 	}
@@ -93,7 +93,7 @@ func TestPeerPolicyOwnAddrs(t *testing.T) {
 // TestPeerPolicyAllowPeers: AllowPeers opens denied ranges, written in
 // IPv4 or IPv4-mapped form, and what embeds them.
 func TestPeerPolicyAllowPeers(t *testing.T) {
-	p := newPeerPolicy(netip.MustParseAddr("127.0.0.1"), nil,
+	p := newPeerPolicy([]netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil,
 		[]netip.Prefix{netip.MustParsePrefix("::ffff:10.0.0.0/104"), netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("fd00::/8")})
 	for _, s := range []string{"10.1.2.3", "::ffff:10.1.2.3", "2002:a01:203::1", "127.0.0.5", "fd00::1"} {
 		if !p.writable(netip.AddrPortFrom(netip.MustParseAddr(s), 9)) {
@@ -123,7 +123,7 @@ func (c *recordingConn) Close() error { return nil }
 // TestRelayConnRefusesWrites: the relay socket writes nothing to a denied
 // address, and counts it.
 func TestRelayConnRefusesWrites(t *testing.T) {
-	p := newPeerPolicy(netip.MustParseAddr("198.51.100.7"), nil, nil)
+	p := newPeerPolicy([]netip.Addr{netip.MustParseAddr("198.51.100.7")}, nil, nil)
 	srv := &Server{policy: p, relays: map[netip.AddrPort]*relayConn{}, owned: map[string][]*relayConn{}}
 	stats := &srv.stats
 	rec := &recordingConn{}

@@ -57,7 +57,11 @@ func allocate(t *testing.T, srv netip.AddrPort, tr Transport, creds Credentials)
 	ch := make(chan received, 64)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := Allocate(ctx, ClientConfig{Server: srv, Transport: tr, Credentials: creds, LocalIP: "127.0.0.1",
+	local := "127.0.0.1"
+	if srv.Addr().Is6() {
+		local = "::1"
+	}
+	c, err := Allocate(ctx, ClientConfig{Server: srv, Transport: tr, Credentials: creds, LocalIP: local,
 		Receive: func(b []byte, from netip.AddrPort) {
 			select {
 			case ch <- received{append([]byte(nil), b...), from}:

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/stun/v3"
 	"github.com/pion/turn/v4"
 )
 
@@ -40,14 +42,23 @@ type ServerConfig struct {
 	PacketConns []net.PacketConn
 	Listeners   []net.Listener
 
-	// RelayIP is the address put in relayed addresses: the host's public
-	// IP. Required.
-	RelayIP netip.Addr
-	// RelayBind is what relay sockets bind to; empty means RelayIP.
-	RelayBind string
-	// MinPort and MaxPort bound relay ports (both zero: any port).
+	// RelayIP is the IPv4 address put in relayed addresses, RelayIP6 the
+	// IPv6 one: the host's public IPs. At least one is required. An
+	// allocation is relayed in the family of its client's transport (the
+	// source address of its datagrams, or of its TCP connection) when
+	// the server has a relay IP of that family, and in the other family
+	// otherwise; see the package documentation, IPv6.
+	RelayIP  netip.Addr
+	RelayIP6 netip.Addr
+	// RelayBind is what IPv4 relay sockets bind to, RelayBind6 what IPv6
+	// ones do; empty means RelayIP and RelayIP6.
+	RelayBind  string
+	RelayBind6 string
+	// MinPort and MaxPort bound relay ports, in each family (both zero:
+	// any port).
 	MinPort, MaxPort uint16
-	// ListenPacket opens relay sockets; nil means net.ListenPacket.
+	// ListenPacket opens relay sockets ("udp4" or "udp6"); nil means
+	// net.ListenPacket.
 	ListenPacket func(network, address string) (net.PacketConn, error)
 
 	// AllowPeers opens peer ranges the default denies, as coturn's
@@ -60,8 +71,9 @@ type ServerConfig struct {
 	AllowPeers []netip.Prefix
 	// OwnAddrs are more addresses of the server's host (other interfaces,
 	// a public IP the host is NATed to). Relay sockets never reach the
-	// server's own addresses, whatever AllowPeers says: RelayIP, RelayBind,
-	// the local addresses of PacketConns and Listeners, and these. The one
+	// server's own addresses, whatever AllowPeers says: RelayIP, RelayIP6,
+	// RelayBind, RelayBind6, the local addresses of PacketConns and
+	// Listeners, and these. The one
 	// exception is relay to relay: the relayed address (IP and port) of a
 	// live allocation on this server is always reachable.
 	OwnAddrs []netip.Addr
@@ -95,9 +107,12 @@ type ServerConfig struct {
 // Server is an embedded TURN server (pion/turn/v4) with use-auth-secret
 // credentials. All methods are safe for concurrent use.
 type Server struct {
-	cfg    ServerConfig
-	srv    *turn.Server
-	policy *peerPolicy
+	cfg       ServerConfig
+	srv       *turn.Server
+	policy    *peerPolicy
+	relayIP   [2]netip.Addr // by family (ipv4, ipv6); invalid where none
+	relayBind [2]string
+	wg        sync.WaitGroup // acceptLoops
 
 	mu      sync.Mutex                    // guards the fields below
 	perUser map[string]int                // allocations held, live or pending, by user
@@ -117,14 +132,23 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Secret == "" {
 		return nil, ErrNoCredentials
 	}
-	if !cfg.RelayIP.IsValid() {
-		return nil, errors.New("relay: no RelayIP")
+	cfg.RelayIP, cfg.RelayIP6 = cfg.RelayIP.Unmap(), cfg.RelayIP6.WithZone("")
+	switch {
+	case !cfg.RelayIP.IsValid() && !cfg.RelayIP6.IsValid():
+		return nil, errors.New("relay: no RelayIP or RelayIP6")
+	case cfg.RelayIP.IsValid() && (!cfg.RelayIP.Is4() || cfg.RelayIP.IsUnspecified()):
+		return nil, fmt.Errorf("relay: RelayIP %v: want an IPv4 address that names the host (IPv6 goes in RelayIP6)", cfg.RelayIP)
+	case cfg.RelayIP6.IsValid() && (!cfg.RelayIP6.Is6() || cfg.RelayIP6.Is4In6() || cfg.RelayIP6.IsUnspecified()):
+		return nil, fmt.Errorf("relay: RelayIP6 %v: want an IPv6 address that names the host (IPv4 goes in RelayIP)", cfg.RelayIP6)
 	}
 	if cfg.Realm == "" {
 		cfg.Realm = DefaultRealm
 	}
-	if cfg.RelayBind == "" {
+	if cfg.RelayBind == "" && cfg.RelayIP.IsValid() {
 		cfg.RelayBind = cfg.RelayIP.String()
+	}
+	if cfg.RelayBind6 == "" && cfg.RelayIP6.IsValid() {
+		cfg.RelayBind6 = cfg.RelayIP6.String()
 	}
 	if cfg.ListenPacket == nil {
 		cfg.ListenPacket = net.ListenPacket
@@ -143,10 +167,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	log := quiet(cfg.Logger)
 	s := &Server{cfg: cfg, perUser: map[string]int{}, perIP: map[netip.Prefix]int{}, pending: map[string]holder{},
-		relays: map[netip.AddrPort]*relayConn{}, owned: map[string][]*relayConn{}, conns: map[*trackedConn]struct{}{}}
+		relays: map[netip.AddrPort]*relayConn{}, owned: map[string][]*relayConn{}, conns: map[*trackedConn]struct{}{},
+		relayIP: [2]netip.Addr{cfg.RelayIP, cfg.RelayIP6}, relayBind: [2]string{cfg.RelayBind, cfg.RelayBind6}}
 	own := append([]netip.Addr(nil), cfg.OwnAddrs...)
-	if ip, err := netip.ParseAddr(cfg.RelayBind); err == nil {
-		own = append(own, ip)
+	for _, b := range s.relayBind {
+		if ip, err := netip.ParseAddr(b); err == nil {
+			own = append(own, ip)
+		}
 	}
 	for _, pc := range cfg.PacketConns {
 		if ip, ok := ownAddr(pc.LocalAddr()); ok {
@@ -158,8 +185,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			own = append(own, ip)
 		}
 	}
-	s.policy = newPeerPolicy(cfg.RelayIP, own, cfg.AllowPeers)
-	gen := &relayPorts{cfg: &cfg, srv: s}
+	s.policy = newPeerPolicy([]netip.Addr{cfg.RelayIP, cfg.RelayIP6}, own, cfg.AllowPeers)
 	sc := turn.ServerConfig{
 		Realm:         cfg.Realm,
 		LoggerFactory: pionLogs{log: log},
@@ -188,27 +214,68 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			},
 		},
 	}
+	// pion's relay address generator is per socket or listener, and
+	// asks for "udp4" whoever the client is: a UDP socket's generator
+	// allocates in the family of the datagram being handled, and a
+	// listener's connections are split by family between two of pion's
+	// listeners, a generator each.
 	for _, pc := range cfg.PacketConns {
-		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: gen,
-			PermissionHandler: s.permit})
+		u := &udpTransport{PacketConn: pc, s: s}
+		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{PacketConn: u,
+			RelayAddressGenerator: &relayPorts{srv: s, family: func() int { return u.fam }}, PermissionHandler: s.permit})
 	}
+	var splits [][2]*familyListener
 	for _, l := range cfg.Listeners {
-		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: trackedListener{l, s}, RelayAddressGenerator: gen,
-			PermissionHandler: s.permit})
+		var split [2]*familyListener
+		for fam := range split {
+			split[fam] = &familyListener{Listener: l, in: make(chan net.Conn), done: make(chan struct{})}
+			sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{Listener: split[fam],
+				RelayAddressGenerator: &relayPorts{srv: s, family: func() int { return fam }}, PermissionHandler: s.permit})
+		}
+		splits = append(splits, split)
 	}
 	srv, err := turn.NewServer(sc)
 	if err != nil {
 		return nil, err
 	}
 	s.srv = srv
+	for i, l := range cfg.Listeners {
+		s.wg.Add(1)
+		go s.acceptLoop(l, splits[i])
+	}
 	return s, nil
 }
 
+// Address families, as indices.
+const (
+	ipv4 = 0
+	ipv6 = 1
+)
+
+// familyOf is a's family, IPv4-mapped addresses IPv4 (an invalid
+// address: IPv4).
+func familyOf(a netip.Addr) int {
+	if canonical(a).Is6() {
+		return ipv6
+	}
+	return ipv4
+}
+
+// relayFamily is the family a client at src is relayed in: its own, or
+// the other when the server has no relay IP of its family.
+func (s *Server) relayFamily(src netip.Addr) int {
+	if f := familyOf(src); s.relayIP[f].IsValid() {
+		return f
+	}
+	return 1 - familyOf(src)
+}
+
 // permit is pion's PermissionHandler: CreatePermission and ChannelBind
-// for a peer IP the policy denies are refused (403).
-func (s *Server) permit(_ net.Addr, peer net.IP) bool {
+// for a peer IP the policy denies, or of another family than the
+// client's relay socket (which cannot send there), are refused (403).
+func (s *Server) permit(src net.Addr, peer net.IP) bool {
 	a, ok := netip.AddrFromSlice(peer)
-	if ok && s.policy.permitIP(a) {
+	if ok && familyOf(a) == s.relayFamily(addrPortOf(src).Addr()) && s.policy.permitIP(a) {
 		return true
 	}
 	s.stats.deniedPeers.Add(1)
@@ -398,7 +465,13 @@ func (s *Server) releaseLocked(h holder) {
 // Close stops the server and closes its sockets, listeners and the TCP
 // connections it accepted (pion's Close leaves those to their clients).
 func (s *Server) Close() error {
-	err := s.srv.Close()
+	err := s.srv.Close() // the sockets, and pion's side of the listeners
+	for _, l := range s.cfg.Listeners {
+		if lerr := l.Close(); err == nil && lerr != nil && !errors.Is(lerr, net.ErrClosed) {
+			err = lerr
+		}
+	}
+	s.wg.Wait()
 	s.mu.Lock()
 	s.closed = true
 	conns := s.conns
@@ -410,32 +483,121 @@ func (s *Server) Close() error {
 	return err
 }
 
-// trackedListener records the connections it accepts, so Close can end
-// them.
-type trackedListener struct {
-	net.Listener
-	s *Server
+// acceptLoop accepts l's connections and hands each to pion through the
+// listener of its relay family, recording it so Close can end it.
+func (s *Server) acceptLoop(l net.Listener, split [2]*familyListener) {
+	defer s.wg.Done()
+	defer split[ipv4].Close()
+	defer split[ipv6].Close()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return // as pion's own accept loop: any error ends it
+		}
+		fam := s.relayFamily(addrPortOf(c.RemoteAddr()).Addr())
+		tc := &trackedConn{Conn: c, s: s, fam: fam, frames: turn.NewSTUNConn(c)}
+		s.mu.Lock()
+		s.conns[tc] = struct{}{} // Close waits for this loop before it takes them
+		s.mu.Unlock()
+		select {
+		case split[fam].in <- tc:
+		case <-split[fam].done:
+			tc.Close()
+		}
+	}
 }
 
-func (l trackedListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	tc := &trackedConn{Conn: c, s: l.s}
-	l.s.mu.Lock()
-	defer l.s.mu.Unlock()
-	if l.s.closed {
-		c.Close()
+// familyListener is pion's listener for the connections of one relay
+// family that a listener accepts (acceptLoop).
+type familyListener struct {
+	net.Listener // Addr only: the real one is the Server's to close
+	in           chan net.Conn
+	done         chan struct{}
+	once         sync.Once
+}
+
+func (l *familyListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.in:
+		return c, nil
+	case <-l.done:
 		return nil, net.ErrClosed
 	}
-	l.s.conns[tc] = struct{}{}
-	return tc, nil
 }
 
+func (l *familyListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+// udpTransport is a UDP socket as pion reads it. pion handles each
+// datagram before it reads the next (v4.1.4: one reader per socket, and
+// the relay address generator called on it), so fam, the relay family of
+// the client whose datagram is being handled, is the family the socket's
+// generator allocates in.
+type udpTransport struct {
+	net.PacketConn
+	s   *Server
+	fam int // pion's reader goroutine only
+}
+
+func (u *udpTransport) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, from, err := u.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, from, err
+		}
+		u.fam = u.s.relayFamily(addrPortOf(from).Addr())
+		if n < len(b) { // a full buffer may be cut short: pion drops it
+			if refusal := u.s.familyRefusal(b[:n], u.fam); refusal != nil {
+				u.PacketConn.WriteTo(refusal, from)
+				continue
+			}
+		}
+		return n, from, nil
+	}
+}
+
+// trackedConn is a TCP (or TLS) connection pion serves: Close forgets it,
+// and reads go through whole TURN frames, so an Allocate asking for a
+// family it does not get is answered here (familyRefusal).
 type trackedConn struct {
 	net.Conn
-	s *Server
+	s       *Server
+	fam     int            // the connection's relay family
+	frames  *turn.STUNConn // frames of Conn; reader goroutine only, as the fields below
+	buf     []byte         // the last frame read
+	pending []byte         // the part of it pion has not read yet
+}
+
+// frameBuf holds the frames a connection passes on: pion drops those of
+// its inbound MTU (1600 bytes) or more, and this one those longer than
+// the buffer.
+const frameBuf = 2048
+
+func (c *trackedConn) Read(b []byte) (int, error) {
+	if c.buf == nil {
+		c.buf = make([]byte, frameBuf)
+	}
+	for len(c.pending) == 0 {
+		n, _, err := c.frames.ReadFrom(c.buf)
+		if err != nil {
+			return 0, err
+		}
+		if n > len(c.buf) {
+			continue // cut short by the buffer: past pion's MTU, which it would drop
+		}
+		if refusal := c.s.familyRefusal(c.buf[:n], c.fam); refusal != nil {
+			if _, err := c.Conn.Write(refusal); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		c.pending = c.buf[:n]
+	}
+	n := copy(b, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
 }
 
 func (c *trackedConn) Close() error {
@@ -443,6 +605,55 @@ func (c *trackedConn) Close() error {
 	delete(c.s.conns, c)
 	c.s.mu.Unlock()
 	return c.Conn.Close()
+}
+
+// familyCodes are REQUESTED-ADDRESS-FAMILY's values (RFC 6156), by
+// family.
+var familyCodes = [2]byte{0x01, 0x02}
+
+// familyRefusal answers an authenticated Allocate request whose
+// REQUESTED-ADDRESS-FAMILY (RFC 6156) asks for another family than fam,
+// the one its allocation would be relayed in: 440 Address Family not
+// Supported (400 for a malformed attribute), signed as pion signs its
+// answers. nil lets the datagram through to pion, which reads no such
+// attribute: anything else, Allocates without the attribute or asking
+// for fam, and unauthenticated ones (pion answers those 401, and the
+// client's authenticated retry is refused here).
+func (s *Server) familyRefusal(b []byte, fam int) []byte {
+	if len(b) < 20 || b[0] != 0x00 || b[1] != 0x03 || !stun.IsMessage(b) { // 0x0003: Allocate request
+		return nil
+	}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil {
+		return nil
+	}
+	v, err := m.Get(stun.AttrRequestedAddressFamily)
+	if err != nil || (len(v) == 4 && v[0] == familyCodes[fam]) {
+		return nil
+	}
+	var user stun.Username
+	var realm stun.Realm
+	if user.GetFrom(m) != nil || realm.GetFrom(m) != nil || !m.Contains(stun.AttrMessageIntegrity) {
+		return nil
+	}
+	if exp, err := (Credentials{Username: user.String()}).Expires(); err != nil || !time.Now().Before(exp) {
+		return nil
+	}
+	integrity := stun.MessageIntegrity(turn.GenerateAuthKey(user.String(), realm.String(), password(s.cfg.Secret, user.String())))
+	if integrity.Check(m) != nil {
+		return nil // pion refuses it
+	}
+	code := stun.CodeAddrFamilyNotSupported
+	if len(v) != 4 {
+		code = stun.CodeBadRequest
+	}
+	res, err := stun.Build(stun.NewTransactionIDSetter(m.TransactionID), stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse),
+		stun.ErrorCodeAttribute{Code: code}, integrity, stun.Fingerprint)
+	if err != nil {
+		return nil
+	}
+	s.stats.familyRefused.Add(1)
+	return res.Raw
 }
 
 // ServerStats counts what a Server did.
@@ -456,13 +667,17 @@ type ServerStats struct {
 	AuthFailures uint64 // unknown, expired, forged or unauthorized credentials
 	Unauthorized uint64 // of AuthFailures: refused by ServerConfig.Authorize
 	BytesRelayed uint64 // peer datagram bytes in and out of relay sockets
-	DeniedPeers  uint64 // permissions, channel binds and datagrams refused by the peer policy
+	DeniedPeers  uint64 // permissions, channel binds and datagrams refused by the peer policy or for their family
+	// FamilyRefused counts Allocates refused 440 (Address Family not
+	// Supported): their REQUESTED-ADDRESS-FAMILY asked for another family
+	// than their transport's relay family.
+	FamilyRefused uint64
 }
 
 type serverCounters struct {
 	allocations, refused, authFailures, bytes atomic.Uint64
 	refusedUser, refusedIP, refusedFull       atomic.Uint64
-	deniedPeers, unauthorized                 atomic.Uint64
+	deniedPeers, unauthorized, familyRefused  atomic.Uint64
 	live                                      atomic.Int64
 }
 
@@ -472,26 +687,28 @@ func (s *Server) Stats() ServerStats {
 	return ServerStats{Allocations: c.allocations.Load(), Live: c.live.Load(), QuotaRefused: c.refused.Load(),
 		RefusedUser: c.refusedUser.Load(), RefusedIP: c.refusedIP.Load(), RefusedFull: c.refusedFull.Load(),
 		AuthFailures: c.authFailures.Load(), BytesRelayed: c.bytes.Load(), DeniedPeers: c.deniedPeers.Load(),
-		Unauthorized: c.unauthorized.Load()}
+		Unauthorized: c.unauthorized.Load(), FamilyRefused: c.familyRefused.Load()}
 }
 
 // relayPorts opens relay sockets through ServerConfig.ListenPacket, in the
-// configured port range; they count the bytes they carry and write only
+// configured port range and the family family says (whatever pion asks
+// for: always "udp4"); they count the bytes they carry and write only
 // where the peer policy allows.
 type relayPorts struct {
-	cfg *ServerConfig
-	srv *Server
+	srv    *Server
+	family func() int
 }
 
 func (r *relayPorts) Validate() error { return nil }
 
-func (r *relayPorts) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
-	pc, err := r.listen(network, requestedPort)
+func (r *relayPorts) AllocatePacketConn(_ string, requestedPort int) (net.PacketConn, net.Addr, error) {
+	fam := r.family()
+	pc, err := r.listen(fam, requestedPort)
 	if err != nil {
 		return nil, nil, err
 	}
-	ap := netip.AddrPortFrom(r.cfg.RelayIP, addrPortOf(pc.LocalAddr()).Port())
-	c := &relayConn{PacketConn: pc, srv: r.srv, relayed: ap}
+	ap := netip.AddrPortFrom(r.srv.relayIP[fam], addrPortOf(pc.LocalAddr()).Port())
+	c := &relayConn{PacketConn: pc, srv: r.srv, relayed: ap, fam: fam}
 	r.srv.policy.addLive(ap)
 	r.srv.mu.Lock()
 	r.srv.relays[ap] = c
@@ -499,16 +716,21 @@ func (r *relayPorts) AllocatePacketConn(network string, requestedPort int) (net.
 	return c, net.UDPAddrFromAddrPort(ap), nil
 }
 
-func (r *relayPorts) listen(network string, requested int) (net.PacketConn, error) {
-	if requested != 0 || r.cfg.MaxPort == 0 {
-		return r.cfg.ListenPacket(network, net.JoinHostPort(r.cfg.RelayBind, strconv.Itoa(requested)))
+func (r *relayPorts) listen(fam, requested int) (net.PacketConn, error) {
+	cfg := &r.srv.cfg
+	network, bind := "udp4", r.srv.relayBind[fam]
+	if fam == ipv6 {
+		network = "udp6" // IPv6-only: an IPv6 allocation relays to IPv6 peers
 	}
-	span := uint32(r.cfg.MaxPort-r.cfg.MinPort) + 1
+	if requested != 0 || cfg.MaxPort == 0 {
+		return cfg.ListenPacket(network, net.JoinHostPort(bind, strconv.Itoa(requested)))
+	}
+	span := uint32(cfg.MaxPort-cfg.MinPort) + 1
 	for range portTries {
 		var b [4]byte
 		rand.Read(b[:])
-		port := uint32(r.cfg.MinPort) + binary.LittleEndian.Uint32(b[:])%span
-		pc, err := r.cfg.ListenPacket(network, net.JoinHostPort(r.cfg.RelayBind, strconv.Itoa(int(port))))
+		port := uint32(cfg.MinPort) + binary.LittleEndian.Uint32(b[:])%span
+		pc, err := cfg.ListenPacket(network, net.JoinHostPort(bind, strconv.Itoa(int(port))))
 		if err == nil {
 			return pc, nil
 		}
@@ -526,6 +748,7 @@ type relayConn struct {
 	net.PacketConn
 	srv     *Server
 	relayed netip.AddrPort
+	fam     int // relayed's
 	once    sync.Once
 
 	owner, user string // the allocation's client transport address and username; guarded by srv.mu
@@ -537,11 +760,11 @@ func (c *relayConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	return n, a, err
 }
 
-// WriteTo sends to peers the policy allows: pion's permission check is by
-// IP, and the relay's own IP passes it for relay to relay, so this is
-// where its other ports are refused.
+// WriteTo sends to peers of its family the policy allows: pion's
+// permission check is by IP, and the relay's own IP passes it for relay
+// to relay, so this is where its other ports are refused.
 func (c *relayConn) WriteTo(b []byte, a net.Addr) (int, error) {
-	if !c.srv.policy.writable(addrPortOf(a)) {
+	if dst := addrPortOf(a); familyOf(dst.Addr()) != c.fam || !c.srv.policy.writable(dst) {
 		c.srv.stats.deniedPeers.Add(1)
 		return 0, errDeniedPeer
 	}
