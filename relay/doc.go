@@ -56,41 +56,53 @@
 // ServerConfig.RelayIP is the IPv4 address put in relayed addresses and
 // RelayIP6 the IPv6 one (RelayBind and RelayBind6 are what relay sockets
 // bind to; MinPort and MaxPort bound the ports of each family). An
-// allocation is relayed in the family of its client's transport, the
-// source address of its UDP datagrams (IPv4-mapped is IPv4, so one
-// dual-stack socket serves both) or of its TCP connection, when the
-// server has a relay IP of that family, and in the other family
-// otherwise. Relay sockets are of one family ("udp6" ones IPv6-only), so
-// an allocation reaches peers of its own family only: a permission or
-// channel bind for one of the other, IPv4-mapped addresses included, is
-// refused (403) and counted in ServerStats.DeniedPeers. Relay to relay
-// on one server therefore works between allocations of one family, not
-// across them.
+// Allocate that carries REQUESTED-ADDRESS-FAMILY (RFC 6156) is relayed in
+// the family it asks for, over a transport of either family, when the
+// server has a relay IP of it; one without the attribute is relayed in
+// the family of its client's transport, the source address of its UDP
+// datagrams (IPv4-mapped is IPv4, so one dual-stack socket serves both)
+// or of its TCP connection, when the server has a relay IP of that
+// family, and in the other family otherwise. Relay sockets are of one
+// family ("udp6" ones IPv6-only), so an allocation reaches peers of its
+// own family only: a permission or channel bind for one of the other,
+// IPv4-mapped addresses included, is refused (403) and counted in
+// ServerStats.DeniedPeers. Relay to relay on one server therefore works
+// between allocations of one family, not across them.
 //
-// That departs from RFC 6156 (and RFC 8656), under which an Allocate
-// without REQUESTED-ADDRESS-FAMILY gets IPv4 whatever its transport: over
-// IPv6 it gets IPv6 here (IPv4 when RelayIP6 is unset). pion/turn v4.1.4
-// reads no REQUESTED-ADDRESS-FAMILY and asks its relay address generator
-// for "udp4" every time, which is why the family is chosen per transport
-// instead. Measured (TestPionIgnoresRequestedAddressFamily), pion lets the
-// attribute, and any other unknown comprehension-required attribute,
-// through without the 420 (Unknown Attribute) RFC 8489 asks for (it
-// refuses DONT-FRAGMENT only): bare, it relays an Allocate that asks for
-// IPv6 over IPv4. Server reads the attribute itself before pion does and
-// honours it by refusal: an authenticated Allocate (its MESSAGE-INTEGRITY
-// checks out under the secret, its username has not expired) asking for
-// the family it would not get is answered 440 (Address Family not
-// Supported), or 400 for a malformed attribute, signed, and counted in
-// ServerStats.FamilyRefused. So a client that asks for IPv4 over IPv6 is
-// refused 440, unless the server has no RelayIP6 and relays it over IPv4
-// as asked, and one that asks for IPv6 over IPv4 likewise; it can
-// allocate over a transport of the family it wants. An Allocate asking
-// for the family it gets is pion's as usual, and so is the first,
-// unauthenticated one whatever it asks (401: authentication comes first,
-// as RFC 8656 orders it). ADDITIONAL-ADDRESS-FAMILY (RFC 8656's dual
-// allocation) is not read: an allocation has one relayed address.
-// Client sends no REQUESTED-ADDRESS-FAMILY (pion's client cannot).
+// The default departs from RFC 6156 (and RFC 8656), under which an
+// Allocate without REQUESTED-ADDRESS-FAMILY gets IPv4 whatever its
+// transport: over IPv6 it gets IPv6 here (IPv4 when RelayIP6 is unset).
+// This is coturn's allocation-default-address-family=keep, which coturn
+// marks as breaking RFC 6156. It is chosen because pion's client, which
+// Client is, cannot send the attribute, so a gamewire peer over IPv6
+// would otherwise never get an IPv6 relayed address. A client that
+// follows the RFC to the letter and sends no attribute over IPv6 expects
+// IPv4 and may refuse what it gets: coturn's turnutils_uclient does
+// (measured, rendezvous TestCoturnClientsOverIPv6). It gets IPv4 by
+// asking for it. ADDITIONAL-ADDRESS-FAMILY (RFC 8656's dual allocation)
+// is not read: an allocation has one relayed address.
 //
+// pion/turn v4.1.4 reads no REQUESTED-ADDRESS-FAMILY and asks its relay
+// address generator for "udp4" every time. Measured
+// (TestPionIgnoresRequestedAddressFamily), it lets the attribute, and any
+// other unknown comprehension-required attribute, through without the
+// 420 (Unknown Attribute) RFC 8489 asks for (it refuses DONT-FRAGMENT
+// only): bare, it relays an Allocate that asks for IPv6 over IPv4.
+// Server reads the attribute itself, before pion. pion's generator is
+// per socket or listener, and handles a socket's datagrams one at a time,
+// so a UDP socket's generator allocates in the family of the datagram
+// being handled. A listener's connections are split between two of
+// pion's listeners, one per family, by their first frame, which is the
+// client's first Allocate; a later allocation on a TCP connection that
+// asks for the other family is refused. An authenticated Allocate (its
+// MESSAGE-INTEGRITY checks out under the secret, its username has not
+// expired) asking for a family the server has no relay IP for, or a value
+// RFC 6156 does not define, is answered 440 (Address Family not
+// Supported), and a malformed attribute 400, signed, and counted in
+// ServerStats.FamilyRefused. The first, unauthenticated Allocate is
+// pion's (401) whatever it asks: authentication comes first, as RFC 8656
+// orders it.
+
 // # Allocation caps
 //
 // Identities cost nothing, so credentials do not bound what one host

@@ -370,6 +370,7 @@ type rawTURN struct {
 	conn   net.PacketConn
 	server net.Addr
 	creds  Credentials
+	auth   []stun.Setter // once a 401 has given the nonce and realm
 }
 
 func (r *rawTURN) roundTrip(m *stun.Message) *stun.Message {
@@ -391,39 +392,57 @@ func (r *rawTURN) roundTrip(m *stun.Message) *stun.Message {
 	}
 }
 
+// request sends an authenticated request (once allocate has the nonce).
+func (r *rawTURN) request(method stun.Method, attrs ...stun.Setter) *stun.Message {
+	r.t.Helper()
+	m, err := stun.Build(append(append(append([]stun.Setter{stun.TransactionID, stun.NewType(method, stun.ClassRequest)}, attrs...),
+		r.auth...), stun.Fingerprint)...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return r.roundTrip(m)
+}
+
 // allocate sends an Allocate with attrs, unauthenticated and then, after
 // the 401, with the nonce and credentials; it returns both answers and
-// the second's integrity. A success is released again.
+// the second's integrity.
 func (r *rawTURN) allocate(attrs ...stun.Setter) (first, second *stun.Message, integrity stun.MessageIntegrity) {
 	r.t.Helper()
-	base := append([]stun.Setter{stun.NewType(stun.MethodAllocate, stun.ClassRequest),
-		stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}}, attrs...)
-	build := func(more ...stun.Setter) *stun.Message {
-		m, err := stun.Build(append(append(append([]stun.Setter{stun.TransactionID}, base...), more...), stun.Fingerprint)...)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		return m
+	attrs = append([]stun.Setter{stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}}, attrs...)
+	m, err := stun.Build(append(append([]stun.Setter{stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest)}, attrs...),
+		stun.Fingerprint)...)
+	if err != nil {
+		r.t.Fatal(err)
 	}
-	first = r.roundTrip(build())
+	first = r.roundTrip(m)
 	var nonce stun.Nonce
 	var realm stun.Realm
 	if nonce.GetFrom(first) != nil || realm.GetFrom(first) != nil {
 		r.t.Fatalf("first answer %v has no nonce and realm", first)
 	}
 	integrity = stun.NewLongTermIntegrity(r.creds.Username, realm.String(), r.creds.Password)
-	auth := []stun.Setter{stun.NewUsername(r.creds.Username), realm, nonce, integrity}
-	second = r.roundTrip(build(auth...))
-	if second.Type.Class == stun.ClassSuccessResponse {
-		m, err := stun.Build(append(append([]stun.Setter{stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest),
-			stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 0}}}, auth...), stun.Fingerprint)...)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		r.roundTrip(m)
-	}
-	return first, second, integrity
+	r.auth = []stun.Setter{stun.NewUsername(r.creds.Username), realm, nonce, integrity}
+	return first, r.request(stun.MethodAllocate, attrs...), integrity
 }
+
+// release ends the allocation.
+func (r *rawTURN) release() {
+	r.t.Helper()
+	r.request(stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 0}})
+}
+
+// permit asks for a permission for peer, and says whether it was granted.
+func (r *rawTURN) permit(peer netip.AddrPort) bool {
+	r.t.Helper()
+	xpa := setter(func(m *stun.Message) error {
+		return (&stun.XORMappedAddress{IP: peer.Addr().AsSlice(), Port: int(peer.Port())}).AddToAs(m, stun.AttrXORPeerAddress)
+	})
+	return r.request(stun.MethodCreatePermission, xpa).Type.Class == stun.ClassSuccessResponse
+}
+
+type setter func(*stun.Message) error
+
+func (f setter) AddTo(m *stun.Message) error { return f(m) }
 
 // outcome is what an Allocate answer says: the relayed address's family,
 // or the error code.
@@ -473,7 +492,7 @@ func (probeGen) AllocateConn(string, int) (net.Conn, net.Addr, error) { return n
 // neither and answers no 420 (Unknown Attribute) or 440: an Allocate
 // asking for IPv6 gets what its generator was asked for, "udp4", and so
 // does one carrying attribute 0x0030. Should a pion upgrade change this,
-// this test says so, and familyRefusal is to be looked at again.
+// this test says so, and allocationFamily is to be looked at again.
 func TestPionIgnoresRequestedAddressFamily(t *testing.T) {
 	leakcheck.Check(t)
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
@@ -501,6 +520,9 @@ func TestPionIgnoresRequestedAddressFamily(t *testing.T) {
 		"unknown attribute 0x0030":      stun.RawAttribute{Type: 0x0030, Value: []byte{1, 2, 3, 4}},
 	} {
 		first, second, _ := r.allocate(attr)
+		if outcome(second) != "error 401" && strings.HasPrefix(outcome(second), "relayed") {
+			r.release()
+		}
 		if got := outcome(first); got != "error 401" {
 			t.Errorf("%s, unauthenticated: %s, want pion's 401", name, got)
 		}
@@ -513,18 +535,27 @@ func TestPionIgnoresRequestedAddressFamily(t *testing.T) {
 	}
 }
 
-// TestRequestedAddressFamily: the server relays in the family of the
-// client's transport, and answers an authenticated Allocate whose
-// REQUESTED-ADDRESS-FAMILY asks for the other one 440 (Address Family not
-// Supported), signed, over UDP and TCP; one asking for the family it
-// gets, or without the attribute, is allocated, and the unauthenticated
-// first try is pion's 401 whatever it asks. A server with no IPv6 relay
-// IP refuses IPv6 to everyone.
+// TestRequestedAddressFamily: the server reads REQUESTED-ADDRESS-FAMILY
+// (pion does not) over UDP and TCP. An Allocate asking for a family the
+// server relays in gets it, over either transport family, and its
+// permissions are for peers of that family; one without the attribute
+// gets its transport's family (the departure from RFC 6156); an
+// authenticated one asking for a family the server has no relay IP for,
+// or an unknown value, is answered 440 (Address Family not Supported),
+// a malformed attribute 400, signed; a second allocation on a TCP
+// connection relayed in one family that asks for the other is refused
+// 440. The unauthenticated first try is pion's 401 whatever it asks.
 func TestRequestedAddressFamily(t *testing.T) {
 	leakcheck.Check(t)
 	s := startDualServer(t, nil)
 	v4only := startDualServer(t, func(c *ServerConfig) { c.RelayIP6 = netip.Addr{} })
 	const v4, v6 = 0x01, 0x02
+	peer4, peer6 := netip.MustParseAddrPort("198.51.100.1:9"), netip.MustParseAddrPort("[2001:db8::1]:9") // permissions only: nothing is sent
+	udp4 := func(d *dualServer) netip.AddrPort { return d.udp4 }
+	udp6 := func(d *dualServer) netip.AddrPort { return d.udp6 }
+	tcp4 := func(d *dualServer) netip.AddrPort { return d.tcp4 }
+	tcp6 := func(d *dualServer) netip.AddrPort { return d.tcp6 }
+	malformed := stun.RawAttribute{Type: stun.AttrRequestedAddressFamily, Value: []byte{v6, 0}}
 	for _, tc := range []struct {
 		srv       *dualServer
 		at        func(*dualServer) netip.AddrPort
@@ -534,21 +565,22 @@ func TestRequestedAddressFamily(t *testing.T) {
 		refused   uint64
 		transport string
 	}{
-		{s, func(d *dualServer) netip.AddrPort { return d.udp4 }, UDP, nil, "relayed over IPv4", 0, "udp4"},
-		{s, func(d *dualServer) netip.AddrPort { return d.udp4 }, UDP, []stun.Setter{familyAttr(v4)}, "relayed over IPv4", 0, "udp4"},
-		{s, func(d *dualServer) netip.AddrPort { return d.udp4 }, UDP, []stun.Setter{familyAttr(v6)}, "error 440", 1, "udp4"},
-		{s, func(d *dualServer) netip.AddrPort { return d.udp6 }, UDP, nil, "relayed over IPv6", 0, "udp6"},
-		{s, func(d *dualServer) netip.AddrPort { return d.udp6 }, UDP, []stun.Setter{familyAttr(v6)}, "relayed over IPv6", 0, "udp6"},
-		{s, func(d *dualServer) netip.AddrPort { return d.udp6 }, UDP, []stun.Setter{familyAttr(v4)}, "error 440", 1, "udp6"},
-		{s, func(d *dualServer) netip.AddrPort { return d.udp6 }, UDP, []stun.Setter{familyAttr(0x03)}, "error 440", 1, "udp6"},
-		{s, func(d *dualServer) netip.AddrPort { return d.udp6 }, UDP,
-			[]stun.Setter{stun.RawAttribute{Type: stun.AttrRequestedAddressFamily, Value: []byte{v6, 0}}}, "error 400", 1, "udp6"},
-		{s, func(d *dualServer) netip.AddrPort { return d.tcp6 }, TCP, []stun.Setter{familyAttr(v4)}, "error 440", 1, "tcp6"},
-		{s, func(d *dualServer) netip.AddrPort { return d.tcp6 }, TCP, []stun.Setter{familyAttr(v6)}, "relayed over IPv6", 0, "tcp6"},
-		{s, func(d *dualServer) netip.AddrPort { return d.tcp4 }, TCP, []stun.Setter{familyAttr(v6)}, "error 440", 1, "tcp4"},
-		{v4only, func(d *dualServer) netip.AddrPort { return d.udp6 }, UDP, nil, "relayed over IPv4", 0, "udp6"},
-		{v4only, func(d *dualServer) netip.AddrPort { return d.udp6 }, UDP, []stun.Setter{familyAttr(v4)}, "relayed over IPv4", 0, "udp6"},
-		{v4only, func(d *dualServer) netip.AddrPort { return d.udp6 }, UDP, []stun.Setter{familyAttr(v6)}, "error 440", 1, "udp6"},
+		{s, udp4, UDP, nil, "relayed over IPv4", 0, "udp4"},
+		{s, udp4, UDP, []stun.Setter{familyAttr(v4)}, "relayed over IPv4", 0, "udp4"},
+		{s, udp4, UDP, []stun.Setter{familyAttr(v6)}, "relayed over IPv6", 0, "udp4"},
+		{s, udp6, UDP, nil, "relayed over IPv6", 0, "udp6"},
+		{s, udp6, UDP, []stun.Setter{familyAttr(v6)}, "relayed over IPv6", 0, "udp6"},
+		{s, udp6, UDP, []stun.Setter{familyAttr(v4)}, "relayed over IPv4", 0, "udp6"},
+		{s, udp6, UDP, []stun.Setter{familyAttr(0x03)}, "error 440", 1, "udp6"},
+		{s, udp6, UDP, []stun.Setter{malformed}, "error 400", 1, "udp6"},
+		{s, tcp6, TCP, nil, "relayed over IPv6", 0, "tcp6"},
+		{s, tcp6, TCP, []stun.Setter{familyAttr(v4)}, "relayed over IPv4", 0, "tcp6"},
+		{s, tcp4, TCP, []stun.Setter{familyAttr(v6)}, "relayed over IPv6", 0, "tcp4"},
+		{s, tcp4, TCP, []stun.Setter{familyAttr(0x00)}, "error 440", 1, "tcp4"},
+		{v4only, udp6, UDP, nil, "relayed over IPv4", 0, "udp6"},
+		{v4only, udp6, UDP, []stun.Setter{familyAttr(v4)}, "relayed over IPv4", 0, "udp6"},
+		{v4only, udp6, UDP, []stun.Setter{familyAttr(v6)}, "error 440", 1, "udp6"},
+		{v4only, tcp4, TCP, []stun.Setter{familyAttr(v6)}, "error 440", 1, "tcp4"},
 	} {
 		at := tc.at(tc.srv)
 		var conn net.PacketConn
@@ -566,21 +598,35 @@ func TestRequestedAddressFamily(t *testing.T) {
 			conn = turn.NewSTUNConn(c)
 		}
 		before := tc.srv.Stats().FamilyRefused
-		r := &rawTURN{t: t, conn: conn, server: net.UDPAddrFromAddrPort(at), creds: NewCredentials(testSecret, "raw", time.Hour, time.Now())}
+		r := &rawTURN{t: t, conn: conn, server: net.UDPAddrFromAddrPort(at), creds: NewCredentials(testSecret, "raw"+at.String(), time.Hour, time.Now())}
 		first, second, integrity := r.allocate(tc.attrs...)
-		conn.Close()
 		if err := integrity.Check(second); err != nil {
 			t.Errorf("%v at %v %v: answer %v fails its integrity check: %v", tc.tr, at, tc.attrs, second, err)
 		}
 		if got := outcome(first); got != "error 401" {
 			t.Errorf("%v at %v %v, unauthenticated: %s, want 401", tc.tr, at, tc.attrs, got)
 		}
-		if got := outcome(second); got != tc.want {
+		got := outcome(second)
+		if got != tc.want {
 			t.Errorf("%v at %v %v: %s, want %s", tc.tr, at, tc.attrs, got, tc.want)
 		}
 		if got := tc.srv.Stats().FamilyRefused - before; got != tc.refused {
 			t.Errorf("%v at %v %v: %d counted refused, want %d", tc.tr, at, tc.attrs, got, tc.refused)
 		}
+		if strings.HasPrefix(got, "relayed") {
+			ok4, ok6 := r.permit(peer4), r.permit(peer6)
+			if want6 := got == "relayed over IPv6"; ok4 == want6 || ok6 != want6 {
+				t.Errorf("%v at %v %v, %s: permission for %v %v, for %v %v", tc.tr, at, tc.attrs, got, peer4, ok4, peer6, ok6)
+			}
+			r.release()
+		}
+		if tc.tr == TCP && got == "relayed over IPv6" {
+			// The connection is relayed over IPv6 now.
+			if _, again, _ := r.allocate(familyAttr(v4)); outcome(again) != "error 440" {
+				t.Errorf("%v at %v: a second allocation asking for IPv4: %s, want 440", tc.tr, at, outcome(again))
+			}
+		}
+		conn.Close()
 	}
 	// A forged integrity is not answered here: pion refuses it.
 	c, err := net.ListenPacket("udp6", "[::1]:0")
@@ -588,13 +634,13 @@ func TestRequestedAddressFamily(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	r := &rawTURN{t: t, conn: c, server: net.UDPAddrFromAddrPort(s.udp6), creds: Credentials{Username: NewCredentials(testSecret, "f", time.Hour, time.Now()).Username, Password: "forged"}}
-	before := s.Stats().FamilyRefused
-	_, second, _ := r.allocate(familyAttr(v4))
-	if got := outcome(second); got == "error 440" || strings.HasPrefix(got, "relayed") {
-		t.Errorf("forged credentials: %s", got)
+	r := &rawTURN{t: t, conn: c, server: net.UDPAddrFromAddrPort(v4only.udp6),
+		creds: Credentials{Username: NewCredentials(testSecret, "f", time.Hour, time.Now()).Username, Password: "forged"}}
+	before := v4only.Stats().FamilyRefused
+	if _, second, _ := r.allocate(familyAttr(v6)); outcome(second) == "error 440" || strings.HasPrefix(outcome(second), "relayed") {
+		t.Errorf("forged credentials: %s", outcome(second))
 	}
-	if s.Stats().FamilyRefused != before {
+	if v4only.Stats().FamilyRefused != before {
 		t.Error("a forged request was counted refused for its family")
 	}
 }

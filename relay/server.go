@@ -44,10 +44,11 @@ type ServerConfig struct {
 
 	// RelayIP is the IPv4 address put in relayed addresses, RelayIP6 the
 	// IPv6 one: the host's public IPs. At least one is required. An
-	// allocation is relayed in the family of its client's transport (the
-	// source address of its datagrams, or of its TCP connection) when
-	// the server has a relay IP of that family, and in the other family
-	// otherwise; see the package documentation, IPv6.
+	// allocation is relayed in the family its REQUESTED-ADDRESS-FAMILY
+	// asks for, or without one in the family of its client's transport
+	// (the source address of its datagrams, or of its TCP connection),
+	// when the server has a relay IP of that family, and in the other
+	// family otherwise; see the package documentation, IPv6.
 	RelayIP  netip.Addr
 	RelayIP6 netip.Addr
 	// RelayBind is what IPv4 relay sockets bind to, RelayBind6 what IPv6
@@ -261,8 +262,9 @@ func familyOf(a netip.Addr) int {
 	return ipv4
 }
 
-// relayFamily is the family a client at src is relayed in: its own, or
-// the other when the server has no relay IP of its family.
+// relayFamily is the family a client at src is relayed in unless it asks
+// for another (allocationFamily): its own, or the other when the server
+// has no relay IP of its family.
 func (s *Server) relayFamily(src netip.Addr) int {
 	if f := familyOf(src); s.relayIP[f].IsValid() {
 		return f
@@ -275,11 +277,23 @@ func (s *Server) relayFamily(src netip.Addr) int {
 // client's relay socket (which cannot send there), are refused (403).
 func (s *Server) permit(src net.Addr, peer net.IP) bool {
 	a, ok := netip.AddrFromSlice(peer)
-	if ok && familyOf(a) == s.relayFamily(addrPortOf(src).Addr()) && s.policy.permitIP(a) {
+	if ok && familyOf(a) == s.allocationOf(src) && s.policy.permitIP(a) {
 		return true
 	}
 	s.stats.deniedPeers.Add(1)
 	return false
+}
+
+// allocationOf is the family of src's allocation. pion asks its
+// PermissionHandler only for a client that has one, made
+// (OnAllocationCreated, owns) before pion answered its Allocate.
+func (s *Server) allocationOf(src net.Addr) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if list := s.owned[transportKey(src)]; len(list) > 0 {
+		return list[len(list)-1].fam // the newest
+	}
+	return s.relayFamily(addrPortOf(src).Addr())
 }
 
 // auth checks use-auth-secret credentials, then asks authorize. It counts
@@ -471,7 +485,6 @@ func (s *Server) Close() error {
 			err = lerr
 		}
 	}
-	s.wg.Wait()
 	s.mu.Lock()
 	s.closed = true
 	conns := s.conns
@@ -480,11 +493,12 @@ func (s *Server) Close() error {
 	for c := range conns {
 		c.Conn.Close()
 	}
+	s.wg.Wait()
 	return err
 }
 
-// acceptLoop accepts l's connections and hands each to pion through the
-// listener of its relay family, recording it so Close can end it.
+// acceptLoop accepts l's connections, recording them so Close can end
+// them, and routes each to pion.
 func (s *Server) acceptLoop(l net.Listener, split [2]*familyListener) {
 	defer s.wg.Done()
 	defer split[ipv4].Close()
@@ -494,16 +508,38 @@ func (s *Server) acceptLoop(l net.Listener, split [2]*familyListener) {
 		if err != nil {
 			return // as pion's own accept loop: any error ends it
 		}
-		fam := s.relayFamily(addrPortOf(c.RemoteAddr()).Addr())
-		tc := &trackedConn{Conn: c, s: s, fam: fam, frames: turn.NewSTUNConn(c)}
+		tc := &trackedConn{Conn: c, s: s, fam: s.relayFamily(addrPortOf(c.RemoteAddr()).Addr()), frames: turn.NewSTUNConn(c)}
 		s.mu.Lock()
-		s.conns[tc] = struct{}{} // Close waits for this loop before it takes them
-		s.mu.Unlock()
-		select {
-		case split[fam].in <- tc:
-		case <-split[fam].done:
-			tc.Close()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			continue
 		}
+		s.conns[tc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.route(tc, split)
+	}
+}
+
+// route hands tc to pion through the listener of its relay family, which
+// its first frame decides: an Allocate that asks for a family the server
+// relays in gets it (allocationFamily), any other frame the connection's
+// own. A connection holds one allocation at a time; a later Allocate on
+// it asking for the other family is refused.
+func (s *Server) route(tc *trackedConn, split [2]*familyListener) {
+	defer s.wg.Done()
+	frame, err := tc.next()
+	if err != nil {
+		tc.Close()
+		return
+	}
+	tc.held = frame
+	tc.fam, _ = s.allocationFamily(frame, tc.fam, true)
+	select {
+	case split[tc.fam].in <- tc:
+	case <-split[tc.fam].done:
+		tc.Close()
 	}
 }
 
@@ -533,8 +569,8 @@ func (l *familyListener) Close() error {
 // udpTransport is a UDP socket as pion reads it. pion handles each
 // datagram before it reads the next (v4.1.4: one reader per socket, and
 // the relay address generator called on it), so fam, the relay family of
-// the client whose datagram is being handled, is the family the socket's
-// generator allocates in.
+// the datagram being handled (allocationFamily), is the family the
+// socket's generator allocates in.
 type udpTransport struct {
 	net.PacketConn
 	s   *Server
@@ -547,27 +583,30 @@ func (u *udpTransport) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil {
 			return n, from, err
 		}
-		u.fam = u.s.relayFamily(addrPortOf(from).Addr())
+		fam := u.s.relayFamily(addrPortOf(from).Addr())
 		if n < len(b) { // a full buffer may be cut short: pion drops it
-			if refusal := u.s.familyRefusal(b[:n], u.fam); refusal != nil {
+			var refusal []byte
+			if fam, refusal = u.s.allocationFamily(b[:n], fam, true); refusal != nil {
 				u.PacketConn.WriteTo(refusal, from)
 				continue
 			}
 		}
+		u.fam = fam
 		return n, from, nil
 	}
 }
 
 // trackedConn is a TCP (or TLS) connection pion serves: Close forgets it,
 // and reads go through whole TURN frames, so an Allocate asking for a
-// family it does not get is answered here (familyRefusal).
+// family it does not get is answered here (allocationFamily).
 type trackedConn struct {
 	net.Conn
 	s       *Server
-	fam     int            // the connection's relay family
-	frames  *turn.STUNConn // frames of Conn; reader goroutine only, as the fields below
+	fam     int            // the connection's relay family, set by route
+	frames  *turn.STUNConn // frames of Conn; route's, then pion's reader's, as the fields below
 	buf     []byte         // the last frame read
-	pending []byte         // the part of it pion has not read yet
+	held    []byte         // the frame route read, for pion
+	pending []byte         // the part of a frame pion has not read yet
 }
 
 // frameBuf holds the frames a connection passes on: pion drops those of
@@ -575,25 +614,40 @@ type trackedConn struct {
 // the buffer.
 const frameBuf = 2048
 
-func (c *trackedConn) Read(b []byte) (int, error) {
+// next returns the next frame: the one held, or one read that fits the
+// buffer (longer ones are past pion's MTU, and it would drop them).
+func (c *trackedConn) next() ([]byte, error) {
+	if f := c.held; f != nil {
+		c.held = nil
+		return f, nil
+	}
 	if c.buf == nil {
 		c.buf = make([]byte, frameBuf)
 	}
-	for len(c.pending) == 0 {
+	for {
 		n, _, err := c.frames.ReadFrom(c.buf)
+		if err != nil {
+			return nil, err
+		}
+		if n <= len(c.buf) {
+			return c.buf[:n], nil
+		}
+	}
+}
+
+func (c *trackedConn) Read(b []byte) (int, error) {
+	for len(c.pending) == 0 {
+		frame, err := c.next()
 		if err != nil {
 			return 0, err
 		}
-		if n > len(c.buf) {
-			continue // cut short by the buffer: past pion's MTU, which it would drop
-		}
-		if refusal := c.s.familyRefusal(c.buf[:n], c.fam); refusal != nil {
+		if _, refusal := c.s.allocationFamily(frame, c.fam, false); refusal != nil {
 			if _, err := c.Conn.Write(refusal); err != nil {
 				return 0, err
 			}
 			continue
 		}
-		c.pending = c.buf[:n]
+		c.pending = frame
 	}
 	n := copy(b, c.pending)
 	c.pending = c.pending[n:]
@@ -611,37 +665,47 @@ func (c *trackedConn) Close() error {
 // family.
 var familyCodes = [2]byte{0x01, 0x02}
 
-// familyRefusal answers an authenticated Allocate request whose
-// REQUESTED-ADDRESS-FAMILY (RFC 6156) asks for another family than fam,
-// the one its allocation would be relayed in: 440 Address Family not
-// Supported (400 for a malformed attribute), signed as pion signs its
-// answers. nil lets the datagram through to pion, which reads no such
-// attribute: anything else, Allocates without the attribute or asking
-// for fam, and unauthenticated ones (pion answers those 401, and the
-// client's authenticated retry is refused here).
-func (s *Server) familyRefusal(b []byte, fam int) []byte {
+// allocationFamily reads an Allocate request's REQUESTED-ADDRESS-FAMILY
+// (RFC 6156), which pion does not: it returns the family to relay in,
+// the one asked for when the server relays in it and choose allows a
+// choice, fam otherwise (no attribute, not an Allocate request). And it
+// answers, instead of pion, an authenticated request that asks for
+// another family than the one returned, or one the server has no relay IP
+// for, or one it does not know (440 Address Family not Supported), or
+// whose attribute is malformed (400), signed as pion signs its answers:
+// a non-nil refusal is to be sent, and the request dropped. An
+// unauthenticated one goes to pion whatever it asks (pion answers 401,
+// and the client's authenticated retry is judged here).
+func (s *Server) allocationFamily(b []byte, fam int, choose bool) (int, []byte) {
 	if len(b) < 20 || b[0] != 0x00 || b[1] != 0x03 || !stun.IsMessage(b) { // 0x0003: Allocate request
-		return nil
+		return fam, nil
 	}
 	m := &stun.Message{Raw: append([]byte(nil), b...)}
 	if m.Decode() != nil {
-		return nil
+		return fam, nil
 	}
 	v, err := m.Get(stun.AttrRequestedAddressFamily)
-	if err != nil || (len(v) == 4 && v[0] == familyCodes[fam]) {
-		return nil
+	if err != nil {
+		return fam, nil
+	}
+	if len(v) == 4 {
+		for f, code := range familyCodes {
+			if v[0] == code && s.relayIP[f].IsValid() && (f == fam || choose) {
+				return f, nil
+			}
+		}
 	}
 	var user stun.Username
 	var realm stun.Realm
 	if user.GetFrom(m) != nil || realm.GetFrom(m) != nil || !m.Contains(stun.AttrMessageIntegrity) {
-		return nil
+		return fam, nil
 	}
 	if exp, err := (Credentials{Username: user.String()}).Expires(); err != nil || !time.Now().Before(exp) {
-		return nil
+		return fam, nil
 	}
 	integrity := stun.MessageIntegrity(turn.GenerateAuthKey(user.String(), realm.String(), password(s.cfg.Secret, user.String())))
 	if integrity.Check(m) != nil {
-		return nil // pion refuses it
+		return fam, nil // pion refuses it
 	}
 	code := stun.CodeAddrFamilyNotSupported
 	if len(v) != 4 {
@@ -650,10 +714,10 @@ func (s *Server) familyRefusal(b []byte, fam int) []byte {
 	res, err := stun.Build(stun.NewTransactionIDSetter(m.TransactionID), stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse),
 		stun.ErrorCodeAttribute{Code: code}, integrity, stun.Fingerprint)
 	if err != nil {
-		return nil
+		return fam, nil
 	}
 	s.stats.familyRefused.Add(1)
-	return res.Raw
+	return fam, res.Raw
 }
 
 // ServerStats counts what a Server did.
@@ -668,9 +732,10 @@ type ServerStats struct {
 	Unauthorized uint64 // of AuthFailures: refused by ServerConfig.Authorize
 	BytesRelayed uint64 // peer datagram bytes in and out of relay sockets
 	DeniedPeers  uint64 // permissions, channel binds and datagrams refused by the peer policy or for their family
-	// FamilyRefused counts Allocates refused 440 (Address Family not
-	// Supported): their REQUESTED-ADDRESS-FAMILY asked for another family
-	// than their transport's relay family.
+	// FamilyRefused counts Allocates refused for their
+	// REQUESTED-ADDRESS-FAMILY: 440 (Address Family not Supported) for a
+	// family the server has no relay IP for (or the other family on a TCP
+	// connection relayed in one already), 400 for a malformed attribute.
 	FamilyRefused uint64
 }
 
