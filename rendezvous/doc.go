@@ -129,8 +129,9 @@
 // With ServerConfig.TURN the server issues TURN credentials (in REGISTERED)
 // to registered clients that allow relay, for its embedded TURN server or
 // an external one such as coturn with the same secret. The embedded server
-// shares the primary UDP socket (Conns[0], the first address given to
-// Listen) and the TCP listeners: STUN messages other
+// shares the first UDP socket of each address family (Conns[0], the first
+// address given to Listen, and the first of the other family) and the TCP
+// listeners: STUN messages other
 // than Binding requests and TURN ChannelData (first byte 0x40–0x7F) go to
 // it, and a TCP connection whose first byte is STUN's or ChannelData's is
 // handed to it whole. TURN answers an unauthenticated Allocate with a 401
@@ -139,18 +140,22 @@
 // realm's length, and is one of two exceptions to the rule below (the other
 // is STUN's, see STUN).
 //
-// The embedded server's UDP socket is of one family, and its relayed
-// addresses are its RelayIP's. A client that registered over the other
-// family is told the TURN socket's address explicitly (or the RelayIP
-// with its port, when that socket is bound to an unspecified address),
-// which it reaches if it is dual-stack: the unspecified address the others
-// get means "the server's address as you reach it", where no TURN
-// answers for it. TURN over IPv6 proper would need a muxed socket per
-// primary address handed to the TURN server (pion serves several
-// PacketConns), IPv6 relay sockets with an IPv6 RelayIP and
-// REQUESTED-ADDRESS-FAMILY (RFC 6156) honoured, the peer policy's IPv6
-// ranges checked against them, and a node-side TURN client that is not
-// IPv4-only.//
+// The embedded server relays over IPv4 and IPv6: an allocation made over
+// IPv6 gets an IPv6 relayed address (from the relay's RelayIP6, by default
+// the IPv6 socket's IP), one over IPv4 an IPv4 one, unless its
+// REQUESTED-ADDRESS-FAMILY asks otherwise (see package relay, IPv6). A
+// client is told the TURN addresses of the family it registered over
+// first, UDP then TCP, at an unspecified IP ("the server's address as you
+// reach it"), then the other family's, at an explicit IP (that family's
+// relay IP, the host's public one, or else the TURN socket's own), which
+// it reaches if it is dual-stack: four at most, the limit REGISTERED has
+// always had, so older clients read the list too. gamewire's client takes
+// the first it can use (UDP first), so a peer registered over IPv6 is
+// relayed over IPv6, where only peers with IPv6 reach its relayed address;
+// it moves down the list when an allocation fails, as an older client that
+// cannot reach an IPv6 TURN server does. External Servers are told as
+// they are, whatever the client's family.
+//
 // # Abuse
 //
 // Nothing unauthenticated is answered with more bytes than it carried: a

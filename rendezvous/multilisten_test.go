@@ -11,7 +11,6 @@ import (
 	"github.com/pion/stun/v3"
 
 	"github.com/gamewire/gamewire/internal/leakcheck"
-	"github.com/gamewire/gamewire/relay"
 )
 
 // haveIPv6Loopback skips the test when ::1 cannot be bound.
@@ -254,47 +253,6 @@ func TestSTUNAnswersStayInFamily(t *testing.T) {
 		}
 		if got := netip.AddrPortFrom(netip.MustParseAddr(other.IP.String()), uint16(other.Port)); got != tc.other {
 			t.Errorf("%v at %v: OTHER-ADDRESS %v, want %v", tc.src, addrs[tc.in], got, tc.other)
-		}
-	}
-}
-
-// TestTURNAddressPerFamily: the embedded TURN server answers at the first
-// (IPv4) address only. An IPv4 client is told its server's own address
-// (unspecified, filled in by the client); one that registered over IPv6
-// is told the IPv4 address explicitly, since the address it would fill in
-// has no TURN.
-func TestTURNAddressPerFamily(t *testing.T) {
-	leakcheck.Check(t)
-	s := dualStackServer(t, ServerConfig{TTL: 5 * time.Second,
-		TURN: &TURNConfig{Secret: "sekrit", Embed: &relay.ServerConfig{}}})
-	v4, v6 := s.Addrs()[0], s.Addrs()[1]
-	for _, tc := range []struct {
-		ip  string
-		srv netip.AddrPort
-	}{{"127.0.0.1", v4}, {"::1", v6}} {
-		got := make(chan *TURN, 1)
-		c := startTURNClientAt(t, tc.ip, tc.srv, func(tr *TURN) {
-			select {
-			case got <- tr:
-			default:
-			}
-		})
-		var tr *TURN
-		run(t, 10*time.Second, func() bool {
-			select {
-			case tr = <-got:
-				return true
-			default:
-				return false
-			}
-		}, c)
-		if len(tr.Servers) == 0 {
-			t.Fatalf("%s: no TURN servers", tc.ip)
-		}
-		for _, srv := range tr.Servers {
-			if srv.Addr != v4 {
-				t.Errorf("client at %s told TURN %v over %v, want %v", tc.ip, srv.Addr, srv.Transport, v4)
-			}
 		}
 	}
 }

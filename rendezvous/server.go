@@ -69,8 +69,9 @@ type ServerConfig struct {
 	// answers from it name and honour CHANGE-REQUEST with its sockets
 	// only, so each address family has its own. Any other socket is a
 	// group of its own, a plain STUN server. Listen opens them so, one
-	// group per primary address. Conns[0] is the primary address (Addr),
-	// and the embedded TURN server's. The server closes them on Close.
+	// group per primary address. Conns[0] is the primary address (Addr);
+	// it and the first socket of the other family are the embedded TURN
+	// server's. The server closes them on Close.
 	Conns []net.PacketConn
 
 	// TTL is how long a registration lasts without a refresh. Zero means
@@ -129,9 +130,9 @@ type Server struct {
 	done        chan struct{}
 	closed      atomic.Bool
 
-	turnServers []TURNServer
-	turnOther   []TURNServer // turnServers as told to clients of the other address family
-	turnUDP     *muxConn
+	turnServers [2][]TURNServer // as told to clients by family (familyIndex)
+	turnUDP     []*muxConn      // by socket: the embedded TURN server's view of the sockets it answers at
+	turnAddrs   []netip.AddrPort
 	turnTCP     *chanListener
 	relay       *relay.Server
 
@@ -314,7 +315,8 @@ func (s *Server) sweepLoop() {
 // zero. IPv4 addresses are bound with "udp4" and IPv6 ones with "udp6",
 // which is IPv6-only: 0.0.0.0 and [::] at one port are two sockets that
 // coexist, and each family's STUN answers come from its own group. The
-// first primary address is Addr, and the embedded TURN server's socket.
+// first primary address is Addr; it and the first of the other family
+// are the embedded TURN server's sockets.
 func Listen(cfg ServerConfig, primary, alternate []netip.AddrPort) (*Server, error) {
 	if len(primary) == 0 {
 		return nil, fmt.Errorf("%w: none given", ErrListen)
@@ -491,8 +493,8 @@ func (s *Server) send(o origin, b []byte) {
 func (s *Server) handle(o origin, b []byte) {
 	s.stats.packets.Add(1)
 	switch {
-	case o.st == nil && o.sock == 0 && s.turnUDP != nil && isTURN(b):
-		if !s.turnUDP.push(b, o.addr) {
+	case o.st == nil && s.turnUDP != nil && s.turnUDP[o.sock] != nil && isTURN(b):
+		if !s.turnUDP[o.sock].push(b, o.addr) {
 			s.stats.turnDropped.Add(1)
 		}
 	case o.st == nil && len(b) >= stunMinRequestLen && b[0] <= 0x03:

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -48,15 +49,22 @@ type TURNConfig struct {
 	// TTL is how long issued credentials last. Zero means
 	// relay.DefaultCredentialTTL.
 	TTL time.Duration
-	// Servers are the TURN servers peers are told of (a coturn, say).
-	// Empty with Embed means this server's primary address, over UDP and,
-	// with listeners, TCP.
+	// Servers are the TURN servers peers are told of (a coturn, say), as
+	// they are, whatever a peer's family. Empty with Embed means the
+	// embedded server's addresses, over UDP and, with listeners, TCP:
+	// those of the family a peer registered over first, then the other
+	// family's (see embeddedTURN).
 	Servers []TURNServer
-	// Embed, when not nil, runs the embedded TURN server on the primary
-	// UDP socket and the TCP listeners, at the same port as the rendezvous
-	// service. Its Secret, PacketConns and Listeners are filled in here,
+	// Embed, when not nil, runs the embedded TURN server on the first UDP
+	// socket of each address family (Conns[0], the first address given to
+	// Listen, and the first of the other family) and on the TCP
+	// listeners, at the ports of the rendezvous service. Its Secret,
+	// PacketConns and Listeners are filled in here, its RelayIP and
+	// RelayIP6, when unset, are the IPs of those sockets (unless
+	// unspecified), every address of this server is among its OwnAddrs,
 	// and its Authorize is this server's check (above), and the caller's
-	// too when it sets one.
+	// too when it sets one. An IPv6 socket without a RelayIP6 relays over
+	// IPv4 (see package relay, IPv6).
 	Embed *relay.ServerConfig
 }
 
@@ -92,17 +100,22 @@ func keyTag(k Key) string {
 func turnUser(peer, server Key) string { return peerUser(peer) + "." + keyTag(server) }
 
 // turnFor issues TURN credentials to a registered peer, registered from
-// src.
+// src: the TURN servers as told to its address family.
 func (s *Server) turnFor(peer Key, src netip.AddrPort, now time.Time) *TURN {
 	t := s.cfg.TURN
 	if t == nil {
 		return nil
 	}
-	servers := s.turnServers
-	if s.turnOther != nil && src.Addr().Is4() != s.addrs[0].Addr().Is4() {
-		servers = s.turnOther
-	}
+	servers := s.turnServers[familyIndex(src.Addr())]
 	return &TURN{Servers: servers, Credentials: relay.NewCredentials(t.Secret, turnUser(peer, s.public), t.TTL, now)}
+}
+
+// familyIndex is 0 for IPv4 (and IPv4-mapped) addresses, 1 for IPv6.
+func familyIndex(a netip.Addr) int {
+	if a.Unmap().Is6() {
+		return 1
+	}
+	return 0
 }
 
 // authorizeTURN is the embedded relay's Authorize: the username must name
@@ -132,7 +145,7 @@ func (s *Server) startTURN() error {
 	if t.TTL == 0 {
 		t.TTL = relay.DefaultCredentialTTL
 	}
-	s.turnServers = t.Servers
+	s.turnServers = [2][]TURNServer{t.Servers, t.Servers}
 	if t.Embed == nil {
 		return nil
 	}
@@ -145,47 +158,121 @@ func (s *Server) startTURN() error {
 	} else {
 		cfg.Authorize = s.authorizeTURN
 	}
-	s.turnUDP = newMuxConn(s.conns[0])
-	cfg.PacketConns = []net.PacketConn{s.turnUDP}
+	// The first socket of each family: Conns[0] and the first of the
+	// other family, if any. Each group's first socket is its primary one.
+	first := [2]int{-1, -1}
+	for i, a := range s.addrs {
+		if f := familyIndex(a.Addr()); first[f] < 0 {
+			first[f] = i
+		}
+	}
+	s.turnUDP = make([]*muxConn, len(s.conns))
+	cfg.PacketConns = nil
+	for _, i := range first {
+		if i >= 0 {
+			s.turnUDP[i] = newMuxConn(s.conns[i])
+			cfg.PacketConns = append(cfg.PacketConns, s.turnUDP[i])
+			s.turnAddrs = append(s.turnAddrs, s.addrs[i])
+		}
+	}
+	slices.SortFunc(s.turnAddrs, func(a, b netip.AddrPort) int { return familyIndex(a.Addr()) - familyIndex(b.Addr()) })
+	cfg.Listeners = nil
 	if len(s.cfg.Listeners) > 0 {
 		s.turnTCP = newChanListener(s.cfg.Listeners[0].Addr())
-		cfg.Listeners = []net.Listener{s.turnTCP}
+		cfg.Listeners = []net.Listener{s.turnTCP} // relay.Server tells its connections' families apart
 	}
-	if !cfg.RelayIP.IsValid() {
-		cfg.RelayIP = s.addrs[0].Addr()
+	relayIP := [2]*netip.Addr{&cfg.RelayIP, &cfg.RelayIP6}
+	for f, i := range first {
+		if i < 0 || relayIP[f].IsValid() {
+			continue
+		}
+		if ip := s.addrs[i].Addr(); !ip.IsUnspecified() {
+			*relayIP[f] = ip
+		}
+	}
+	// Every socket and listener of this server is its own: no relay
+	// socket reaches them (STUN alternates included).
+	cfg.OwnAddrs = slices.Clone(cfg.OwnAddrs)
+	for _, a := range s.addrs {
+		cfg.OwnAddrs = append(cfg.OwnAddrs, a.Addr())
+	}
+	for _, l := range s.cfg.Listeners {
+		if ap, ok := addrPortOf(l.Addr()); ok {
+			cfg.OwnAddrs = append(cfg.OwnAddrs, ap.Addr())
+		}
 	}
 	rs, err := relay.NewServer(cfg)
 	if err != nil {
 		return err
 	}
 	s.relay = rs
-	if len(s.turnServers) == 0 {
-		port := s.addrs[0].Port()
-		here := netip.AddrPortFrom(netip.IPv4Unspecified(), port) // the client fills in our IP
-		s.turnServers = []TURNServer{{Transport: relay.UDP, Addr: here}}
-		if len(s.cfg.Listeners) > 0 {
-			s.turnServers = append(s.turnServers, TURNServer{Transport: relay.TCP, Addr: here})
-		}
-		// The embedded server answers at Conns[0] only: a client that
-		// reached us over the other address family would fill in the
-		// address it knows, where no TURN answers. It is told the TURN
-		// socket's own address instead (or, when that is unspecified, the
-		// relay's public IP, on the same host), which a dual-stack client
-		// reaches. TURN at every listen address, IPv6 relayed addresses
-		// among them, is not built (see doc.go).
-		ip := s.addrs[0].Addr()
-		if ip.IsUnspecified() {
-			ip = cfg.RelayIP
-		}
-		if !ip.IsUnspecified() && ip.Is4() == s.addrs[0].Addr().Is4() {
-			there := netip.AddrPortFrom(ip, port)
-			for _, srv := range s.turnServers {
-				s.turnOther = append(s.turnOther, TURNServer{Transport: srv.Transport, Addr: there})
-			}
+	if len(t.Servers) == 0 {
+		for f := range s.turnServers {
+			s.turnServers[f] = s.embeddedTURN(f, first, [2]netip.Addr{cfg.RelayIP, cfg.RelayIP6})
 		}
 	}
 	return nil
 }
+
+// embeddedTURN lists the embedded TURN server's addresses for a client
+// that registered over family reg (familyIndex): that family's first, UDP
+// then TCP, at an unspecified IP, which the client fills in with the
+// address it reaches this server at; then the other family's, if this
+// server has a socket of it, at an explicit IP for the client to reach if
+// it is dual-stack: that family's relay IP (the host's public one), or
+// else the socket's own when it is not unspecified. TCP goes with a
+// family that has a listener of its own, or for IPv4 a listener at the
+// unspecified IPv6 address, which Go makes dual-stack unless told
+// otherwise. At most 4 servers: REGISTERED's limit.
+func (s *Server) embeddedTURN(reg int, first [2]int, relayIP [2]netip.Addr) []TURNServer {
+	var out []TURNServer
+	for _, f := range []int{reg, 1 - reg} {
+		i := first[f]
+		if i < 0 {
+			continue
+		}
+		ip := []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}[f]
+		if f != reg {
+			ip = relayIP[f]
+			if !ip.IsValid() {
+				ip = s.addrs[i].Addr()
+			}
+			if ip.IsUnspecified() {
+				continue // nowhere to tell
+			}
+		}
+		out = append(out, TURNServer{Transport: relay.UDP, Addr: netip.AddrPortFrom(ip, s.addrs[i].Port())})
+		if port, ok := s.tcpPort(f); ok {
+			out = append(out, TURNServer{Transport: relay.TCP, Addr: netip.AddrPortFrom(ip, port)})
+		}
+	}
+	return out
+}
+
+// tcpPort is the port of the first listener of family f (familyIndex),
+// or for IPv4 the first at the unspecified IPv6 address.
+func (s *Server) tcpPort(f int) (uint16, bool) {
+	var dual []uint16
+	for _, l := range s.cfg.Listeners {
+		ap, ok := addrPortOf(l.Addr())
+		switch {
+		case !ok:
+		case familyIndex(ap.Addr()) == f:
+			return ap.Port(), true
+		case f == 0 && ap.Addr() == netip.IPv6Unspecified():
+			dual = append(dual, ap.Port())
+		}
+	}
+	if len(dual) > 0 {
+		return dual[0], true
+	}
+	return 0, false
+}
+
+// TURNAddrs returns the UDP addresses the embedded TURN server answers at
+// (it answers over TCP at the Listeners), IPv4 first: the first socket of
+// each address family (see TURNConfig.Embed). Nil without it.
+func (s *Server) TURNAddrs() []netip.AddrPort { return slices.Clone(s.turnAddrs) }
 
 // Relay returns the embedded TURN server, or nil.
 func (s *Server) Relay() *relay.Server { return s.relay }
