@@ -23,10 +23,11 @@ import (
 
 const serverSummary = `p2pdemo server: the rendezvous service (registration, introductions), STUN
 (RFC 5780 with --listen2) and an embedded TURN relay, on UDP and TCP at the
---listen addresses (IPv4 and IPv6 at once: --listen 0.0.0.0:3478,[::]:3478);
-or, with --external-turn, credentials for a real coturn configured with
-use-auth-secret and the same secret. Prints its key, the ports to open and a
-status line; stops cleanly on SIGINT or SIGTERM.`
+--listen addresses (IPv4 and IPv6 at once: --listen 0.0.0.0:3478,[::]:3478;
+the relay runs on the first address of each family and relays over the
+family its clients reach it by); or, with --external-turn, credentials for a
+real coturn configured with use-auth-secret and the same secret. Prints its
+key, the ports to open and a status line; stops cleanly on SIGINT or SIGTERM.`
 
 type serverFlags struct {
 	listen, listen2 []netip.AddrPort
@@ -45,10 +46,10 @@ func parseServerFlags(args []string, stderr io.Writer) (serverFlags, error) {
 	var f serverFlags
 	fs := newFlags("server", serverSummary, stderr)
 	listen, listen2 := "0.0.0.0:3478", ""
-	fs.StringVar(&listen, "listen", listen, "`IP:PORT[,IP:PORT...]` for rendezvous, STUN and TURN, UDP and TCP: a socket each, IPv6 in brackets ([::] is IPv6 only, 0.0.0.0 IPv4 only); the first IPv4 one carries the embedded TURN")
+	fs.StringVar(&listen, "listen", listen, "`IP:PORT[,IP:PORT...]` for rendezvous, STUN and TURN, UDP and TCP: a socket each, IPv6 in brackets ([::] is IPv6 only, 0.0.0.0 IPv4 only); the first IPv4 and the first IPv6 one carry the embedded TURN, which relays IPv4 clients over IPv4 and IPv6 ones over IPv6")
 	fs.StringVar(&listen2, "listen2", "", "`IP:PORT[,IP:PORT...]`: RFC 5780 alternates (another IP and port) for NAT behaviour tests, each going with the --listen address of its family in order (the first IPv4 one with the first IPv4 --listen address...)")
-	fs.StringVar(&f.relayIP, "relay-ip", "", "the public `IP` put in relayed addresses (default: the --listen IP; required when that is 0.0.0.0 or behind a 1:1 NAT)")
-	fs.StringVar(&f.relayPorts, "relay-ports", "49152-65535", "UDP port range `MIN-MAX` for relay allocations")
+	fs.StringVar(&f.relayIP, "relay-ip", "", "the host's public `IP[,IP]` put in relayed addresses, at most one IPv4 and one IPv6 (default: the IP of the first --listen address of each family; required for an IPv4 one of 0.0.0.0 or behind a 1:1 NAT; without an IPv6 one, an IPv6 --listen address of [::] relays its clients over IPv4)")
+	fs.StringVar(&f.relayPorts, "relay-ports", "49152-65535", "UDP port range `MIN-MAX` for relay allocations, in each family")
 	fs.Var(&f.relayAllow, "relay-allow", "let the relay reach peers in `CIDR`, a range it refuses by default (private, loopback, link-local, CGNAT...; as coturn's allowed-peer-ip); repeat or comma-separate for several")
 	fs.IntVar(&f.relayMaxPerIP, "relay-max-per-ip", 0, fmt.Sprintf("at most `N` relay allocations from one client IP (an IPv6 client's /64) (0: %d)", relay.DefaultMaxPerIP))
 	fs.StringVar(&f.secret, "turn-secret", "", "TURN use-auth-secret shared with coturn (default: random, for the embedded relay only)")
@@ -136,6 +137,7 @@ func (l *prefixList) Set(v string) error {
 // serverSetup is what runServer built: the server and what to print.
 type serverSetup struct {
 	srv      *rendezvous.Server
+	embed    *relay.ServerConfig // the embedded TURN's, or nil
 	relayMin uint16
 	relayMax uint16
 	external []rendezvous.TURNServer
@@ -170,10 +172,10 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func startServer(f serverFlags) (*serverSetup, error) {
-	// The embedded TURN server takes the first address's socket
-	// (rendezvous.Listen) and is IPv4-only: IPv4 addresses go first, each
-	// family keeping its order, which is what pairs --listen2 addresses
-	// with them.
+	// IPv4 addresses go first (Addr, and the banner's order), each family
+	// keeping its order, which is what pairs --listen2 addresses with
+	// them. The embedded TURN server takes the first socket of each family
+	// (rendezvous.Listen).
 	primaries := slices.Clone(f.listen)
 	slices.SortStableFunc(primaries, func(a, b netip.AddrPort) int {
 		switch {
@@ -202,14 +204,11 @@ func startServer(f serverFlags) (*serverSetup, error) {
 		}
 		turnCfg.Servers = st.external
 	} else {
-		if !primaries[0].Addr().Is4() {
-			return nil, errors.New("server: the embedded TURN relay needs an IPv4 --listen address (it relays over IPv4 only); add one, or use --external-turn")
-		}
-		embed, lo, hi, err := embeddedTURN(f, primaries[0])
+		embed, lo, hi, err := embeddedTURN(f, primaries)
 		if err != nil {
 			return nil, err
 		}
-		turnCfg.Embed, st.relayMin, st.relayMax = embed, lo, hi
+		turnCfg.Embed, st.embed, st.relayMin, st.relayMax = embed, embed, lo, hi
 	}
 	cfg.TURN = turnCfg
 	// TCP first, one listener per address in its own family (tcp6 is
@@ -240,24 +239,70 @@ func startServer(f serverFlags) (*serverSetup, error) {
 	return st, nil
 }
 
-func embeddedTURN(f serverFlags, primary netip.AddrPort) (*relay.ServerConfig, uint16, uint16, error) {
+// embeddedTURN configures the embedded TURN relay for the first of the
+// primary addresses of each family, which carry it: its relay IPs (and
+// what relay sockets bind to) by family, from --relay-ip or those
+// addresses, and the port range, which each family uses in full.
+func embeddedTURN(f serverFlags, primaries []netip.AddrPort) (*relay.ServerConfig, uint16, uint16, error) {
 	lo, hi, err := parsePortRange(f.relayPorts)
 	if err != nil {
 		return nil, 0, 0, err
 	}
 	cfg := &relay.ServerConfig{MinPort: lo, MaxPort: hi, AllowPeers: f.relayAllow, MaxPerIP: f.relayMaxPerIP}
-	switch {
-	case f.relayIP != "":
-		ip, err := netip.ParseAddr(f.relayIP)
-		if err != nil {
-			return nil, 0, 0, fmt.Errorf("server: --relay-ip %q: %w", f.relayIP, err)
+	var first [2]netip.AddrPort // by family: IPv4, IPv6
+	for _, a := range primaries {
+		if fam := familyIndex(a.Addr()); !first[fam].IsValid() {
+			first[fam] = a
 		}
-		cfg.RelayIP = ip
-		cfg.RelayBind = primary.Addr().String()
-	case primary.Addr().IsUnspecified():
-		return nil, 0, 0, errors.New("server: --listen has no IP: give --relay-ip (the host's public IP) for the embedded TURN relay")
+	}
+	var given [2]netip.Addr // --relay-ip, by family
+	if f.relayIP != "" {
+		for _, one := range strings.Split(f.relayIP, ",") {
+			one = strings.TrimSpace(one)
+			ip, err := netip.ParseAddr(one)
+			if err != nil {
+				return nil, 0, 0, fmt.Errorf("server: --relay-ip %q: %w", one, err)
+			}
+			ip = ip.Unmap().WithZone("")
+			fam := familyIndex(ip)
+			switch {
+			case ip.IsUnspecified():
+				return nil, 0, 0, fmt.Errorf("server: --relay-ip %v: give the host's public IP", ip)
+			case given[fam].IsValid():
+				return nil, 0, 0, fmt.Errorf("server: --relay-ip %q: at most one %s address", f.relayIP, familyName[fam])
+			case !first[fam].IsValid():
+				return nil, 0, 0, fmt.Errorf("server: --relay-ip %v: no %s --listen address for the relay to answer %s clients at", ip, familyName[fam], familyName[fam])
+			}
+			given[fam] = ip
+		}
+	}
+	relayIP, bind := [2]*netip.Addr{&cfg.RelayIP, &cfg.RelayIP6}, [2]*string{&cfg.RelayBind, &cfg.RelayBind6}
+	for fam, at := range first {
+		switch {
+		case !at.IsValid():
+		case given[fam].IsValid():
+			*relayIP[fam], *bind[fam] = given[fam], at.Addr().String()
+		case !at.Addr().IsUnspecified():
+			*relayIP[fam] = at.Addr()
+		case fam == 0:
+			return nil, 0, 0, fmt.Errorf("server: --listen %v has no IP: give --relay-ip the host's public IPv4 address for the embedded TURN relay", at)
+		case !cfg.RelayIP.IsValid():
+			return nil, 0, 0, fmt.Errorf("server: --listen %v has no IP: give --relay-ip the host's public IPv6 address for the embedded TURN relay", at)
+		}
+		// An unspecified IPv6 address without an IPv6 --relay-ip: the
+		// relay answers there and relays its clients over IPv4.
 	}
 	return cfg, lo, hi, nil
+}
+
+var familyName = [2]string{"IPv4", "IPv6"}
+
+// familyIndex is 0 for IPv4 (and IPv4-mapped) addresses, 1 for IPv6.
+func familyIndex(a netip.Addr) int {
+	if a.Unmap().Is6() {
+		return 1
+	}
+	return 0
 }
 
 func parsePortRange(s string) (uint16, uint16, error) {
@@ -367,16 +412,30 @@ func printServerBanner(w io.Writer, st *serverSetup) {
 	for _, a := range addrs {
 		fmt.Fprintf(w, "peers connect with: p2pdemo peer --server %s@%s\n", key, peerHost(a))
 	}
+	var turnAt []netip.AddrPort
+	if st.embed != nil {
+		turnAt = st.srv.TURNAddrs()
+		relayIP := [2]netip.Addr{st.embed.RelayIP, st.embed.RelayIP6}
+		for _, a := range turnAt {
+			fam := familyIndex(a.Addr())
+			if ip := relayIP[fam]; ip.IsValid() {
+				fmt.Fprintf(w, "TURN relay at %v (UDP and TCP), relayed addresses %v\n", a, ip)
+			} else {
+				fmt.Fprintf(w, "TURN relay at %v (UDP and TCP), relayed addresses %v: its %s clients are relayed over %s (give --relay-ip a public %s address for %s ones)\n",
+					a, relayIP[1-fam], familyName[fam], familyName[1-fam], familyName[fam], familyName[fam])
+			}
+		}
+	}
 	fmt.Fprintln(w, "ports to open:")
 	var ports []uint16
-	for i, a := range addrs {
+	for _, a := range addrs {
 		if slices.Contains(ports, a.Port()) {
 			continue
 		}
 		ports = append(ports, a.Port())
 		what := "rendezvous, STUN"
-		if i == 0 && st.relayMax != 0 {
-			what += ", TURN" // the embedded TURN's socket is the first address's
+		if slices.ContainsFunc(turnAt, func(t netip.AddrPort) bool { return t.Port() == a.Port() }) {
+			what += ", TURN"
 		}
 		fmt.Fprintf(w, "  UDP and TCP %d (%s)\n", a.Port(), what)
 	}
@@ -386,8 +445,15 @@ func printServerBanner(w io.Writer, st *serverSetup) {
 			fmt.Fprintf(w, "  UDP %d (STUN, RFC 5780 NAT behaviour tests)\n", a.Port())
 		}
 	}
-	if st.relayMax != 0 {
-		fmt.Fprintf(w, "  UDP %d-%d (TURN relay allocations)\n", st.relayMin, st.relayMax)
+	if st.embed != nil {
+		families := "IPv4 and IPv6"
+		switch {
+		case !st.embed.RelayIP6.IsValid():
+			families = "IPv4"
+		case !st.embed.RelayIP.IsValid():
+			families = "IPv6"
+		}
+		fmt.Fprintf(w, "  UDP %d-%d (TURN relay allocations, %s)\n", st.relayMin, st.relayMax, families)
 	}
 	for _, s := range st.external {
 		fmt.Fprintf(w, "  TURN is external: %v over %v\n", s.Addr, s.Transport)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
@@ -13,8 +15,12 @@ import (
 	"time"
 
 	"github.com/pion/stun/v3"
+	"golang.org/x/crypto/curve25519"
 
+	"github.com/gamewire/gamewire/internal/leakcheck"
 	"github.com/gamewire/gamewire/p2p"
+	"github.com/gamewire/gamewire/relay"
+	"github.com/gamewire/gamewire/rendezvous"
 )
 
 // TestRelayPolicyFlags: --relay-allow (repeated, comma-separated, bare
@@ -28,7 +34,7 @@ func TestRelayPolicyFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32"), netip.MustParsePrefix("fd00::/8")}
-	cfg, _, _, err := embeddedTURN(f, netip.MustParseAddrPort("127.0.0.1:3478"))
+	cfg, _, _, err := embeddedTURN(f, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:3478")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,8 +143,9 @@ func freeUDPPort(t *testing.T, ip string) uint16 {
 // TestServerDualStack: one server on 127.0.0.1 (RFC 5780 alternate
 // 127.0.0.2) and [::1] at once, each address its own UDP socket and TCP
 // listener. The banner lists both, brackets the IPv6 one in a usable
-// --server line and names the alternate; STUN over each family answers
-// with that family's mapped address, OTHER-ADDRESS only over IPv4.
+// --server line and names the alternate, and lists the embedded TURN at
+// both, relaying over each family; STUN over each family answers with
+// that family's mapped address, OTHER-ADDRESS only over IPv4.
 func TestServerDualStack(t *testing.T) {
 	haveIPv6(t)
 	p4, p2 := freeUDPPort(t, "127.0.0.1"), freeUDPPort(t, "127.0.0.2")
@@ -167,9 +174,12 @@ func TestServerDualStack(t *testing.T) {
 		fmt.Sprintf("RFC 5780 alternate for %v: %v (UDP)\n", v4, alt),
 		fmt.Sprintf("peers connect with: p2pdemo peer --server %s@127.0.0.1:%d\n", key, p4),
 		fmt.Sprintf("peers connect with: p2pdemo peer --server %s@[::1]:%d\n", key, p6),
+		fmt.Sprintf("TURN relay at %v (UDP and TCP), relayed addresses 127.0.0.1\n", v4),
+		fmt.Sprintf("TURN relay at [::1]:%d (UDP and TCP), relayed addresses ::1\n", p6),
 		fmt.Sprintf("  UDP and TCP %d (rendezvous, STUN, TURN)\n", p4),
-		fmt.Sprintf("  UDP and TCP %d (rendezvous, STUN)\n", p6),
+		fmt.Sprintf("  UDP and TCP %d (rendezvous, STUN, TURN)\n", p6),
 		fmt.Sprintf("  UDP %d (STUN, RFC 5780 NAT behaviour tests)\n", p2),
+		"  UDP 49152-65535 (TURN relay allocations, IPv4 and IPv6)\n",
 	} {
 		if !strings.Contains(banner, want) {
 			t.Errorf("banner has no %q:\n%s", want, banner)
@@ -233,7 +243,8 @@ func TestServerDualStack(t *testing.T) {
 
 // TestServerUnspecifiedBothFamilies: 0.0.0.0 and [::] at one port are two
 // sockets and two listeners (IPv6-only), not one dual-stack socket that
-// the second address would collide with.
+// the second address would collide with. Without an IPv6 --relay-ip the
+// embedded TURN at [::] relays over IPv4, and the banner says so.
 func TestServerUnspecifiedBothFamilies(t *testing.T) {
 	haveIPv6(t)
 	p := freeUDPPort(t, "::")
@@ -253,6 +264,9 @@ func TestServerUnspecifiedBothFamilies(t *testing.T) {
 		fmt.Sprintf("listening on 0.0.0.0:%d, [::]:%d (UDP and TCP)", p, p),
 		fmt.Sprintf("--server %s@THIS-HOST:%d\n", key, p),
 		fmt.Sprintf("--server %s@[THIS-HOST-IPV6]:%d\n", key, p),
+		fmt.Sprintf("TURN relay at 0.0.0.0:%d (UDP and TCP), relayed addresses 127.0.0.1\n", p),
+		fmt.Sprintf("TURN relay at [::]:%d (UDP and TCP), relayed addresses 127.0.0.1: its IPv6 clients are relayed over IPv4 (give --relay-ip a public IPv6 address for IPv6 ones)\n", p),
+		"  UDP 49152-65535 (TURN relay allocations, IPv4)\n",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("banner has no %q:\n%s", want, out.String())
@@ -273,4 +287,169 @@ func TestServerPeerOverIPv6(t *testing.T) {
 	peer := start(t, "peer", "--server", server, "--listen", "[::1]:0", "--echo")
 	peer.wait("registered with the rendezvous server")
 	srv.wait("status: 1 peers registered")
+}
+
+// TestRelayIPFlag: --relay-ip takes one public IP per family, each going
+// with the first --listen address of its family (relay sockets bind
+// there); a listen address with an IP is its family's relay IP unless
+// given one; 0.0.0.0 needs an IPv4 --relay-ip, [::] an IPv6 one or an
+// IPv4 relay IP to relay its clients over; every misuse is refused.
+func TestRelayIPFlag(t *testing.T) {
+	ip := netip.MustParseAddr
+	for _, tc := range []struct {
+		listen, relayIP string
+		ip4, ip6        string // want RelayIP, RelayIP6 ("" none)
+		bind4, bind6    string
+	}{
+		{"203.0.113.7:3478", "", "203.0.113.7", "", "", ""},
+		{"0.0.0.0:3478", "203.0.113.7", "203.0.113.7", "", "0.0.0.0", ""},
+		{"[2001:db8::7]:3478", "", "", "2001:db8::7", "", ""},
+		{"[::]:3478", "2001:db8::7", "", "2001:db8::7", "", "::"},
+		{"10.0.0.7:3478,[2001:db8::7]:3478", "203.0.113.7", "203.0.113.7", "2001:db8::7", "10.0.0.7", ""},
+		{"0.0.0.0:3478,[::]:3478", "2001:db8::7, 203.0.113.7", "203.0.113.7", "2001:db8::7", "0.0.0.0", "::"},
+		{"0.0.0.0:3478,[::]:3478", "203.0.113.7", "203.0.113.7", "", "0.0.0.0", ""},
+		{"0.0.0.0:3478,[::]:3478", "::ffff:203.0.113.7", "203.0.113.7", "", "0.0.0.0", ""},
+	} {
+		f, err := parseServerFlags([]string{"--listen", tc.listen, "--relay-ip", tc.relayIP}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, _, _, err := embeddedTURN(f, f.listen)
+		if err != nil {
+			t.Errorf("--listen %s --relay-ip %q: %v", tc.listen, tc.relayIP, err)
+			continue
+		}
+		want := func(s string) netip.Addr {
+			if s == "" {
+				return netip.Addr{}
+			}
+			return ip(s)
+		}
+		if cfg.RelayIP != want(tc.ip4) || cfg.RelayIP6 != want(tc.ip6) || cfg.RelayBind != tc.bind4 || cfg.RelayBind6 != tc.bind6 {
+			t.Errorf("--listen %s --relay-ip %q: RelayIP %v RelayIP6 %v RelayBind %q RelayBind6 %q, want %s %s %q %q",
+				tc.listen, tc.relayIP, cfg.RelayIP, cfg.RelayIP6, cfg.RelayBind, cfg.RelayBind6, tc.ip4, tc.ip6, tc.bind4, tc.bind6)
+		}
+	}
+	for _, tc := range []struct{ listen, relayIP string }{
+		{"0.0.0.0:3478", ""},
+		{"[::]:3478", ""},
+		{"[::]:3478", "203.0.113.7"},                 // no IPv4 listen address for it
+		{"203.0.113.7:3478", "2001:db8::7"},          // no IPv6 one
+		{"0.0.0.0:3478", "203.0.113.7,198.51.100.7"}, // two IPv4
+		{"0.0.0.0:3478", "0.0.0.0"},
+		{"0.0.0.0:3478", "somehost"},
+	} {
+		f, err := parseServerFlags([]string{"--listen", tc.listen, "--relay-ip", tc.relayIP}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := embeddedTURN(f, f.listen); err == nil {
+			t.Errorf("--listen %s --relay-ip %q accepted", tc.listen, tc.relayIP)
+		}
+	}
+}
+
+// TestServerIPv6Only: --listen [::1]:PORT alone starts the server with
+// the embedded TURN, which relays over IPv6; the banner says so, with the
+// address in brackets; a client registered over IPv6 is told that TURN
+// address and allocates an IPv6 relayed address there, over UDP and TCP.
+func TestServerIPv6Only(t *testing.T) {
+	leakcheck.Check(t)
+	haveIPv6(t)
+	p := freeUDPPort(t, "::1")
+	f, err := parseServerFlags([]string{"--listen", fmt.Sprintf("[::1]:%d", p)}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := startServer(f)
+	if err != nil {
+		t.Fatalf("IPv6-only server: %v", err)
+	}
+	defer st.srv.Close()
+	var out bytes.Buffer
+	printServerBanner(&out, st)
+	at := netip.AddrPortFrom(netip.IPv6Loopback(), p)
+	for _, want := range []string{
+		fmt.Sprintf("listening on [::1]:%d (UDP and TCP)\n", p),
+		fmt.Sprintf("TURN relay at [::1]:%d (UDP and TCP), relayed addresses ::1\n", p),
+		fmt.Sprintf("  UDP and TCP %d (rendezvous, STUN, TURN)\n", p),
+		"  UDP 49152-65535 (TURN relay allocations, IPv6)\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("banner has no %q:\n%s", want, out.String())
+		}
+	}
+	tr := registerForTURN(t, at)
+	want := []rendezvous.TURNServer{{Transport: relay.UDP, Addr: at}, {Transport: relay.TCP, Addr: at}}
+	if !slices.Equal(tr.Servers, want) {
+		t.Fatalf("told TURN %v, want %v", tr.Servers, want)
+	}
+	for _, srv := range tr.Servers {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := relay.Allocate(ctx, relay.ClientConfig{Server: srv.Addr, Transport: srv.Transport, Credentials: tr.Credentials})
+		cancel()
+		if err != nil {
+			t.Fatalf("allocate over %v at %v: %v", srv.Transport, srv.Addr, err)
+		}
+		if got := c.RelayedAddr(); got.Addr() != netip.IPv6Loopback() || got.Port() < 49152 {
+			t.Errorf("over %v: relayed address %v, want ::1 in 49152-65535", srv.Transport, got)
+		}
+		c.Close()
+	}
+}
+
+// registerForTURN registers a fresh identity, relay allowed, over UDP at
+// srv and returns the TURN section of its registration.
+func registerForTURN(t *testing.T, srv netip.AddrPort) *rendezvous.TURN {
+	t.Helper()
+	network := "udp4"
+	if srv.Addr().Is6() {
+		network = "udp6"
+	}
+	conn, err := net.ListenUDP(network, &net.UDPAddr{IP: srv.Addr().AsSlice()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var priv [32]byte
+	rand.Read(priv[:])
+	pub, err := curve25519.X25519(priv[:], curve25519.Basepoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *rendezvous.TURN, 1)
+	c := rendezvous.NewClient(rendezvous.ClientConfig{Server: srv, Private: priv, Public: rendezvous.Key(pub),
+		Send:         func(b []byte, to netip.AddrPort) { conn.WriteToUDPAddrPort(b, to) },
+		RelayAllowed: func() bool { return true },
+		OnTURN: func(tr *rendezvous.TURN) {
+			select {
+			case got <- tr:
+			default:
+			}
+		}})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.Handle(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+		}
+	}()
+	defer func() { conn.Close(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.Tick(time.Now())
+		select {
+		case tr := <-got:
+			return tr
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no TURN credentials in REGISTERED")
+		}
+	}
 }
