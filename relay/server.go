@@ -113,7 +113,7 @@ type Server struct {
 	policy    *peerPolicy
 	relayIP   [2]netip.Addr // by family (ipv4, ipv6); invalid where none
 	relayBind [2]string
-	wg        sync.WaitGroup // acceptLoops
+	wg        sync.WaitGroup // acceptLoop and route goroutines
 
 	mu      sync.Mutex                    // guards the fields below
 	perUser map[string]int                // allocations held, live or pending, by user
@@ -219,7 +219,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// asks for "udp4" whoever the client is: a UDP socket's generator
 	// allocates in the family of the datagram being handled, and a
 	// listener's connections are split by family between two of pion's
-	// listeners, a generator each.
+	// listeners, a generator each (route).
 	for _, pc := range cfg.PacketConns {
 		u := &udpTransport{PacketConn: pc, s: s}
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{PacketConn: u,
