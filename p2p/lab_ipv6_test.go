@@ -9,6 +9,7 @@ import (
 
 	"github.com/gamewire/gamewire/internal/leakcheck"
 	"github.com/gamewire/gamewire/internal/netlab"
+	"github.com/gamewire/gamewire/relay"
 	"github.com/gamewire/gamewire/rendezvous"
 )
 
@@ -17,6 +18,13 @@ import (
 // a group of four sockets each, ServerConfig.Conns). delay is added to
 // every datagram nodes and the server send.
 func newLabEnv6(tb testing.TB, name string, delay time.Duration) *labEnv {
+	tb.Helper()
+	return newLabEnv6With(tb, name, delay, false)
+}
+
+// newLabEnv6With is newLabEnv6 with, if turn, the embedded TURN server on
+// the first socket of each family (relaying in that family).
+func newLabEnv6With(tb testing.TB, name string, delay time.Duration, turn bool) *labEnv {
 	tb.Helper()
 	e := &labEnv{lab: netlab.NewForTest(tb, netlab.Options{Name: name, IPv6: true}), delay: delay, six: true}
 	var conns []net.PacketConn
@@ -39,7 +47,13 @@ func newLabEnv6(tb testing.TB, name string, delay time.Duration) *labEnv {
 			conns = append(conns, e.wrap(pc))
 		}
 	}
-	srv, err := rendezvous.NewServer(rendezvous.ServerConfig{Conns: conns, MaxPeersPerIP: 4096})
+	cfg := rendezvous.ServerConfig{Conns: conns, MaxPeersPerIP: 4096}
+	if turn {
+		cfg.TURN = &rendezvous.TURNConfig{Secret: labTURNSecret, Embed: &relay.ServerConfig{
+			ListenPacket: e.lab.Server().ListenPacket, MinPort: 49152, MaxPort: 49999,
+		}}
+	}
+	srv, err := rendezvous.NewServer(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -200,5 +214,38 @@ func TestLabIPv6Mixed(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLabIPv6Relay: two IPv6-only sites with no direct path between them
+// (each blocks the other's address) relay over IPv6: both register over
+// IPv6, are told the server's IPv6 TURN address first, and allocate IPv6
+// relayed addresses that can reach each other.
+func TestLabIPv6Relay(t *testing.T) {
+	netlab.Require(t)
+	leakcheck.Check(t)
+	e := newLabEnv6With(t, "relay6", 0, true)
+	a, b := e.sitePair(t, "only", netlab.SiteConfig{NAT: netlab.NATPortRestricted, IPv6: netlab.IPv6Only})
+	for _, blk := range []struct {
+		s    *netlab.Site
+		peer netip.Addr
+	}{{a, b.Hosts[0].IP6}, {b, a.Hosts[0].IP6}} {
+		if err := blk.s.BlockAddr(blk.peer, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := Config{ConnectTimeout: 10 * time.Second}
+	for run := range matrixRuns {
+		r := e.runPair(t, a.Hosts[0], b.Hosts[0], cfg, false, false, false)
+		switch {
+		case !r.connected:
+			t.Errorf("run %d: no connection (%v)", run, r.fail)
+		case r.state.Path != PathRelay || !r.state.RemoteAddr.Addr().Is6():
+			t.Errorf("run %d: path %v via %v, want the relay over IPv6", run, r.state.Path, r.state.RemoteAddr)
+		case r.allocs != 2:
+			t.Errorf("run %d: %d TURN allocations, want 2", run, r.allocs)
+		default:
+			t.Logf("run %d: relayed in %v via %v", run, r.connect, r.state.RemoteAddr)
+		}
 	}
 }
