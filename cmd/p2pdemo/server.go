@@ -412,6 +412,11 @@ func printServerBanner(w io.Writer, st *serverSetup) {
 	for _, a := range addrs {
 		fmt.Fprintf(w, "peers connect with: p2pdemo peer --server %s@%s\n", key, peerHost(a))
 	}
+	if v4, v6 := firstOfFamily(addrs, true), firstOfFamily(addrs, false); v4.IsValid() && v6.IsValid() {
+		// A peer that names both registers over IPv4 and learns its IPv6
+		// address too (or the reverse, with no IPv4 of its own).
+		fmt.Fprintf(w, "dual-stack peers connect with: p2pdemo peer --server %s@%s,%s\n", key, peerHost(v4), peerHost(v6))
+	}
 	var turnAt []netip.AddrPort
 	if st.embed != nil {
 		turnAt = st.srv.TURNAddrs()
@@ -472,6 +477,16 @@ func joinAddrs(addrs []netip.AddrPort) string {
 // peerHost is the HOST:PORT a peer's --server takes for a listen address:
 // IPv6 in brackets, as p2p.Config.Rendezvous parses it, and a placeholder
 // for an unspecified address, which is no address to dial.
+// firstOfFamily is the first of addrs in IPv4 (four) or IPv6.
+func firstOfFamily(addrs []netip.AddrPort, four bool) netip.AddrPort {
+	for _, a := range addrs {
+		if a.Addr().Is4() == four {
+			return a
+		}
+	}
+	return netip.AddrPort{}
+}
+
 func peerHost(a netip.AddrPort) string {
 	switch {
 	case a.Addr().IsUnspecified() && a.Addr().Is4():

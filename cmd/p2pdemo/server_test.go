@@ -174,6 +174,7 @@ func TestServerDualStack(t *testing.T) {
 		fmt.Sprintf("RFC 5780 alternate for %v: %v (UDP)\n", v4, alt),
 		fmt.Sprintf("peers connect with: p2pdemo peer --server %s@127.0.0.1:%d\n", key, p4),
 		fmt.Sprintf("peers connect with: p2pdemo peer --server %s@[::1]:%d\n", key, p6),
+		fmt.Sprintf("dual-stack peers connect with: p2pdemo peer --server %s@127.0.0.1:%d,[::1]:%d\n", key, p4, p6),
 		fmt.Sprintf("TURN relay at %v (UDP and TCP), relayed addresses 127.0.0.1\n", v4),
 		fmt.Sprintf("TURN relay at [::1]:%d (UDP and TCP), relayed addresses ::1\n", p6),
 		fmt.Sprintf("  UDP and TCP %d (rendezvous, STUN, TURN)\n", p4),
@@ -187,7 +188,8 @@ func TestServerDualStack(t *testing.T) {
 	}
 	// Every --server line is one p2p parses.
 	for _, line := range strings.Split(banner, "\n") {
-		if arg, ok := strings.CutPrefix(line, "peers connect with: p2pdemo peer --server "); ok {
+		_, line, _ = strings.Cut(line, "peers connect with: ")
+		if arg, ok := strings.CutPrefix(line, "p2pdemo peer --server "); ok {
 			n, err := p2p.New(p2p.Config{Rendezvous: arg, ListenAddr: "127.0.0.1:0"})
 			if err != nil {
 				t.Errorf("%q: %v", arg, err)
