@@ -151,6 +151,12 @@
 // as Epic Online Services does (Open, Moderate, Strict) with the RFC 4787
 // behaviour, port mapping and IPv6 addresses behind it.
 //
+// Config.Rendezvous may name a dual-stack server by both its addresses:
+// the node registers over IPv4 (IPv6 without an IPv4 address), learns its
+// address and NAT in the other family by STUN and offers that address to
+// peers, so a pair that can go direct in both families does, and settles
+// on IPv6 unless IPv6 is measurably slower.
+//
 // # LAN discovery
 //
 // With Config.LANDiscovery, nodes of one AppID on one network find each

@@ -249,3 +249,48 @@ func TestLabIPv6Relay(t *testing.T) {
 		}
 	}
 }
+
+// TestLabNATBehaviour6: what NATType reports of each IPv6 kind: a
+// dual-stack host's IPv6 address as the server sees it is its own (no
+// NAT66) behind a firewall that filters by address and port, beside its
+// IPv4 NAT's behaviour; an IPv6-only host behind that firewall is
+// Moderate, behind an open one Open.
+func TestLabNATBehaviour6(t *testing.T) {
+	netlab.Require(t)
+	leakcheck.Check(t)
+	e := newLabEnv6(t, "behaviour6", 0)
+	apdf, eif := "address-and-port-dependent", "endpoint-independent"
+	for _, tc := range []struct {
+		name      string
+		cfg       netlab.SiteConfig
+		typ       NATType
+		filtering string // IPv6's
+	}{
+		{"dual", netlab.SiteConfig{NAT: netlab.NATPortRestricted, IPv6: netlab.IPv6Dual}, NATTypeModerate, apdf},
+		{"only", netlab.SiteConfig{NAT: netlab.NATPortRestricted, IPv6: netlab.IPv6Only}, NATTypeModerate, apdf},
+		{"open", netlab.SiteConfig{NAT: netlab.NATPortRestricted, IPv6: netlab.IPv6Only, IPv6Open: true}, NATTypeOpen, eif},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := e.lab.AddSite(tc.name, tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := s.Hosts[0]
+			n, closeN := e.node6(t, h, Config{})
+			defer closeN()
+			var r NATReport
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if r = n.NATType(); r.Type != NATTypeUnknown && r.PortMapTried && r.IPv6Filtering != 0 {
+					break
+				}
+			}
+			t.Logf("NAT report: %v", r)
+			port := addrOfConn(n.main.pc).Port()
+			if r.Type != tc.typ || r.IPv6Public != netip.AddrPortFrom(h.IP6, port) || r.IPv6Filtering.String() != tc.filtering ||
+				r.IPv6Mapping.String() != eif {
+				t.Errorf("got %v; want %v, IPv6 public %v (the host's own), mapping %s, filtering %s",
+					r, tc.typ, netip.AddrPortFrom(h.IP6, port), eif, tc.filtering)
+			}
+		})
+	}
+}

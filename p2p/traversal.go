@@ -277,6 +277,10 @@ func (t *traversal) start() {
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
+		var other sync.WaitGroup
+		if t.other.IsValid() {
+			other.Go(t.discoverOther) // beside the primary family's tests: the filtering test takes seconds
+		}
 		b := t.discover(t.server, t.extra)
 		t.mu.Lock()
 		t.behaviour, t.ready = b, true
@@ -288,9 +292,7 @@ func (t *traversal) start() {
 			t.mu.Unlock()
 		}
 		t.n.log.Debug("p2p: NAT behaviour", "mapped", b.Mapped, "mapping", b.Mapping, "filtering", t.Behaviour().Filtering)
-		if t.other.IsValid() {
-			t.discoverOther()
-		}
+		other.Wait()
 		t.mu.Lock()
 		t.tested = true
 		t.mu.Unlock()
