@@ -637,11 +637,27 @@ func ipv6Rows(t *testing.T) []matrixRow {
 	dualA, dualB := site("dual-a", pr, netlab.IPv6Dual), site("dual-b", pr, netlab.IPv6Dual)
 	symA, symB := site("dsym-a", sym, netlab.IPv6Dual), site("dsym-b", sym, netlab.IPv6Dual)
 	v4, onlyA, onlyB := site("v4only", pr, netlab.IPv6None), site("v6only-a", pr, netlab.IPv6Only), site("v6only-b", pr, netlab.IPv6Only)
+	// Dual-stack sockets over IPv4 through NATs that accept inbound
+	// datagrams (the conntrack clash): priming through an IPv6 socket's
+	// IPv4-mapped path. IPv6 between the two is blocked.
+	accept := func(name string) (*netlab.Site, *netlab.Host) {
+		s, err := e.lab.AddSite(name, netlab.SiteConfig{NAT: pr, IPv6: netlab.IPv6Dual, AcceptInbound: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, s.Hosts[0]
+	}
+	accSite, accA := accept("dacc-a")
+	_, accB := accept("dacc-b")
+	if err := accSite.BlockAddr(accB.IP6, true); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		label  string
 		ha, hb *netlab.Host
 		want6  bool
 	}{
+		{"IPv6: dual-stack ↔ dual-stack, accepting inbound, IPv6 blocked: IPv4 from dual-stack sockets", accA, accB, false},
 		{"IPv6: dual-stack ↔ dual-stack (port-restricted IPv4), ends on IPv6", dualA, dualB, true},
 		{"IPv6: dual-stack ↔ dual-stack (symmetric IPv4), over IPv6", symA, symB, true},
 		{"IPv6: IPv6-only ↔ IPv6-only", onlyA, onlyB, true},
