@@ -171,6 +171,46 @@ func (t *traversal) advertise() {
 	}
 	now := time.Now()
 	t.reregister(now)
+	t.introduceWaiting()
+	// An introduction the server handled before the registration with
+	// the news (dropped by its rate limit, say, and sent again) told the
+	// peers nothing new: once the news is confirmed, tick introduces
+	// again (newsConfirmed).
+	t.mu.Lock()
+	t.newsAt = now
+	t.mu.Unlock()
+}
+
+// newsConfirmed introduces the waiting peers again once the server has
+// confirmed the registration advertise sent (maintenance goroutine).
+func (t *traversal) newsConfirmed(now time.Time) {
+	t.mu.Lock()
+	at := t.newsAt
+	t.mu.Unlock()
+	if at.IsZero() {
+		return
+	}
+	confirmed := t.rv.Confirmed()
+	if confirmed || now.Sub(at) >= confirmWait {
+		t.mu.Lock()
+		if t.newsAt == at {
+			t.newsAt = time.Time{}
+		}
+		t.mu.Unlock()
+	}
+	if confirmed {
+		t.introduceWaiting()
+	}
+}
+
+// confirmWait bounds how long advertise waits for the server to confirm
+// a registration with news.
+const confirmWait = 5 * time.Second
+
+// introduceWaiting asks for a new introduction to every peer a session
+// waits for or a punch runs toward.
+func (t *traversal) introduceWaiting() {
+	now := time.Now()
 	t.n.mu.Lock()
 	waiting := make([]*session, 0, len(t.n.sessions))
 	for _, s := range t.n.sessions {

@@ -81,6 +81,7 @@ type traversal struct {
 	tested         bool // the filtering test is done too (NATType)
 	keys           map[PeerID]nat.ProbeKey
 	fresh          []freshPort // heal.go
+	newsAt         time.Time   // advertise sent news the server has not confirmed yet (portmap.go)
 }
 
 // parseRendezvous splits "[peerid@]host:port[,host:port...]": the
@@ -432,6 +433,7 @@ func (t *traversal) tick(now time.Time) {
 		t.rv.Tick(now)
 	}
 	t.noteRegistration(now)
+	t.newsConfirmed(now)
 	t.tcp.tick(now)
 	relaying := ready || t.udpBlocked()
 	t.do(func() {

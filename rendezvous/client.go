@@ -222,6 +222,15 @@ func (c *Client) awaitLocked(now time.Time) {
 	c.regRetry = min(2*c.regRetry, retryMax)
 }
 
+// Confirmed reports whether the server has confirmed the client's latest
+// news (the last Reregister while registered); false while it is being
+// sent again, or while the client is not registered.
+func (c *Client) Confirmed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.registered && c.awaitTS == 0
+}
+
 // Tick sends what is due: registrations (until confirmed, then every
 // Refresh) and introduction retries.
 func (c *Client) Tick(now time.Time) {

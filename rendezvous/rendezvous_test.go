@@ -555,11 +555,10 @@ func TestReregisterRetried(t *testing.T) {
 	a.dropRegister.Store(2)
 	a.Reregister(time.Now())
 	start := time.Now()
-	run(t, 3*time.Second, func() bool { // the refresh is 20 s away
-		a.Client.mu.Lock()
-		defer a.Client.mu.Unlock()
-		return a.Client.awaitTS == 0
-	}, a, b)
+	if a.Confirmed() {
+		t.Fatal("news confirmed before the server could answer")
+	}
+	run(t, 3*time.Second, a.Confirmed, a, b) // the refresh is 20 s away
 	if n := a.dropRegister.Load(); n > 0 {
 		t.Fatalf("%d drops left: the news went out only %d times", n, 2-n)
 	}
