@@ -177,46 +177,6 @@ func TestLabDualStack(t *testing.T) {
 	}
 }
 
-// TestLabIPv6Mixed: an IPv4-only site (behind a port-restricted NAT) and
-// a dual-stack one meet over IPv4; an IPv6-only site and a dual-stack one
-// over IPv6; two IPv6-only sites over IPv6, registering over IPv6.
-func TestLabIPv6Mixed(t *testing.T) {
-	netlab.Require(t)
-	leakcheck.Check(t)
-	e := newLabEnv6(t, "mixed", 0)
-	site := func(name string, mode netlab.IPv6Mode) *netlab.Host {
-		s, err := e.lab.AddSite(name, netlab.SiteConfig{NAT: netlab.NATPortRestricted, IPv6: mode})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s.Hosts[0]
-	}
-	v4, dual, only, only2 := site("v4", netlab.IPv6None), site("dual", netlab.IPv6Dual), site("only", netlab.IPv6Only), site("only2", netlab.IPv6Only)
-	cfg := Config{ConnectTimeout: 10 * time.Second, DisableRelay: true}
-	for _, tc := range []struct {
-		name   string
-		ha, hb *netlab.Host
-		want6  bool
-	}{
-		{"IPv4-only to dual-stack", v4, dual, false},
-		{"dual-stack to IPv4-only", dual, v4, false},
-		{"IPv6-only to dual-stack", only, dual, true},
-		{"IPv6-only to IPv6-only", only, only2, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			for run := range matrixRuns {
-				r := e.runDual(t, tc.ha, tc.hb, cfg)
-				if r.remote.Addr().Is6() != tc.want6 {
-					t.Errorf("run %d: session on %v, want IPv6 %v", run, r.remote, tc.want6)
-				}
-				if r.changes > 2 {
-					t.Errorf("run %d: %d path changes", run, r.changes)
-				}
-			}
-		})
-	}
-}
-
 // TestLabIPv6Relay: two IPv6-only sites with no direct path between them
 // (each blocks the other's address) relay over IPv6: both register over
 // IPv6, are told the server's IPv6 TURN address first, and allocate IPv6
