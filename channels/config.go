@@ -68,9 +68,20 @@ type Config struct {
 	UnreliableMaxWait time.Duration
 
 	// SendQueueBytes bounds the bytes of messages queued and not yet
-	// acknowledged (reliable) or sent (unreliable). Send returns ErrQueueFull
-	// past it. Zero means 4 MiB. It must be at least MaxReliableSize.
+	// acknowledged (reliable) or sent (unreliable). Zero means 4 MiB. It
+	// must be at least MaxReliableSize. Past it, Send refuses with
+	// ErrQueueFull a message on a channel that holds its fair share of it
+	// already (SendQueueBytes over the channels holding queued data), and
+	// still takes one on a channel below its share, up to twice
+	// SendQueueBytes in all: a channel that fills the queue (a bulk
+	// transfer on a lossy path) never refuses another channel's sends.
 	SendQueueBytes int
+
+	// ChannelQueueBytes bounds what one channel may hold of the send
+	// queue: Send refuses past it with ErrQueueFull whatever the others
+	// hold. Zero means SendQueueBytes. It must be at least MaxReliableSize
+	// and at most SendQueueBytes.
+	ChannelQueueBytes int
 
 	// ReceiveWindow bounds the reliable data, in bytes, the peer may have
 	// outstanding at this end: out of order or partly reassembled. The peer
@@ -152,6 +163,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	def(&cfg.MaxDatagramSize, DefaultMaxDatagramSize)
 	def(&cfg.MaxReliableSize, DefaultMaxReliableSize)
 	def(&cfg.SendQueueBytes, DefaultSendQueueBytes)
+	def(&cfg.ChannelQueueBytes, cfg.SendQueueBytes)
 	def(&cfg.ReceiveWindow, DefaultReceiveWindow)
 	def(&cfg.ReassemblyBytes, DefaultReassemblyBytes)
 	defDur(&cfg.NagleDelay, DefaultNagleDelay)
@@ -178,6 +190,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("channels: MaxUnreliableSize %d outside [0, %d]", cfg.MaxUnreliableSize, MaxUnreliableFragmented)
 	case cfg.SendQueueBytes < cfg.MaxReliableSize:
 		return cfg, fmt.Errorf("channels: SendQueueBytes %d below MaxReliableSize %d", cfg.SendQueueBytes, cfg.MaxReliableSize)
+	case cfg.ChannelQueueBytes < cfg.MaxReliableSize || cfg.ChannelQueueBytes > cfg.SendQueueBytes:
+		return cfg, fmt.Errorf("channels: ChannelQueueBytes %d outside [MaxReliableSize %d, SendQueueBytes %d]", cfg.ChannelQueueBytes, cfg.MaxReliableSize, cfg.SendQueueBytes)
 	case cfg.ReceiveWindow < cfg.MaxReliableSize+msgCostOverhead:
 		return cfg, fmt.Errorf("channels: ReceiveWindow %d must exceed MaxReliableSize %d", cfg.ReceiveWindow, cfg.MaxReliableSize)
 	case cfg.ReassemblyBytes < cfg.MaxUnreliableSize:

@@ -89,6 +89,7 @@ type Conn struct {
 	unrel           fifo[*outMsg] // unreliable messages with unsent fragments
 	retx            fifo[sentFrame]
 	queuedBytes     int // message bytes not yet acked (reliable) or sent (unreliable)
+	busyChans       int // send channels with queued bytes (admit's fair share)
 	queuedMsgs      int
 	unsentBytes     int // message bytes never sent, for Nagle
 	unsentMsgs      int
@@ -148,6 +149,8 @@ type sendChannel struct {
 	unseqSeq  uint64 // next unsequenced message id (fragmented only)
 	queue     fifo[*outMsg]
 	scheduled bool // in Conn.rr
+	// queuedBytes is this channel's share of Conn.queuedBytes (admit).
+	queuedBytes int
 }
 
 // recvChannel is a channel's receiving state.
@@ -304,7 +307,7 @@ func (c *Conn) closeLocked(err error) {
 	c.recvChans = nil
 	c.partials = nil
 	c.dropRecycledLocked()
-	c.queuedBytes, c.queuedMsgs, c.unsentBytes, c.unsentMsgs = 0, 0, 0, 0
+	c.queuedBytes, c.queuedMsgs, c.unsentBytes, c.unsentMsgs, c.busyChans = 0, 0, 0, 0, 0
 	c.signalQueueLocked()
 	c.cfg.Logger.Debug("channels: closed", "err", err)
 }
@@ -353,6 +356,28 @@ func (c *Conn) dropRecycledLocked() {
 // ends, or ctx is done. It lets a sender that got ErrQueueFull wait instead
 // of spinning.
 func (c *Conn) WaitSendQueue(ctx context.Context) error {
+	return c.waitQueue(ctx, func() bool { return c.queuedBytes <= c.cfg.SendQueueBytes/2 })
+}
+
+// WaitChannelQueue blocks until a send on channel is likely to find room:
+// the channel holds at most half of Config.ChannelQueueBytes, and the
+// queue is at most half full or the channel holds under half its fair
+// share; or the Conn ends, or ctx is done.
+func (c *Conn) WaitChannelQueue(ctx context.Context, channel uint16) error {
+	return c.waitQueue(ctx, func() bool {
+		sc := c.sendChans[channel]
+		if sc == nil {
+			return true
+		}
+		busy := max(c.busyChans, 1)
+		return sc.queuedBytes <= c.cfg.ChannelQueueBytes/2 &&
+			(c.queuedBytes <= c.cfg.SendQueueBytes/2 || sc.queuedBytes < c.cfg.SendQueueBytes/(2*busy))
+	})
+}
+
+// waitQueue waits until room (called with c.mu held) holds, the Conn
+// ends, or ctx is done.
+func (c *Conn) waitQueue(ctx context.Context, room func() bool) error {
 	for {
 		c.mu.Lock()
 		if c.closed {
@@ -360,7 +385,7 @@ func (c *Conn) WaitSendQueue(ctx context.Context) error {
 			c.mu.Unlock()
 			return err
 		}
-		if c.queuedBytes <= c.cfg.SendQueueBytes/2 {
+		if room() {
 			c.mu.Unlock()
 			return nil
 		}
@@ -377,9 +402,10 @@ func (c *Conn) WaitSendQueue(ctx context.Context) error {
 	}
 }
 
-// signalQueueLocked wakes WaitSendQueue callers when the queue has room.
+// signalQueueLocked wakes the queue's waiters when a message left it: each
+// looks again at the room it waits for.
 func (c *Conn) signalQueueLocked() {
-	if c.queueWaiters != nil && (c.closed || c.queuedBytes <= c.cfg.SendQueueBytes/2) {
+	if c.queueWaiters != nil {
 		close(c.queueWaiters)
 		c.queueWaiters = nil
 	}

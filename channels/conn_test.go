@@ -360,8 +360,8 @@ func TestPeerNeverAcks(t *testing.T) {
 			queued, inFlight, window, ptos := c.queuedBytes, c.inFlight, c.cc.window, int(c.stats.ptos)
 			hist, retx := c.history.n, c.retx.len()
 			c.mu.Unlock()
-			if queued > queue {
-				t.Fatalf("queue %d over its limit %d", queued, queue)
+			if queued > 2*queue { // past the bound, channels below their fair share still send
+				t.Fatalf("queue %d over twice its bound %d", queued, queue)
 			}
 			// A datagram may start while in flight is under the window, and
 			// each probe timeout may send two past it (RFC 9002 §6.2.4);

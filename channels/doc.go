@@ -33,7 +33,9 @@
 // send interval rather than a round trip (Config.NoRedundancy turns it off). The send rate follows
 // CUBIC (RFC 9438) with RFC 9002's recovery rules, and packets are paced.
 // Memory is bounded: the send queue (Config.SendQueueBytes; Send returns
-// ErrQueueFull past it), the reliable data a peer may have outstanding here
+// ErrQueueFull past it to a channel holding its fair share, so one
+// channel's backlog never refuses another's sends; twice the bound at
+// most, and Config.ChannelQueueBytes per channel), the reliable data a peer may have outstanding here
 // (Config.ReceiveWindow, which the peer is told and must respect: datagrams
 // beyond it are dropped unacknowledged), partial unreliable messages
 // (Config.ReassemblyBytes), and the packet-number history. A peer that goes

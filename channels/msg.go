@@ -70,6 +70,7 @@ type outMsg struct {
 	gen      uint32
 	kind     kind
 	channel  uint16
+	sc       *sendChannel // its channel's send state (queue accounting)
 	seq      uint64
 	data     []byte
 	frag     bool   // sent as fragments

@@ -37,13 +37,14 @@ func (c *Conn) send(channel uint16, data []byte, flags Flags, write bool) error 
 		c.mu.Unlock()
 		return err
 	}
-	if c.queuedBytes+len(data) > c.cfg.SendQueueBytes {
+	sc := c.sendChannelLocked(channel)
+	if !c.admitLocked(sc, len(data)) {
 		c.stats.queueFull++
 		c.mu.Unlock()
 		return ErrQueueFull
 	}
 	now := time.Now()
-	c.enqueueLocked(channel, k, data, now)
+	c.enqueueLocked(sc, k, data, now)
 	if flags&FlushHint != 0 || c.cfg.NagleDelay == 0 {
 		c.flushReq = true
 	} else if c.nagleDeadline.IsZero() {
@@ -76,14 +77,39 @@ func (c *Conn) Flush() error {
 	return nil
 }
 
-func (c *Conn) enqueueLocked(channel uint16, k kind, data []byte, now time.Time) {
+// sendChannelLocked returns channel's send state, made on first use.
+func (c *Conn) sendChannelLocked(channel uint16) *sendChannel {
 	sc := c.sendChans[channel]
 	if sc == nil {
 		sc = &sendChannel{id: channel}
 		c.sendChans[channel] = sc
 	}
+	return sc
+}
+
+// admitLocked reports whether n more bytes on sc fit the send queue
+// (Config.SendQueueBytes and ChannelQueueBytes say how).
+func (c *Conn) admitLocked(sc *sendChannel, n int) bool {
+	if sc.queuedBytes+n > c.cfg.ChannelQueueBytes {
+		return false
+	}
+	if c.queuedBytes+n <= c.cfg.SendQueueBytes {
+		return true
+	}
+	busy := c.busyChans
+	if sc.queuedBytes == 0 {
+		busy++
+	}
+	// Past the bound: a channel below its fair share still gets in, up to
+	// twice the bound (one channel holds at most the bound itself, so
+	// the others always have that much).
+	return sc.queuedBytes+n <= c.cfg.SendQueueBytes/busy && c.queuedBytes+n <= 2*c.cfg.SendQueueBytes
+}
+
+func (c *Conn) enqueueLocked(sc *sendChannel, k kind, data []byte, now time.Time) {
+	channel := sc.id
 	m := c.newMsgLocked(len(data))
-	m.kind, m.channel, m.queuedAt = k, channel, now.UnixNano()
+	m.kind, m.channel, m.sc, m.queuedAt = k, channel, sc, now.UnixNano()
 	m.data = append(m.data[:0], data...)
 	m.frag = len(data) > c.fragSize
 	m.nfrags = 1
@@ -112,6 +138,10 @@ func (c *Conn) enqueueLocked(channel uint16, k kind, data []byte, now time.Time)
 		sc.unseqSeq++
 		c.unrel.push(m)
 	}
+	if sc.queuedBytes == 0 && len(data) > 0 {
+		c.busyChans++
+	}
+	sc.queuedBytes += len(data)
 	c.queuedBytes += len(data)
 	c.queuedMsgs++
 	c.unsentBytes += len(data)
@@ -176,6 +206,13 @@ const (
 func (c *Conn) releaseMsgLocked(m *outMsg) {
 	c.queuedBytes -= len(m.data)
 	c.queuedMsgs--
+	if sc := m.sc; sc != nil {
+		sc.queuedBytes -= len(m.data)
+		if sc.queuedBytes == 0 && len(m.data) > 0 {
+			c.busyChans--
+		}
+		m.sc = nil
+	}
 	c.signalQueueLocked()
 	m.gen++
 	m.nextFrag, m.nacked, m.charged = 0, 0, false

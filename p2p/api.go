@@ -276,9 +276,10 @@ func (n *Node) dispatch(e Event) {
 }
 
 // SendContext is Send that waits for room instead of returning
-// ErrQueueFull: when the peer's send queue is full it blocks until the
-// queue drains to half (the peer acknowledged), the session ends, or ctx
-// is done, and returns ctx's error then. Other errors return at once.
+// ErrQueueFull: when the channel's share of the peer's send queue is full
+// it blocks until the peer has acknowledged enough
+// (channels.Conn.WaitChannelQueue), the session ends, or ctx is done, and
+// returns ctx's error then. Other errors return at once.
 // Before the session connects, the wait is for the pre-connect queue to be
 // sent, checked every 20 ms.
 func (n *Node) SendContext(ctx context.Context, to PeerID, data []byte, flags channels.Flags, channel int) error {
@@ -287,16 +288,17 @@ func (n *Node) SendContext(ctx context.Context, to PeerID, data []byte, flags ch
 		if !errors.Is(err, ErrQueueFull) {
 			return err
 		}
-		if err := n.waitRoom(ctx, to); err != nil {
+		if err := n.waitRoom(ctx, to, channel); err != nil {
 			return err
 		}
 	}
 }
 
-// waitRoom waits until a send to peer may find room: the Conn's queue
-// drained to half or the Conn ended, or, before the session connected,
-// 20 ms passed. It returns only ctx's error or ErrClosed.
-func (n *Node) waitRoom(ctx context.Context, peer PeerID) error {
+// waitRoom waits until a send to peer on channel may find room
+// (channels.Conn.WaitChannelQueue) or the Conn ended, or, before the
+// session connected, 20 ms passed. It returns only ctx's error or
+// ErrClosed.
+func (n *Node) waitRoom(ctx context.Context, peer PeerID, channel int) error {
 	var conn *channels.Conn
 	if s := n.lookupSession(peer); s != nil {
 		s.mu.Lock()
@@ -306,7 +308,7 @@ func (n *Node) waitRoom(ctx context.Context, peer PeerID) error {
 		s.unlock()
 	}
 	if conn != nil {
-		conn.WaitSendQueue(ctx) // a Conn that ended returns at once: the next send restarts the session
+		conn.WaitChannelQueue(ctx, uint16(channel)) // a Conn that ended returns at once: the next send restarts the session
 	} else {
 		t := time.NewTimer(20 * time.Millisecond)
 		defer t.Stop()
