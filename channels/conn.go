@@ -87,10 +87,9 @@ type Conn struct {
 	rr              []*sendChannel // channels with unsent reliable data
 	rrPos           int
 	unrel           fifo[*outMsg] // unreliable messages with unsent fragments
-	retxCount       int           // entries in the channels' retx queues (stale ones too)
-	newChans        int           // channels in rr with new data queued
-	queuedBytes     int           // message bytes not yet acked (reliable) or sent (unreliable)
-	busyChans       int           // send channels with queued bytes (admit's fair share)
+	retx            fifo[sentFrame]
+	queuedBytes     int // message bytes not yet acked (reliable) or sent (unreliable)
+	busyChans       int // send channels with queued bytes (admit's fair share)
 	queuedMsgs      int
 	unsentBytes     int // message bytes never sent, for Nagle
 	unsentMsgs      int
@@ -149,8 +148,7 @@ type sendChannel struct {
 	seqdSeq   uint64 // next sequenced (unreliable) sequence number
 	unseqSeq  uint64 // next unsequenced message id (fragmented only)
 	queue     fifo[*outMsg]
-	retx      fifo[sentFrame] // its fragments declared lost, to send again
-	scheduled bool            // in Conn.rr: it has new data or retransmissions
+	scheduled bool // in Conn.rr
 	// queuedBytes is this channel's share of Conn.queuedBytes (admit).
 	queuedBytes int
 }
@@ -302,7 +300,7 @@ func (c *Conn) closeLocked(err error) {
 	c.closed = true
 	c.closeErr = err
 	close(c.done)
-	c.retxCount, c.newChans = 0, 0
+	c.retx.reset()
 	c.unrel.reset()
 	c.rr = nil
 	c.sendChans = nil
