@@ -532,24 +532,40 @@ func (t *traversal) followed(peer PeerID, remote netip.AddrPort, sock path.Socke
 }
 
 // better returns the punch's best validated path to peer if it ranks above
-// remote (over sock), else remote and sock; and the check priority of the
-// one returned (0: unchecked).
+// remote (over sock), else remote and sock; and the candidate priority of
+// the one returned (0: no traversal toward the peer).
+//
+// The route a handshake came over is proven as well as any check proves
+// one, so it ranks by its own candidate's priority even before a check
+// validated it. Ranking it 0 let a worse check finishing first (IPv4
+// server-reflexive beside an IPv6 host route) take the settling session
+// off the better route, and the better one's check then back: two moves a
+// side where none was due.
 func (t *traversal) better(peer PeerID, remote netip.AddrPort, sock path.Socket) (netip.AddrPort, path.Socket, uint32) {
 	p := t.view(peer).punch
 	if p == nil {
 		return remote, sock, 0
 	}
 	best, ok := p.Best()
-	if !ok {
-		return remote, sock, 0
+	return pickBetter(best, ok, remote, sock, p.KindOf(remote), t.prefixes(), t.socketOf)
+}
+
+// pickBetter is better's choice between the handshake's route (remote over
+// sock, a candidate of kind) and the punch's best validated path, if any.
+func pickBetter(best nat.Path, ok bool, remote netip.AddrPort, sock path.Socket, kind nat.Kind,
+	prefixes []netip.Prefix, socketOf func(nat.Path) path.Socket) (netip.AddrPort, path.Socket, uint32) {
+	own := uint32(nat.Priority(nat.Candidate{Addr: remote, Kind: kind}, prefixes))
+	relayed := sock != nil && sock.Kind() == path.Relay
+	switch {
+	case !ok:
+		if relayed {
+			return remote, sock, 0
+		}
+		return remote, sock, own
+	case relayed || uint32(best.Priority) > own:
+		return best.Remote, socketOf(best), uint32(best.Priority) // any direct path beats the relay
 	}
-	if sock != nil && sock.Kind() == path.Relay || best.Priority > nat.Priority(nat.Candidate{Addr: remote, Kind: p.KindOf(remote)}, t.prefixes()) {
-		return best.Remote, t.socketOf(best), uint32(best.Priority) // any direct path beats the relay
-	}
-	if best.Remote == remote {
-		return remote, sock, uint32(best.Priority)
-	}
-	return remote, sock, 0
+	return remote, sock, own
 }
 
 // socketOf is the node's socket a validated path goes through.
