@@ -87,9 +87,10 @@ type Conn struct {
 	rr              []*sendChannel // channels with unsent reliable data
 	rrPos           int
 	unrel           fifo[*outMsg] // unreliable messages with unsent fragments
-	retx            fifo[sentFrame]
-	queuedBytes     int // message bytes not yet acked (reliable) or sent (unreliable)
-	busyChans       int // send channels with queued bytes (admit's fair share)
+	retxCount       int           // entries in the channels' retx queues (stale ones too)
+	newChans        int           // channels in rr with new data queued
+	queuedBytes     int           // message bytes not yet acked (reliable) or sent (unreliable)
+	busyChans       int           // send channels with queued bytes (admit's fair share)
 	queuedMsgs      int
 	unsentBytes     int // message bytes never sent, for Nagle
 	unsentMsgs      int
@@ -148,7 +149,8 @@ type sendChannel struct {
 	seqdSeq   uint64 // next sequenced (unreliable) sequence number
 	unseqSeq  uint64 // next unsequenced message id (fragmented only)
 	queue     fifo[*outMsg]
-	scheduled bool // in Conn.rr
+	retx      fifo[sentFrame] // its fragments declared lost, to send again
+	scheduled bool            // in Conn.rr: it has new data or retransmissions
 	// queuedBytes is this channel's share of Conn.queuedBytes (admit).
 	queuedBytes int
 }
@@ -300,7 +302,7 @@ func (c *Conn) closeLocked(err error) {
 	c.closed = true
 	c.closeErr = err
 	close(c.done)
-	c.retx.reset()
+	c.retxCount, c.newChans = 0, 0
 	c.unrel.reset()
 	c.rr = nil
 	c.sendChans = nil

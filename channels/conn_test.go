@@ -358,7 +358,7 @@ func TestPeerNeverAcks(t *testing.T) {
 			c.Send(0, make([]byte, 10), Unsequenced) // keep offering unreliable data too
 			c.mu.Lock()
 			queued, inFlight, window, ptos := c.queuedBytes, c.inFlight, c.cc.window, int(c.stats.ptos)
-			hist, retx := c.history.n, c.retx.len()
+			hist, retx := c.history.n, c.retxCount
 			c.mu.Unlock()
 			if queued > 2*queue { // past the bound, channels below their fair share still send
 				t.Fatalf("queue %d over twice its bound %d", queued, queue)

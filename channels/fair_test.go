@@ -1,8 +1,10 @@
 package channels
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -143,6 +145,72 @@ func TestBulkDoesNotDelayOthers(t *testing.T) {
 		t.Logf("small messages: worst latency %v beside the bulk transfer (%v)", worst, p.a.Stats())
 		if worst > time.Second {
 			t.Errorf("a small message took %v beside the bulk transfer, want under 1 s", worst)
+		}
+	})
+}
+
+// TestRetransmissionsTakeTheirTurn: with a backlog of lost fragments on
+// one channel, a message on another channel goes out in its round-robin
+// turn, within the first two datagrams, not after every retransmission
+// (a message that fits beside a fragment rides along either way: this one
+// does not).
+func TestRetransmissionsTakeTheirTurn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPair(t, simConfig{delay: 10 * time.Millisecond}, simConfig{delay: 10 * time.Millisecond}, Config{}, Config{})
+		if err := p.a.Send(0, []byte("hello"), Reliable|FlushHint); err != nil {
+			t.Fatal(err)
+		}
+		if !p.rb.waitFor(time.Second, func() bool { return p.rb.count[0] == 1 }) {
+			t.Fatal("first message did not arrive")
+		}
+		var mu sync.Mutex
+		var sent [][]byte
+		p.net.setDrop(0, func(d []byte) bool { // from now on a's datagrams are recorded, and lost
+			mu.Lock()
+			defer mu.Unlock()
+			sent = append(sent, append([]byte(nil), d...))
+			return true
+		})
+		bulk := make([]byte, 64<<10)
+		for range 4 {
+			if err := p.a.Send(1, bulk, Reliable|FlushHint); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(40 * time.Millisecond) // the window goes out, no probe timeout yet
+		c := p.a
+		c.mu.Lock()
+		for i := range c.history.n {
+			if pk := c.history.slot(i); pk.state == pktOutstanding {
+				c.onPacketLost(pk) // as an acknowledgement of later packets would declare
+			}
+		}
+		backlog := c.retxCount
+		c.mu.Unlock()
+		if backlog < 4 {
+			t.Fatalf("only %d fragments to retransmit", backlog)
+		}
+		mu.Lock()
+		before := len(sent)
+		mu.Unlock()
+		// Larger than what a datagram has left beside a fragment.
+		marker := bytes.Repeat([]byte("channel 2 "), 60)
+		if err := c.Send(2, marker, Reliable|FlushHint); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		at := -1
+		for i, d := range sent[before:] {
+			if bytes.Contains(d, marker) {
+				at = i
+				break
+			}
+		}
+		t.Logf("%d fragments to retransmit; the message went in datagram %d of %d after it", backlog, at+1, len(sent)-before)
+		if at < 0 || at > 1 {
+			t.Errorf("the message went in datagram %d (0: not yet), want the first or second", at+1)
 		}
 	})
 }

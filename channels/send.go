@@ -124,10 +124,10 @@ func (c *Conn) enqueueLocked(sc *sendChannel, k kind, data []byte, now time.Time
 		m.queued.reset(m.nfrags)
 		m.extra.reset(m.nfrags)
 		sc.queue.push(m)
-		if !sc.scheduled {
-			sc.scheduled = true
-			c.rr = append(c.rr, sc)
+		if sc.queue.len() == 1 {
+			c.newChans++
 		}
+		c.scheduleLocked(sc)
 		c.creditBlocked = false
 	case kindSequenced:
 		m.seq = sc.seqdSeq
@@ -236,7 +236,15 @@ func (c *Conn) dataReady(now time.Time) bool {
 // newDataWaiting reports whether there is unsent data that nothing but
 // Nagle, pacing or the congestion window holds back.
 func (c *Conn) newDataWaiting() bool {
-	return c.unrel.len() > 0 || (len(c.rr) > 0 && !c.creditBlocked)
+	return c.unrel.len() > 0 || (c.newChans > 0 && !c.creditBlocked)
+}
+
+// scheduleLocked puts sc in the round robin, if it is not there.
+func (c *Conn) scheduleLocked(sc *sendChannel) {
+	if !sc.scheduled {
+		sc.scheduled = true
+		c.rr = append(c.rr, sc)
+	}
 }
 
 // canSendData reports whether congestion control and pacing let an
@@ -265,7 +273,7 @@ func (c *Conn) buildLocked(now time.Time) *batch {
 			return b
 		}
 		canData := c.canSendData(now)
-		wantData := canData && (c.retx.len() > 0 || (c.newDataWaiting() && c.dataReady(now)))
+		wantData := canData && (c.retxCount > 0 || (c.newDataWaiting() && c.dataReady(now)))
 		wantCtl := c.pendingClose || c.pendingPing || c.pendingMaxData || c.probes > 0
 		wantAck := c.ackPending && (wantData || wantCtl || !now.Before(c.ackDeadline))
 		if !wantData && !wantCtl && !wantAck {
@@ -299,7 +307,7 @@ func (c *Conn) buildPacket(buf []byte, now time.Time, canData bool) ([]byte, boo
 	hasAck := false
 	if c.ackPending {
 		ackLimit := limit - len(buf)
-		if canData && (c.retx.len() > 0 || c.newDataWaiting()) {
+		if canData && (c.retxCount > 0 || c.newDataWaiting()) {
 			ackLimit = ackReserve
 		}
 		ranges := c.recv.appendDescending(c.ackScratch[:0], maxAckRanges)
@@ -325,7 +333,6 @@ func (c *Conn) buildPacket(buf []byte, now time.Time, canData bool) ([]byte, boo
 	}
 	dataStart := len(buf)
 	if canData {
-		buf = c.appendRetx(buf, limit, sp)
 		buf = c.appendUnreliable(buf, limit, now)
 		buf = c.appendReliable(buf, limit, sp)
 		if len(buf) > dataStart && !c.cfg.NoRedundancy {
@@ -378,29 +385,6 @@ func (c *Conn) finishPacket(buf []byte, now time.Time, pn uint64, hasAck, elicit
 	return buf, true
 }
 
-// appendRetx adds queued retransmissions.
-func (c *Conn) appendRetx(buf []byte, limit int, sp *sentPacket) []byte {
-	for c.retx.len() > 0 {
-		f := c.retx.peek()
-		m := f.msg
-		i := int(f.frag)
-		if f.gen != m.gen || m.acked.has(i) {
-			c.retx.pop()
-			continue
-		}
-		data := m.fragment(i, c.fragSize)
-		if len(buf)+c.msgFrameLen(m, i, len(data)) > limit {
-			break
-		}
-		c.retx.pop()
-		m.queued.clear(i)
-		buf = c.appendFrame(buf, m, i, data)
-		sp.frames = append(sp.frames, f)
-		c.stats.retransmits++
-	}
-	return buf
-}
-
 // msgFrameLen is the encoded length of fragment i of m (the whole message
 // when m is not fragmented).
 func (c *Conn) msgFrameLen(m *outMsg, i, n int) int {
@@ -451,8 +435,9 @@ func (c *Conn) dropUnsentUnreliable(m *outMsg) {
 	c.releaseMsgLocked(m)
 }
 
-// appendReliable adds new reliable data, taking one frame from each channel
-// in turn so a large message on one channel does not hold up the others.
+// appendReliable adds reliable data, taking one frame from each channel
+// in turn, its retransmissions first, so neither a large message nor the
+// losses of one channel hold up the others.
 func (c *Conn) appendReliable(buf []byte, limit int, sp *sentPacket) []byte {
 	stalls := 0       // channels in a row that could not add a frame
 	creditStalls := 0 // of those, the ones held back by the peer's window
@@ -461,6 +446,28 @@ func (c *Conn) appendReliable(buf []byte, limit int, sp *sentPacket) []byte {
 			c.rrPos = 0
 		}
 		sc := c.rr[c.rrPos]
+		if f, ok := c.nextRetxLocked(sc); ok {
+			m, i := f.msg, int(f.frag)
+			data := m.fragment(i, c.fragSize)
+			if len(buf)+c.msgFrameLen(m, i, len(data)) > limit {
+				stalls++
+				c.rrPos++
+				continue
+			}
+			sc.retx.pop()
+			c.retxCount--
+			m.queued.clear(i)
+			buf = c.appendFrame(buf, m, i, data)
+			sp.frames = append(sp.frames, f)
+			c.stats.retransmits++
+			stalls, creditStalls = 0, 0
+			c.nextChannelLocked(sc)
+			continue
+		}
+		if sc.queue.len() == 0 {
+			c.nextChannelLocked(sc) // its retransmissions were stale: nothing left
+			continue
+		}
 		m := sc.queue.peek()
 		i := m.nextFrag
 		data := m.fragment(i, c.fragSize)
@@ -485,18 +492,14 @@ func (c *Conn) appendReliable(buf []byte, limit int, sp *sentPacket) []byte {
 		sp.frames = append(sp.frames, sentFrame{msg: m, gen: m.gen, frag: uint32(i)})
 		m.nextFrag++
 		c.unsentBytes -= len(data)
-		if m.nextFrag < m.nfrags {
-			c.rrPos++
-			continue
+		if m.nextFrag == m.nfrags {
+			c.unsentMsgs--
+			sc.queue.pop()
+			if sc.queue.len() == 0 {
+				c.newChans--
+			}
 		}
-		c.unsentMsgs--
-		sc.queue.pop()
-		if sc.queue.len() > 0 {
-			c.rrPos++
-			continue
-		}
-		sc.scheduled = false
-		c.rr = append(c.rr[:c.rrPos], c.rr[c.rrPos+1:]...) // rrPos now names the next channel
+		c.nextChannelLocked(sc)
 	}
 	if len(c.rr) > 0 && creditStalls == len(c.rr) {
 		// Every channel waits for window credit from the peer.
@@ -747,16 +750,43 @@ func (c *Conn) onPacketLost(p *sentPacket) {
 }
 
 // requeueFrames queues p's reliable fragments that are neither acknowledged
-// nor already queued.
+// nor already queued, each on its channel's retransmission queue.
 func (c *Conn) requeueFrames(p *sentPacket) {
 	for _, f := range p.frames {
 		m := f.msg
 		i := int(f.frag)
-		if f.gen != m.gen || m.acked.has(i) || !m.queued.set(i) {
+		if f.gen != m.gen || m.acked.has(i) || m.sc == nil || !m.queued.set(i) {
 			continue
 		}
-		c.retx.push(f)
+		m.sc.retx.push(f)
+		c.retxCount++
+		c.scheduleLocked(m.sc)
 	}
+}
+
+// nextRetxLocked returns sc's oldest retransmission still wanted, dropping
+// those whose fragment was acknowledged meanwhile or whose message is gone.
+func (c *Conn) nextRetxLocked(sc *sendChannel) (sentFrame, bool) {
+	for sc.retx.len() > 0 {
+		f := sc.retx.peek()
+		if f.gen == f.msg.gen && !f.msg.acked.has(int(f.frag)) {
+			return f, true
+		}
+		sc.retx.pop()
+		c.retxCount--
+	}
+	return sentFrame{}, false
+}
+
+// nextChannelLocked moves the round robin past sc, the channel at rrPos,
+// taking it out when it has nothing left to send.
+func (c *Conn) nextChannelLocked(sc *sendChannel) {
+	if sc.queue.len() > 0 || sc.retx.len() > 0 {
+		c.rrPos++
+		return
+	}
+	sc.scheduled = false
+	c.rr = append(c.rr[:c.rrPos], c.rr[c.rrPos+1:]...) // rrPos now names the next channel
 }
 
 // ptoTime is when the probe timeout fires, zero when nothing is in flight.
@@ -785,9 +815,9 @@ func (c *Conn) nextDeadlineLocked(now time.Time) time.Time {
 	if c.pendingPing || c.pendingMaxData || c.probes > 0 {
 		return now
 	}
-	if c.inFlight < c.cc.window && (c.retx.len() > 0 || c.newDataWaiting()) {
+	if c.inFlight < c.cc.window && (c.retxCount > 0 || c.newDataWaiting()) {
 		t := c.pacer.nextSend(now)
-		if c.retx.len() == 0 && !c.dataReady(now) {
+		if c.retxCount == 0 && !c.dataReady(now) {
 			t = maxTime(t, c.nagleDeadline)
 		}
 		d = minTime(d, t)
