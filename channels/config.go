@@ -83,6 +83,12 @@ type Config struct {
 	// and at most SendQueueBytes.
 	ChannelQueueBytes int
 
+	// ChannelPriority, if set, gives each channel its Priority when it is
+	// first used (Conn.SetChannelPriority changes it later); a weight out of
+	// range is clamped to [1, MaxWeight]. Nil gives every channel the
+	// default, so all share the link equally.
+	ChannelPriority func(channel uint16) Priority
+
 	// ReceiveWindow bounds the reliable data, in bytes, the peer may have
 	// outstanding at this end: out of order or partly reassembled. The peer
 	// is told the limit and a peer that exceeds it has its datagrams

@@ -84,11 +84,11 @@ type Conn struct {
 	cc              *cubic
 	pacer           pacer
 	sendChans       map[uint16]*sendChannel
-	rr              []*sendChannel // channels with unsent reliable data
-	rrPos           int
+	levels          []*level      // the scheduler: by Priority.Level, lowest first
+	scheduled       int           // channels in levels
 	unrel           fifo[*outMsg] // unreliable messages with unsent fragments
 	retxCount       int           // entries in the channels' retx queues (stale ones too)
-	newChans        int           // channels in rr with new data queued
+	newChans        int           // channels in levels with new data queued
 	queuedBytes     int           // message bytes not yet acked (reliable) or sent (unreliable)
 	busyChans       int           // send channels with queued bytes (admit's fair share)
 	queuedMsgs      int
@@ -150,7 +150,9 @@ type sendChannel struct {
 	unseqSeq  uint64 // next unsequenced message id (fragmented only)
 	queue     fifo[*outMsg]
 	retx      fifo[sentFrame] // its fragments declared lost, to send again
-	scheduled bool            // in Conn.rr: it has new data or retransmissions
+	scheduled bool            // in Conn.levels: it has new data or retransmissions
+	prio      Priority
+	deficit   int // bytes it may still send in its turn (appendLevel)
 	// queuedBytes is this channel's share of Conn.queuedBytes (admit).
 	queuedBytes int
 }
@@ -304,7 +306,7 @@ func (c *Conn) closeLocked(err error) {
 	close(c.done)
 	c.retxCount, c.newChans = 0, 0
 	c.unrel.reset()
-	c.rr = nil
+	c.levels, c.scheduled = nil, 0
 	c.sendChans = nil
 	c.recvChans = nil
 	c.partials = nil

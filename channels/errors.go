@@ -20,6 +20,10 @@ var (
 	// has acknowledged data (see Conn.WaitSendQueue).
 	ErrQueueFull = errors.New("channels: send queue full")
 
+	// ErrInvalidPriority is returned for a Priority whose weight is out of
+	// range.
+	ErrInvalidPriority = errors.New("channels: invalid channel priority")
+
 	// ErrClosed reports a Conn closed by its own side. It matches
 	// net.ErrClosed.
 	ErrClosed = &closedError{msg: "channels: connection closed"}

@@ -81,7 +81,7 @@ func (c *Conn) Flush() error {
 func (c *Conn) sendChannelLocked(channel uint16) *sendChannel {
 	sc := c.sendChans[channel]
 	if sc == nil {
-		sc = &sendChannel{id: channel}
+		sc = &sendChannel{id: channel, prio: c.channelPriority(channel)}
 		c.sendChans[channel] = sc
 	}
 	return sc
@@ -237,14 +237,6 @@ func (c *Conn) dataReady(now time.Time) bool {
 // Nagle, pacing or the congestion window holds back.
 func (c *Conn) newDataWaiting() bool {
 	return c.unrel.len() > 0 || (c.newChans > 0 && !c.creditBlocked)
-}
-
-// scheduleLocked puts sc in the round robin, if it is not there.
-func (c *Conn) scheduleLocked(sc *sendChannel) {
-	if !sc.scheduled {
-		sc.scheduled = true
-		c.rr = append(c.rr, sc)
-	}
 }
 
 // canSendData reports whether congestion control and pacing let an
@@ -433,84 +425,6 @@ func (c *Conn) dropUnsentUnreliable(m *outMsg) {
 	c.unsentMsgs--
 	c.unsentBytes -= len(m.data)
 	c.releaseMsgLocked(m)
-}
-
-// appendReliable adds reliable data, taking one frame from each channel
-// in turn, its retransmissions first, so neither a large message nor the
-// losses of one channel hold up the others.
-func (c *Conn) appendReliable(buf []byte, limit int, sp *sentPacket) []byte {
-	stalls := 0       // channels in a row that could not add a frame
-	creditStalls := 0 // of those, the ones held back by the peer's window
-	for len(c.rr) > 0 && stalls < len(c.rr) && len(buf)+minFrameRoom <= limit {
-		if c.rrPos >= len(c.rr) {
-			c.rrPos = 0
-		}
-		sc := c.rr[c.rrPos]
-		if f, ok := c.nextRetxLocked(sc); ok {
-			m, i := f.msg, int(f.frag)
-			data := m.fragment(i, c.fragSize)
-			if len(buf)+c.msgFrameLen(m, i, len(data)) > limit {
-				stalls++
-				c.rrPos++
-				continue
-			}
-			sc.retx.pop()
-			c.retxCount--
-			m.queued.clear(i)
-			buf = c.appendFrame(buf, m, i, data)
-			sp.frames = append(sp.frames, f)
-			c.stats.retransmits++
-			stalls, creditStalls = 0, 0
-			c.nextChannelLocked(sc)
-			continue
-		}
-		if sc.queue.len() == 0 {
-			c.nextChannelLocked(sc) // its retransmissions were stale: nothing left
-			continue
-		}
-		m := sc.queue.peek()
-		i := m.nextFrag
-		data := m.fragment(i, c.fragSize)
-		if len(buf)+c.msgFrameLen(m, i, len(data)) > limit {
-			stalls++
-			c.rrPos++
-			continue
-		}
-		if !m.charged {
-			cost := msgCost(len(m.data))
-			if c.sentCharge+cost > c.peerMaxData {
-				stalls++
-				creditStalls++
-				c.rrPos++
-				continue
-			}
-			c.sentCharge += cost
-			m.charged = true
-		}
-		stalls, creditStalls = 0, 0
-		buf = c.appendFrame(buf, m, i, data)
-		sp.frames = append(sp.frames, sentFrame{msg: m, gen: m.gen, frag: uint32(i)})
-		m.nextFrag++
-		c.unsentBytes -= len(data)
-		if m.nextFrag == m.nfrags {
-			c.unsentMsgs--
-			sc.queue.pop()
-			if sc.queue.len() == 0 {
-				c.newChans--
-			}
-		}
-		c.nextChannelLocked(sc)
-	}
-	if len(c.rr) > 0 && creditStalls == len(c.rr) {
-		// Every channel waits for window credit from the peer.
-		c.creditBlocked = true
-		c.stats.creditBlocked++
-		if c.inFlight == 0 {
-			c.pendingPing = true // draw an ACK carrying the peer's limit
-		}
-	}
-	c.noteDrainedLocked()
-	return buf
 }
 
 // Redundancy limits: fragments up to maxRedundantFrame bytes, from packets
@@ -762,31 +676,6 @@ func (c *Conn) requeueFrames(p *sentPacket) {
 		c.retxCount++
 		c.scheduleLocked(m.sc)
 	}
-}
-
-// nextRetxLocked returns sc's oldest retransmission still wanted, dropping
-// those whose fragment was acknowledged meanwhile or whose message is gone.
-func (c *Conn) nextRetxLocked(sc *sendChannel) (sentFrame, bool) {
-	for sc.retx.len() > 0 {
-		f := sc.retx.peek()
-		if f.gen == f.msg.gen && !f.msg.acked.has(int(f.frag)) {
-			return f, true
-		}
-		sc.retx.pop()
-		c.retxCount--
-	}
-	return sentFrame{}, false
-}
-
-// nextChannelLocked moves the round robin past sc, the channel at rrPos,
-// taking it out when it has nothing left to send.
-func (c *Conn) nextChannelLocked(sc *sendChannel) {
-	if sc.queue.len() > 0 || sc.retx.len() > 0 {
-		c.rrPos++
-		return
-	}
-	sc.scheduled = false
-	c.rr = append(c.rr[:c.rrPos], c.rr[c.rrPos+1:]...) // rrPos now names the next channel
 }
 
 // ptoTime is when the probe timeout fires, zero when nothing is in flight.

@@ -175,6 +175,19 @@ type Config struct {
 	// 5 ms; a negative value sends at once.
 	NagleDelay time.Duration
 
+	// ChannelPriority, if set, gives each channel's reliable messages
+	// their place in every session's send scheduler, as Steam's lanes do:
+	// channels of a lower Level send before any of a higher one, and
+	// channels of one Level share the path by Weight, in bytes (0 means 1,
+	// at most channels.MaxWeight; a weight out of range is clamped). Nil
+	// gives every channel an equal share, so a bulk transfer on one channel
+	// never holds up another. It is called once per channel a session
+	// sends on, from the sending goroutine with the session's send lock
+	// held, so it must return at once and not call the Node. Unreliable
+	// messages go first whatever their channel: they are worth sending
+	// only while fresh.
+	ChannelPriority func(channel int) ChannelPriority
+
 	// OnSessionRequest and OnSessionConnectFail (and OnSessionClosed) are
 	// called by RunCallbacks, on its caller's goroutine. Nil means the
 	// event is dropped when RunCallbacks takes it.
@@ -249,6 +262,14 @@ type Config struct {
 	// and interfaces) in tests: an in-memory network, a lab's namespace.
 	// Nil means the system's (lan.go).
 	lan *lanNet
+}
+
+// ChannelPriority places a channel's reliable messages in a session's
+// send scheduler (Config.ChannelPriority). The zero value is the default:
+// level 0, weight 1.
+type ChannelPriority struct {
+	Level  int // lower sends first
+	Weight int // the channel's share within its level; 0 means 1
 }
 
 // Defaults applied by New.

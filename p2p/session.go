@@ -459,6 +459,19 @@ func (s *session) abandonHandshakeLocked() {
 	}
 }
 
+// channelPriorities is Config.ChannelPriority for a channels.Conn: nil
+// when it is unset.
+func (n *Node) channelPriorities() func(uint16) channels.Priority {
+	f := n.cfg.ChannelPriority
+	if f == nil {
+		return nil
+	}
+	return func(channel uint16) channels.Priority {
+		p := f(int(channel))
+		return channels.Priority{Level: p.Level, Weight: p.Weight}
+	}
+}
+
 // establishLocked starts the transport: keys, the channels.Conn, and what
 // was queued before it existed.
 func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock path.Socket, peerEpoch uint64, peerAccepted bool) error {
@@ -483,6 +496,7 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock p
 		ReleaseOnRead:     true,
 		ReceiveWindow:     window,
 		Deliver:           s.deliver,
+		ChannelPriority:   n.channelPriorities(),
 		Logger:            n.log,
 	})
 	if err != nil {
