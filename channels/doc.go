@@ -32,6 +32,16 @@
 // yet acknowledged, so a single lost datagram of a 60 Hz stream costs one
 // send interval rather than a round trip (Config.NoRedundancy turns it off). The send rate follows
 // CUBIC (RFC 9438) with RFC 9002's recovery rules, and packets are paced.
+//
+// What goes into each datagram: unreliable messages first, oldest first
+// (they are worth sending only within Config.UnreliableMaxWait), then
+// reliable data by channel Priority, as GameNetworkingSockets' lanes do:
+// levels in strict order, and the channels of one level by deficit round
+// robin in bytes, weighted, each channel's retransmissions before its new
+// data. With no priorities set every channel gets an equal share, so a
+// bulk transfer or a backlog of losses on one channel never holds up
+// another (Config.ChannelPriority, Conn.SetChannelPriority).
+//
 // Memory is bounded: the send queue (Config.SendQueueBytes; Send returns
 // ErrQueueFull past it to a channel holding its fair share, so one
 // channel's backlog never refuses another's sends; twice the bound at
