@@ -115,35 +115,40 @@ func TestPunchHold(t *testing.T) {
 }
 
 // TestPunchStall: with both NATs endpoint-independent and the peer's
-// public address unanswered for stallAfter, OnStall runs once and the
-// stalled pair goes quiet; AddSocket primes the peer's public address
-// from the fresh socket and holds its checks until the next
-// introduction.
+// public address unanswered for stallAfter, OnStall runs and the stalled
+// pair goes quiet; AddSocket primes the peer's public address from the
+// fresh socket and holds its checks until freshWait after the next
+// introduction (the peer's, through the primed NAT, go first). A heal
+// that stalls too is healed again, at most maxHeals times in all, spaced
+// by healAgain and doubling, and each stall quiets the fresh pairs of the
+// heal before it.
 func TestPunchStall(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sock, fresh := &ttlSock{}, &ttlSock{}
-		var stalls atomic.Int32
+		var mu sync.Mutex
+		var stalls []time.Time
+		var atStall []int // the fresh socket's datagrams to the peer when each stall came
 		self, peer := key32(), key32()
+		start := time.Now()
 		p := StartPunch(PunchConfig{Local: self, Peer: peer, Key: NewProbeKey([]byte("dh"), self, peer), Main: sock,
 			Candidates: []Candidate{publicCand}, LocalMapping: MappingEndpointIndependent, PeerMapping: MappingEndpointIndependent,
-			OnStall: func() { stalls.Add(1) }})
+			OnStall: func() {
+				mu.Lock()
+				stalls = append(stalls, time.Now())
+				atStall = append(atStall, len(fresh.to(publicCand.Addr)))
+				mu.Unlock()
+			}})
 		defer p.Stop()
+		count := func() int { mu.Lock(); defer mu.Unlock(); return len(stalls) }
 		time.Sleep(stallAfter)
-		if stalls.Load() != 0 {
+		if count() != 0 {
 			t.Fatal("stalled before stallAfter")
 		}
 		time.Sleep(2 * punchPace)
-		if stalls.Load() != 1 || !p.Stats().Stalled {
-			t.Fatalf("after stallAfter: %d stalls, Stalled %v; want 1, true", stalls.Load(), p.Stats().Stalled)
+		if count() != 1 || !p.Stats().Stalled {
+			t.Fatalf("after stallAfter: %d stalls, Stalled %v; want 1, true", count(), p.Stats().Stalled)
 		}
 		before := len(sock.to(publicCand.Addr))
-		time.Sleep(10 * time.Second)
-		if got := len(sock.to(publicCand.Addr)); got != before {
-			t.Errorf("the stalled pair got %d more checks in 10 s, want none (its stale entries must expire)", got-before)
-		}
-		if stalls.Load() != 1 {
-			t.Errorf("%d stalls, want 1", stalls.Load())
-		}
 
 		if !p.AddSocket(fresh) {
 			t.Fatal("AddSocket refused")
@@ -151,19 +156,48 @@ func TestPunchStall(t *testing.T) {
 		if got := fresh.to(publicCand.Addr); !slices.Equal(got, primeTTLs[:]) {
 			t.Errorf("fresh socket: %v, want the primers", got)
 		}
-		time.Sleep(time.Second)
+		time.Sleep(100 * time.Millisecond)
 		if got := fresh.to(publicCand.Addr); len(got) != len(primeTTLs) {
 			t.Errorf("fresh socket before the introduction: %v, want the primers only", got)
 		}
 		p.AddCandidates([]Candidate{publicCand, {Addr: netip.MustParseAddrPort("198.51.100.7:7000"), Kind: KindHost}})
-		time.Sleep(PrimeWait)
+		time.Sleep(PrimeWait + freshWait/2)
+		synctest.Wait()
+		if got := fresh.to(publicCand.Addr); len(got) != len(primeTTLs) {
+			t.Errorf("fresh socket just after the introduction: %v, want the primers only (the peer's check first)", got)
+		}
+		time.Sleep(freshWait/2 + punchPace)
 		synctest.Wait()
 		if got := fresh.to(publicCand.Addr); !slices.Equal(got, append(primeTTLs[:], 0)) {
-			t.Errorf("fresh socket after the introduction: %v, want a full check", got)
+			t.Errorf("fresh socket freshWait after the introduction: %v, want a full check", got)
 		}
-		if len(sock.to(publicCand.Addr)) != before {
-			t.Error("the introduction revived the stalled pair")
+		if count() != 1 {
+			t.Fatalf("%d stalls right after the heal, want 1", count())
 		}
+
+		time.Sleep(20 * time.Second)
+		if got := len(sock.to(publicCand.Addr)); got != before {
+			t.Errorf("the stalled pair got %d more checks, want none (its stale entries must expire)", got-before)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(stalls) != maxHeals {
+			t.Fatalf("%d stalls in 20 s with no path, want %d", len(stalls), maxHeals)
+		}
+		for i := 1; i < len(stalls); i++ {
+			if gap, min := stalls[i].Sub(stalls[i-1]), healAgain<<(i-1); gap < min || gap > min*3/2 {
+				t.Errorf("stall %d came %v after the one before, want %v to %v", i+1, gap, min, min*3/2)
+			}
+		}
+		if got := len(fresh.to(publicCand.Addr)); got != atStall[1] {
+			t.Errorf("the first heal's pair got %d more checks after the next stall, want it quiet", got-atStall[1])
+		}
+		t.Logf("stalls at %v", func() (d []time.Duration) {
+			for _, s := range stalls {
+				d = append(d, s.Sub(start))
+			}
+			return d
+		}())
 	})
 }
 

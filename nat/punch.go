@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"log/slog"
+	mathrand "math/rand/v2"
 	"net/netip"
 	"sync"
 	"time"
@@ -71,6 +72,22 @@ const (
 	// the 30 s (60 s on OpenWrt) a NAT keeps an unreplied UDP entry, so
 	// the stale entries expire instead of being refreshed.
 	staleQuiet = 65 * time.Second
+	// maxHeals bounds the stalls reported; healAgain spaces them (doubling,
+	// plus up to half of it at random). A heal is itself a race: if the
+	// peer's checks reach our NAT before the fresh port primed it (a busy
+	// machine, both sides healing at once), the fresh mapping clashes too,
+	// and only another fresh port gets past it. The random part keeps two
+	// sides that stalled together from healing in step again.
+	maxHeals  = 3
+	healAgain = time.Second
+	// freshWait holds a fresh socket's first checks past the introduction
+	// that tells the peer of its mapping. The socket primed our NAT when it
+	// opened, long before; the peer's NAT is primed toward it only once
+	// the peer has that introduction, which may be late (farther from the
+	// server, or a busy machine). A check of ours that reaches the peer's
+	// NAT first makes the clash again, so the peer's check, which gets
+	// through our primed NAT and is answered, goes first.
+	freshWait = 200 * time.Millisecond
 )
 
 // PunchConfig configures a Punch.
@@ -135,6 +152,7 @@ type PunchStats struct {
 	Checks  int  // connectivity checks sent, spray and birthday sockets included
 	Primers int  // low-TTL datagrams sent to prime this side's NAT
 	Stalled bool // OnStall was called
+	Heals   int  // how often
 	Sprayed int  // the easy side's probes to predicted and random ports
 	Sockets int  // extra sockets the hard side opened
 }
@@ -167,9 +185,10 @@ type Punch struct {
 	primers   int
 	lastSock  time.Time
 	// firstOut is when the first check to a public address of the peer's
-	// left; stalled: OnStall has been called.
-	firstOut time.Time
-	stalled  bool
+	// left.
+	firstOut  time.Time
+	heals     int       // OnStall calls
+	nextStall time.Time // when another stall may be reported (heals > 0)
 	// firstTimer sends the first checks PrimeWait after a priming.
 	firstTimer *time.Timer
 	// stopped: Stop has begun. No tick runs after it, and no birthday
@@ -187,6 +206,9 @@ type remote struct {
 	// waiting: primed, its first check not sent yet; held: and that waits
 	// for the next AddCandidates.
 	waiting, held bool
+	// answerFirst: a fresh socket's pair (AddSocket), whose first check
+	// waits freshWait after the release for the peer's own.
+	answerFirst bool
 	// triggered: the last check the peer's probe from there triggered.
 	triggered time.Time
 }
@@ -330,6 +352,10 @@ func (p *Punch) firstChecks() {
 			continue
 		}
 		r.waiting = false
+		if r.answerFirst {
+			r.next = now.Add(freshWait)
+			continue
+		}
 		r.next = now.Add(p.retryLocked(r, now))
 		out = append(out, p.probeLocked(r, r.cand.Addr, now))
 	}
@@ -361,6 +387,7 @@ func (p *Punch) AddSocket(sock Socket) bool {
 	var out []send
 	for _, c := range cands {
 		r := p.addRemoteLockedAlways(c, sock) // not due: checks wait for the release
+		r.answerFirst = true
 		if primers := p.primeLocked(r, true, now); primers != nil {
 			out = append(out, primers...)
 		} else {
@@ -385,19 +412,26 @@ func (p *Punch) publicLocked() []Candidate {
 	return out
 }
 
-// stallLocked reports, once, the stall OnStall describes, and quiets the
-// pairs that stalled.
+// stallLocked reports the stall OnStall describes, at most maxHeals times,
+// and quiets the pairs that stalled: every pair with a public address of
+// the peer's, a fresh socket's from an earlier heal too.
 func (p *Punch) stallLocked(now time.Time) bool {
 	peer := p.cfg.PeerMapping
-	if p.stalled || p.cfg.OnStall == nil || p.best != nil || p.firstOut.IsZero() || now.Sub(p.firstOut) < stallAfter ||
+	if p.heals >= maxHeals || p.cfg.OnStall == nil || p.best != nil || p.firstOut.IsZero() ||
 		p.cfg.LocalMapping != MappingEndpointIndependent ||
 		!(peer == MappingEndpointIndependent || (peer == MappingEndpointDependent && p.cfg.HealDependent)) {
 		return false
 	}
-	p.stalled = true
+	if (p.heals == 0 && now.Sub(p.firstOut) < stallAfter) || (p.heals > 0 && now.Before(p.nextStall)) {
+		return false
+	}
+	p.heals++
+	wait := healAgain << (p.heals - 1)
+	p.nextStall = now.Add(wait + mathrand.N(wait/2))
 	for _, r := range p.remotes {
-		if r.sock == nil && !r.spray && MayBeNATed(r.cand.Addr.Addr()) {
+		if !r.spray && MayBeNATed(r.cand.Addr.Addr()) {
 			r.next = now.Add(staleQuiet)
+			r.waiting, r.held = false, false
 		}
 	}
 	return true
@@ -490,7 +524,7 @@ func (p *Punch) KindOf(addr netip.AddrPort) Kind {
 func (p *Punch) Stats() PunchStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return PunchStats{Checks: p.checks, Primers: p.primers, Stalled: p.stalled, Sprayed: p.sprayed, Sockets: len(p.extra)}
+	return PunchStats{Checks: p.checks, Primers: p.primers, Stalled: p.heals > 0, Heals: p.heals, Sprayed: p.sprayed, Sockets: len(p.extra)}
 }
 
 // Keep marks a birthday socket as adopted by the owner: Stop leaves it

@@ -76,24 +76,37 @@ func TestLabClashHeal(t *testing.T) {
 }
 
 // TestLabPrimeDelayed: across NATs that accept inbound datagrams, with a
-// real round trip (20 ms), priming alone must connect: no stall to heal.
+// real round trip (20 ms), priming alone connects: no stall to heal.
 // The responder consents a round trip before the asker hears of the
 // introduction, so anything it sent toward the asker at full TTL then (a
 // check, its speculative handshake) would reach the asker's NAT first.
+// Priming races the peer's first check by PrimeWait (5 ms), which a busy
+// machine's scheduling can lose (two CPU hogs beside -race: one run in
+// six); the heal then connects, so every run must connect within a second
+// and at least one of the three on priming alone.
 func TestLabPrimeDelayed(t *testing.T) {
 	netlab.Require(t)
 	leakcheck.Check(t)
 	e := newLabEnv(t, "primed", 10*time.Millisecond)
 	sa, sb := e.sitePair(t, "primed", netlab.SiteConfig{NAT: netlab.NATPortRestricted, AcceptInbound: true})
+	primedOnly := 0
 	for run := range 3 {
 		a, closeA := e.node(t, sa.Hosts[0], Config{DisableRelay: true}, false)
 		b, closeB := e.node(t, sb.Hosts[0], Config{DisableRelay: true}, false)
 		e.waitRegistered(t, a, b)
 		d := connectPair(t, a, b, func() {}, func() {})
-		if h := a.Stats().Heals + b.Stats().Heals; h != 0 || d > time.Second {
-			t.Errorf("run %d: connected in %v after %d heals, want priming alone (no heal)", run, d, h)
+		h := a.Stats().Heals + b.Stats().Heals
+		t.Logf("run %d: connected in %v after %d heals", run, d, h)
+		if d > time.Second {
+			t.Errorf("run %d: connected in %v, want within 1 s", run, d)
+		}
+		if h == 0 {
+			primedOnly++
 		}
 		closeA()
 		closeB()
+	}
+	if primedOnly == 0 {
+		t.Error("no run connected on priming alone: every one needed a heal")
 	}
 }
