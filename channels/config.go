@@ -83,6 +83,10 @@ type Config struct {
 	// and at most SendQueueBytes.
 	ChannelQueueBytes int
 
+	// CongestionControl picks the congestion controller. The zero value is
+	// BBR.
+	CongestionControl CongestionControl
+
 	// ChannelPriority, if set, gives each channel its Priority when it is
 	// first used (Conn.SetChannelPriority changes it later); a weight out of
 	// range is clamped to [1, MaxWeight]. Nil gives every channel the
@@ -204,6 +208,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("channels: ReassemblyBytes %d below MaxUnreliableSize %d", cfg.ReassemblyBytes, cfg.MaxUnreliableSize)
 	case cfg.MaxAckDelay < 0 || cfg.UnreliableMaxWait < 0 || cfg.KeepaliveInterval < 0 || cfg.IdleTimeout < 0 || cfg.InitialRTT < 0:
 		return cfg, errors.New("channels: negative duration in Config")
+	case cfg.CongestionControl > CUBIC:
+		return cfg, fmt.Errorf("channels: unknown CongestionControl %d", cfg.CongestionControl)
 	case cfg.IdleTimeout <= cfg.KeepaliveInterval:
 		return cfg, fmt.Errorf("channels: IdleTimeout %v must exceed KeepaliveInterval %v", cfg.IdleTimeout, cfg.KeepaliveInterval)
 	}

@@ -81,7 +81,7 @@ type Conn struct {
 	ptoCount        int
 	probes          int // probe packets owed after a PTO
 	rtt             rttStats
-	cc              *cubic
+	cc              congestionController
 	pacer           pacer
 	sendChans       map[uint16]*sendChannel
 	levels          []*level      // the scheduler: by Priority.Level, lowest first
@@ -188,7 +188,7 @@ func New(link Link, cfg Config) (*Conn, error) {
 		wake:         make(chan struct{}, 1),
 		lastRecv:     now,
 		rtt:          newRTTStats(cfg.InitialRTT),
-		cc:           newCubic(cfg.MaxDatagramSize),
+		cc:           newController(cfg.CongestionControl, cfg.MaxDatagramSize),
 		pacer:        newPacer(cfg.MaxDatagramSize),
 		sendChans:    make(map[uint16]*sendChannel),
 		recvChans:    make(map[uint16]*recvChannel),

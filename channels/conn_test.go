@@ -357,7 +357,7 @@ func TestPeerNeverAcks(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 			c.Send(0, make([]byte, 10), Unsequenced) // keep offering unreliable data too
 			c.mu.Lock()
-			queued, inFlight, window, ptos := c.queuedBytes, c.inFlight, c.cc.window, int(c.stats.ptos)
+			queued, inFlight, window, ptos := c.queuedBytes, c.inFlight, c.cc.congestionWindow(), int(c.stats.ptos)
 			hist, retx := c.history.n, c.retxCount
 			c.mu.Unlock()
 			if queued > 2*queue { // past the bound, channels below their fair share still send

@@ -62,6 +62,16 @@ func newCubic(mss int) *cubic {
 	}
 }
 
+func (c *cubic) congestionWindow() int              { return c.window }
+func (c *cubic) onSent(time.Time, *sentPacket, int) {}
+func (c *cubic) onAppLimited(int)                   {}
+func (c *cubic) onSpurious(int)                     {}
+func (c *cubic) onLoss(int)                         {}
+func (c *cubic) onAckEvent(time.Time, int)          {}
+func (c *cubic) onPacketAcked(now time.Time, p *sentPacket, prior int, rtt *rttStats) {
+	c.onAck(now, p.sentAt, p.size, prior, rtt)
+}
+
 // initialWindow is RFC 9002 §7.2's initial window.
 func initialWindow(mss int) int { return min(10*mss, max(14720, 2*mss)) }
 

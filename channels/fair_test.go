@@ -104,23 +104,7 @@ func TestBulkDoesNotDelayOthers(t *testing.T) {
 		const bulkMsgs, small = 100, 40
 		bulk := make([]byte, 64<<10)
 		done := make(chan struct{})
-		go func() { // the bulk sender: as fast as the queue takes it
-			defer close(done)
-			for i := range bulkMsgs {
-				bulk[0] = byte(i)
-				for {
-					err := p.a.Send(1, bulk, Reliable)
-					if err == nil {
-						break
-					}
-					if !errors.Is(err, ErrQueueFull) {
-						t.Error(err)
-						return
-					}
-					p.a.WaitChannelQueue(context.Background(), 1)
-				}
-			}
-		}()
+		go sendBulk(t, p.a, 1, bulk, bulkMsgs, done)
 		sentAt := make([]time.Time, small)
 		for i := range small {
 			time.Sleep(100 * time.Millisecond)

@@ -97,8 +97,13 @@ type sentPacket struct {
 	eliciting bool
 	state     uint8
 	control   uint8
-	lostGap   uint32      // declared lost this many packets below the largest acked; 0: by time
-	frames    []sentFrame // reliable fragments carried, to resend on loss
+	lostGap   uint32 // declared lost this many packets below the largest acked; 0: by time
+	// What BBR's delivery rate estimate needs (bbr.onSent).
+	appLimited  bool
+	delivered   uint64
+	deliveredAt time.Time
+	firstSentAt time.Time
+	frames      []sentFrame // reliable fragments carried, to resend on loss
 }
 
 // sentFrame names one reliable fragment. gen guards against the message

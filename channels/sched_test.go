@@ -21,7 +21,9 @@ func drain(t *testing.T, c *Conn, msgs [][2]int) []sentFrameOf {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
-	c.cc.window = 1 << 30
+	cc := newCubic(c.cfg.MaxDatagramSize)
+	cc.window = 1 << 30
+	c.cc = cc
 	c.pacer.setRate(0)
 	c.peerMaxData = 1 << 40
 	for _, m := range msgs {

@@ -245,7 +245,7 @@ func (c *Conn) canSendData(now time.Time) bool {
 	if c.probes > 0 {
 		return true
 	}
-	return c.inFlight < c.cc.window && !c.pacer.nextSend(now).After(now)
+	return c.inFlight < c.cc.congestionWindow() && !c.pacer.nextSend(now).After(now)
 }
 
 // buildLocked builds the datagrams that may be sent now, up to maxBatch.
@@ -269,6 +269,9 @@ func (c *Conn) buildLocked(now time.Time) *batch {
 		wantCtl := c.pendingClose || c.pendingPing || c.pendingMaxData || c.probes > 0
 		wantAck := c.ackPending && (wantData || wantCtl || !now.Before(c.ackDeadline))
 		if !wantData && !wantCtl && !wantAck {
+			if canData && c.retxCount == 0 {
+				c.cc.onAppLimited(c.inFlight) // the window has room the sender cannot use
+			}
 			return b
 		}
 		if b == nil {
@@ -356,6 +359,7 @@ func (c *Conn) finishPacket(buf []byte, now time.Time, pn uint64, hasAck, elicit
 	sp.eliciting = eliciting
 	sp.control = control
 	if eliciting {
+		c.cc.onSent(now, sp, c.inFlight)
 		c.inFlight += size
 		c.lastEliciting = now
 		c.pacer.onSent(now, size)
@@ -524,6 +528,7 @@ func (c *Conn) onAckFrame(now time.Time, ranges []pnRange, ackDelay time.Duratio
 	}
 	c.ptoCount = 0
 	c.detectLostLocked(now)
+	c.cc.onAckEvent(now, c.inFlight)
 	c.trimLocked(now)
 	c.pacer.setRate(c.cc.pacingRate(c.rtt.smoothed))
 }
@@ -541,6 +546,7 @@ func (c *Conn) trimLocked(now time.Time) {
 func (c *Conn) onSpuriousLoss(p *sentPacket) {
 	p.state = pktAcked
 	c.stats.spurious++
+	c.cc.onSpurious(p.size)
 	c.ackFrames(p)
 	if p.lostGap > 0 {
 		c.pktThreshold = min(max(c.pktThreshold, uint64(p.lostGap)+1), maxPacketThreshold)
@@ -560,7 +566,7 @@ func (c *Conn) onPacketAcked(now time.Time, p *sentPacket, priorInFlight int) {
 	}
 	c.inFlight -= p.size
 	c.stats.pktsAcked++
-	c.cc.onAck(now, p.sentAt, p.size, priorInFlight, &c.rtt)
+	c.cc.onPacketAcked(now, p, priorInFlight, &c.rtt)
 	c.ackFrames(p)
 }
 
@@ -656,6 +662,7 @@ func (c *Conn) persistentDuration() time.Duration {
 func (c *Conn) onPacketLost(p *sentPacket) {
 	p.state = pktLost
 	c.inFlight -= p.size
+	c.cc.onLoss(p.size)
 	c.stats.pktsLost++
 	c.requeueFrames(p)
 	if p.control&ctlMaxData != 0 {
@@ -704,7 +711,7 @@ func (c *Conn) nextDeadlineLocked(now time.Time) time.Time {
 	if c.pendingPing || c.pendingMaxData || c.probes > 0 {
 		return now
 	}
-	if c.inFlight < c.cc.window && (c.retxCount > 0 || c.newDataWaiting()) {
+	if c.inFlight < c.cc.congestionWindow() && (c.retxCount > 0 || c.newDataWaiting()) {
 		t := c.pacer.nextSend(now)
 		if c.retxCount == 0 && !c.dataReady(now) {
 			t = maxTime(t, c.nagleDeadline)

@@ -18,6 +18,11 @@ type simConfig struct {
 	delay   time.Duration // one-way delay
 	jitter  time.Duration // uniform extra delay up to this, per datagram
 	readers int           // goroutines calling HandleDatagram, as several sockets would; 0 means 1
+	// A bottleneck: datagrams leave at rate bytes per second (0: no
+	// limit) through a queue of queue bytes (0: 64 KiB), tail dropped
+	// past it; loss, jitter and delay apply after it.
+	rate  float64
+	queue int
 }
 
 // simNet joins two Conns. Each datagram's fate (loss, duplication, extra
@@ -44,6 +49,8 @@ type simDir struct {
 	drop   func(b []byte) bool // extra drop rule, under mu
 	sent   int
 	lost   int
+	drops  int       // tail drops at the bottleneck (counted in lost too)
+	busy   time.Time // when the bottleneck has sent what it holds
 	dups   int
 	deliv  int
 	seqNum uint64
@@ -147,11 +154,17 @@ func (d *simDir) SendDatagrams(dgrams [][]byte) error {
 	for _, b := range dgrams {
 		d.sent++
 		uLoss, uDup, uReorder, uJitter := d.fate(b)
+		left, ok := d.bottleneck(now, len(b))
+		if !ok {
+			d.lost++
+			d.drops++
+			continue
+		}
 		if uLoss < d.cfg.loss || (d.drop != nil && d.drop(b)) {
 			d.lost++
 			continue
 		}
-		delay := d.cfg.delay + time.Duration(uJitter*float64(d.cfg.jitter))
+		delay := left.Sub(now) + d.cfg.delay + time.Duration(uJitter*float64(d.cfg.jitter))
 		if uReorder < d.cfg.reorder {
 			delay += time.Duration(uReorder / d.cfg.reorder * 3 * float64(d.cfg.delay+time.Millisecond))
 		}
@@ -171,6 +184,27 @@ func (d *simDir) SendDatagrams(dgrams [][]byte) error {
 		}
 	}
 	return nil
+}
+
+// bottleneck queues n bytes at now and says when they leave, or false
+// when the queue is full (under mu).
+func (d *simDir) bottleneck(now time.Time, n int) (time.Time, bool) {
+	if d.cfg.rate <= 0 {
+		return now, true
+	}
+	limit := d.cfg.queue
+	if limit == 0 {
+		limit = 64 << 10
+	}
+	start := now
+	if d.busy.After(now) {
+		start = d.busy
+	}
+	if queued := start.Sub(now).Seconds() * d.cfg.rate; int(queued)+n > limit {
+		return time.Time{}, false
+	}
+	d.busy = start.Add(time.Duration(float64(n) / d.cfg.rate * 1e9))
+	return d.busy, true
 }
 
 func (d *simDir) run() {

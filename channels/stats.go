@@ -137,7 +137,7 @@ func (c *Conn) Stats() Stats {
 		MessagesReceived:         s.msgsRecv,
 		QueuedBytes:              c.queuedBytes,
 		QueuedMessages:           c.queuedMsgs,
-		CongestionWindow:         c.cc.window,
+		CongestionWindow:         c.cc.congestionWindow(),
 		BytesInFlight:            c.inFlight,
 		PacingRate:               c.pacer.rate,
 		ReassemblyBytes:          c.partialBytes,

@@ -100,3 +100,18 @@ func priorityOrder(t *testing.T, prio bool) []int {
 	wg.Wait()
 	return order
 }
+
+// TestCongestionControlConfig: New refuses an unknown controller and
+// takes both known ones.
+func TestCongestionControlConfig(t *testing.T) {
+	if _, err := New(Config{CongestionControl: channels.CUBIC + 1}); err == nil {
+		t.Fatal("an unknown CongestionControl was accepted")
+	}
+	for _, cc := range []channels.CongestionControl{channels.BBR, channels.CUBIC} {
+		n, err := New(Config{CongestionControl: cc, ListenAddr: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Close()
+	}
+}

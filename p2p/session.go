@@ -497,6 +497,7 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock p
 		ReceiveWindow:     window,
 		Deliver:           s.deliver,
 		ChannelPriority:   n.channelPriorities(),
+		CongestionControl: n.cfg.CongestionControl,
 		Logger:            n.log,
 	})
 	if err != nil {
