@@ -204,7 +204,8 @@ func (b *bbr) onPersistentCongestion(time.Time) {
 }
 
 // onAckEvent updates the model once the packets an ACK frame acknowledged
-// have gone through onAck, with inFlight what is in flight after them.
+// have gone through onPacketAcked, with inFlight what is in flight after
+// them (and after the losses the frame revealed).
 func (b *bbr) onAckEvent(now time.Time, inFlight int) {
 	acked := b.ackedInEvent
 	b.ackedInEvent = 0
@@ -239,9 +240,9 @@ func (b *bbr) onAckEvent(now time.Time, inFlight int) {
 	b.setCwnd(acked)
 }
 
-// Loss compensation: at most half the packets are taken for random loss,
-// and a round counts as queue-free while its smallest RTT sample is within
-// a quarter (and 2 ms) of the min RTT.
+// Loss compensation: the random-loss rate is counted up to half the
+// packets, and a round counts as queue-free while its smallest RTT sample
+// is within a quarter (and 2 ms) of the min RTT.
 const (
 	bbrMaxLossComp   = 0.5
 	bbrQueueFreeFrac = 0.25
