@@ -84,6 +84,12 @@ func priorityOrder(t *testing.T, prio bool) []int {
 			}
 		})
 	}
+	// The first message acknowledged, so its channel holds no share of the
+	// queue (with three busy channels the fourth 512 KiB would not fit).
+	waitFor(t, 10*time.Second, "the first message acknowledged", func() bool {
+		st, _ := a.GetP2PSessionState(b.PeerID())
+		return st.BytesQueuedForSend == 0
+	})
 	// Queued in one go, so the order on the wire is the scheduler's alone
 	// (SendP2PPacket writes what it can before it returns).
 	s := a.lookupSession(b.PeerID())
