@@ -51,7 +51,6 @@ type bbr struct {
 	mss  int
 	cwnd int
 	mode bbrMode
-	rng  *rand.Rand
 
 	pacingGain, cwndGain float64
 	pacing               float64 // bytes per second; 0 until the first estimate
@@ -109,7 +108,7 @@ type rateSample struct {
 }
 
 func newBBR(mss int) *bbr {
-	b := &bbr{mss: mss, cwnd: initialWindow(mss), rng: rand.New(rand.NewPCG(rand.Uint64(), 0))}
+	b := &bbr{mss: mss, cwnd: initialWindow(mss)}
 	b.enterStartup()
 	return b
 }
@@ -118,7 +117,6 @@ func (b *bbr) congestionWindow() int { return b.cwnd }
 func (b *bbr) minWindow() int        { return bbrMinCwndPkts * b.mss }
 func (b *bbr) maxWindow() int        { return maxCongestionWindowPackets * b.mss }
 func (b *bbr) undoReduction()        {}
-func (b *bbr) inSlowStart() bool     { return b.mode == bbrStartup }
 
 func (b *bbr) enterStartup() {
 	b.mode, b.pacingGain, b.cwndGain = bbrStartup, bbrHighGain, bbrHighGain
@@ -128,7 +126,7 @@ func (b *bbr) enterProbeBW(now time.Time) {
 	b.mode, b.pacingGain, b.cwndGain = bbrProbeBW, 1, bbrCwndGain
 	// Start in a cruising phase at random, so flows sharing a bottleneck
 	// do not probe in step.
-	b.cycleIdx = 2 + b.rng.IntN(len(bbrCycle)-2)
+	b.cycleIdx = 2 + rand.IntN(len(bbrCycle)-2)
 	b.cycleAt = now
 	b.pacingGain = bbrCycle[b.cycleIdx]
 }

@@ -23,7 +23,6 @@ type congestionController interface {
 	congestionWindow() int
 	// pacingRate is the rate to pace at, in bytes per second.
 	pacingRate(srtt time.Duration) float64
-	inSlowStart() bool
 	// onSent is told of an ack-eliciting packet p as it goes out, with
 	// inFlight what was in flight before it.
 	onSent(now time.Time, p *sentPacket, inFlight int)

@@ -59,12 +59,14 @@ func (c *Conn) SetChannelPriority(channel uint16, p Priority) error {
 		return c.closeErr
 	}
 	sc := c.sendChannelLocked(channel)
-	if sc.scheduled {
-		c.unscheduleLocked(sc)
-		sc.prio = p
-		c.scheduleLocked(sc)
+	was := sc.scheduled
+	if was {
+		c.unscheduleLocked(sc) // out of its old level
 	}
 	sc.prio = p
+	if was {
+		c.scheduleLocked(sc)
+	}
 	return nil
 }
 

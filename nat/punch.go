@@ -152,7 +152,7 @@ type PunchStats struct {
 	Checks  int  // connectivity checks sent, spray and birthday sockets included
 	Primers int  // low-TTL datagrams sent to prime this side's NAT
 	Stalled bool // OnStall was called
-	Heals   int  // how often
+	Heals   int  // OnStall calls (at most maxHeals)
 	Sprayed int  // the easy side's probes to predicted and random ports
 	Sockets int  // extra sockets the hard side opened
 }

@@ -177,9 +177,10 @@ type Config struct {
 	NagleDelay time.Duration
 
 	// CongestionControl picks every session's congestion controller: the
-	// zero value, channels.BBR, keeps most of a lossy path's rate (a fifth
-	// of the packets lost at random costs about a fifth of the rate);
-	// channels.CUBIC backs off on every loss, as TCP does.
+	// zero value, channels.BBR, keeps most of a lossy path's rate (with a
+	// fifth of the packets lost at random, two thirds of a bottleneck's
+	// rate in simulation); channels.CUBIC backs off on every loss, as TCP
+	// does, and keeps a few percent of it there.
 	CongestionControl channels.CongestionControl
 
 	// ChannelPriority, if set, gives each channel's reliable messages
@@ -189,8 +190,8 @@ type Config struct {
 	// at most channels.MaxWeight; a weight out of range is clamped). Nil
 	// gives every channel an equal share, so a bulk transfer on one channel
 	// never holds up another. It is called once per channel a session
-	// sends on, from the sending goroutine with the session's send lock
-	// held, so it must return at once and not call the Node. Unreliable
+	// sends on, from the sending goroutine with the session's Conn
+	// locked, so it must return at once and not call the Node. Unreliable
 	// messages go first whatever their channel: they are worth sending
 	// only while fresh.
 	ChannelPriority func(channel int) ChannelPriority

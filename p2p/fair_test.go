@@ -104,13 +104,14 @@ func TestBulkBesideGameTraffic(t *testing.T) {
 		}
 	}()
 	tick := time.NewTicker(50 * time.Millisecond)
+game:
 	for i := 0; ; i++ {
 		select {
 		case <-tick.C:
 		case <-finished:
-		}
-		if isClosed(finished) || ctx.Err() != nil {
-			break
+			break game
+		case <-ctx.Done():
+			break game
 		}
 		mu.Lock()
 		sentAt = append(sentAt, time.Now())
@@ -148,14 +149,5 @@ func TestBulkBesideGameTraffic(t *testing.T) {
 	<-recvDone
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Fatal("timed out")
-	}
-}
-
-func isClosed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
 	}
 }
