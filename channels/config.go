@@ -155,6 +155,11 @@ type Config struct {
 	// Logger receives debug logs. Nil means silent. Its handler may be
 	// called with the Conn's locks held, so it must not call the Conn.
 	Logger *slog.Logger
+
+	// Timers runs the Conn's timer work together with other Conns' on one
+	// goroutine (see Timers). Nil means the Conn runs a goroutine of its
+	// own. The Timers must outlive the Conn.
+	Timers *Timers
 }
 
 // withDefaults returns cfg with zero fields replaced by defaults, or an

@@ -49,14 +49,18 @@ type Link interface {
 // Deliver never holds up another reader's acknowledgements.
 type Conn struct {
 	// Immutable after New.
-	cfg      Config
-	link     Link
-	fragSize int // payload bytes of every fragment but the last
-	maxUnrel int // largest unreliable message
-	bufSize  int // Headroom + MaxDatagramSize + Tailroom
-	done     chan struct{}
-	runDone  chan struct{}
-	wake     chan struct{} // capacity 1: the deadline moved earlier
+	cfg       Config
+	link      Link
+	fragSize  int // payload bytes of every fragment but the last
+	maxUnrel  int // largest unreliable message
+	bufSize   int // Headroom + MaxDatagramSize + Tailroom
+	done      chan struct{}
+	timers    *Timers // runs the Conn's timer work
+	ownTimers bool    // timers is the Conn's own, ending with it
+
+	// Guarded by timers.mu.
+	timerAt time.Time // when timers runs the Conn's timer work next
+	heapIdx int       // index in timers' heap; -1 when not in it
 
 	writeMu sync.Mutex // serializes Link writes; taken with mu held, kept after
 
@@ -64,7 +68,7 @@ type Conn struct {
 
 	closed   bool
 	closeErr error     // set once, before done is closed
-	armed    time.Time // deadline the run goroutine sleeps until
+	armed    time.Time // deadline timers runs the Conn's timer work at, or earlier
 
 	// Sender.
 	nextPN          uint64
@@ -164,8 +168,9 @@ type recvChannel struct {
 	nextSeqd uint64            // sequenced messages below this are stale
 }
 
-// New returns a Conn sending through link. It starts the Conn's timer
-// goroutine, which Close (or the Conn ending on its own) stops.
+// New returns a Conn sending through link. Its timer work runs on
+// Config.Timers or, when that is nil, on a goroutine of its own, which
+// Close (or the Conn ending on its own) stops.
 func New(link Link, cfg Config) (*Conn, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -184,8 +189,8 @@ func New(link Link, cfg Config) (*Conn, error) {
 		maxUnrel:     maxUnrel,
 		bufSize:      cfg.Headroom + cfg.MaxDatagramSize + cfg.Tailroom,
 		done:         make(chan struct{}),
-		runDone:      make(chan struct{}),
-		wake:         make(chan struct{}, 1),
+		timers:       cfg.Timers,
+		heapIdx:      -1,
 		lastRecv:     now,
 		rtt:          newRTTStats(cfg.InitialRTT),
 		cc:           newController(cfg.CongestionControl, cfg.MaxDatagramSize),
@@ -199,7 +204,13 @@ func New(link Link, cfg Config) (*Conn, error) {
 	c.sentMaxData = uint64(cfg.ReceiveWindow)
 	c.lastEliciting = now
 	c.stats.init(now)
-	go c.run()
+	if c.timers == nil {
+		c.timers, c.ownTimers = NewTimers(), true
+	}
+	c.mu.Lock()
+	c.armed = c.nextDeadlineLocked(now)
+	c.timers.reset(c, c.armed)
+	c.mu.Unlock()
 	return c, nil
 }
 
@@ -278,21 +289,24 @@ func (c *Conn) ProbeNow() {
 }
 
 // Close tells the peer (best effort, one datagram) and ends the Conn: queued
-// data is dropped and the timer goroutine stops before Close returns. It is
-// idempotent.
+// data is dropped, and no timer work runs for it once Close returns (its
+// own timer goroutine, if it has one, has stopped). It is idempotent. It
+// must not be called from the Link's SendDatagrams.
 func (c *Conn) Close() error {
 	c.mu.Lock()
-	if c.closed {
+	if !c.closed {
+		now := time.Now()
+		c.pendingClose = true
+		b := c.buildLocked(now)
+		c.closeLocked(ErrClosed)
+		c.writeUnlock(b)
+	} else {
 		c.mu.Unlock()
-		<-c.runDone
-		return nil
 	}
-	now := time.Now()
-	c.pendingClose = true
-	b := c.buildLocked(now)
-	c.closeLocked(ErrClosed)
-	c.writeUnlock(b)
-	<-c.runDone
+	c.timers.forget(c)
+	if c.ownTimers {
+		c.timers.Close()
+	}
 	return nil
 }
 
@@ -354,6 +368,7 @@ func (c *Conn) SetReceiveWindow(n int) {
 // closed Conn holds no memory for traffic it no longer has.
 func (c *Conn) dropRecycledLocked() {
 	c.freeMsgs, c.msgSlab, c.dataSlab = nil, nil, nil
+	c.history.shrink()
 }
 
 // WaitSendQueue blocks until the send queue is at most half full, the Conn
@@ -415,46 +430,12 @@ func (c *Conn) signalQueueLocked() {
 	}
 }
 
-// run is the timer goroutine: it sleeps until the earliest deadline (ack,
-// Nagle, loss, probe, pacing, keepalive, idle) and handles what is due.
-func (c *Conn) run() {
-	defer close(c.runDone)
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
-	for {
-		c.mu.Lock()
-		if c.closed {
-			c.mu.Unlock()
-			return
-		}
-		now := time.Now()
-		deadline := c.nextDeadlineLocked(now)
-		if !deadline.After(now) {
-			b := c.onTimerLocked(now)
-			c.writeUnlock(b)
-			continue
-		}
-		c.armed = deadline
-		c.mu.Unlock()
-		t.Reset(deadline.Sub(now))
-		select {
-		case <-t.C:
-		case <-c.wake:
-		case <-c.done:
-			return
-		}
-	}
-}
-
-// armLocked wakes the timer goroutine when the next deadline is earlier
-// than the one it sleeps until.
+// armLocked asks the Timers for the Conn's timer work sooner when its
+// next deadline is earlier than the one asked for.
 func (c *Conn) armLocked(now time.Time) {
 	if d := c.nextDeadlineLocked(now); d.Before(c.armed) {
 		c.armed = d
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+		c.timers.earlier(c, d)
 	}
 }
 

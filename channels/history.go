@@ -153,8 +153,18 @@ func (s *sentHistory) push(pn uint64) *sentPacket {
 	return p
 }
 
+// minHistory is the smallest ring: what an idle Conn's keepalive needs.
+const minHistory = 4
+
+// shrink lets go of a ring grown for traffic that has ended.
+func (s *sentHistory) shrink() {
+	if s.n == 0 && len(s.ring) > minHistory {
+		s.ring, s.head = nil, 0
+	}
+}
+
 func (s *sentHistory) grow() {
-	ring := make([]sentPacket, max(16, 2*len(s.ring)))
+	ring := make([]sentPacket, max(minHistory, 2*len(s.ring)))
 	for i := 0; i < s.n; i++ {
 		ring[i] = *s.slot(i)
 	}

@@ -256,12 +256,9 @@ func (c *Conn) buildLocked(now time.Time) *batch {
 	var b *batch
 	for {
 		if b != nil && len(b.dgrams) == maxBatch {
-			// More may be sendable: let the timer goroutine go on.
-			c.armed = time.Time{}
-			select {
-			case c.wake <- struct{}{}:
-			default:
-			}
+			// More may be sendable: the timer work goes on.
+			c.armed = now
+			c.timers.earlier(c, now)
 			return b
 		}
 		canData := c.canSendData(now)

@@ -38,12 +38,17 @@ type Node struct {
 	ownPC   bool
 	main    *udpSocket
 	paths   *path.Table[*session] // every session's route: one owner goroutine
-	log     *slog.Logger
-	events  *eventQueue
-	recvq   *recvQueues
-	hsQueue chan inboundInit
-	done    chan struct{}
-	wg      sync.WaitGroup
+	timers  *channels.Timers      // every session's channel timers: one goroutine
+
+	// The maintenance goroutine's own.
+	maintRound uint64
+	maintBatch []*session
+	log        *slog.Logger
+	events     *eventQueue
+	recvq      *recvQueues
+	hsQueue    chan inboundInit
+	done       chan struct{}
+	wg         sync.WaitGroup
 
 	prefixes []netip.Prefix // the interfaces' subnets when the node started
 
@@ -85,6 +90,7 @@ const (
 	handshakeQueueLen = 512
 	underLoadLen      = handshakeQueueLen / 8
 	maintenancePeriod = 50 * time.Millisecond
+	establishedTick   = 200 * time.Millisecond // see Node.maintain
 	readBatch         = 32
 	extraReadBatch    = 4
 	socketBuffer      = 4 << 20
@@ -133,6 +139,7 @@ func New(cfg Config) (*Node, error) {
 	n.paths = path.NewTable[*session](pathReporter{n}, n.prefixes)
 	if cfg.Rendezvous != "" {
 		if n.trav, err = newTraversal(n); err != nil {
+			n.main.q.Close()
 			if n.ownPC {
 				n.pc.Close()
 			}
@@ -143,6 +150,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.LANDiscovery {
 		n.lan = newLANDiscovery(n) // never fails the node: see Config.LANDiscovery
 	}
+	n.timers = channels.NewTimers()
 	n.wg.Add(3)
 	go n.readLoop(n.main)
 	go n.handshakeLoop()
@@ -196,13 +204,15 @@ func (n *Node) Close() error {
 	if n.lan != nil {
 		n.lan.close() // its readers end; its sender saw done
 	}
+	n.main.q.Close() // what the sessions' closes queued leaves first
 	if n.ownPC {
 		n.pc.Close()
 	} else {
 		n.pc.SetReadDeadline(time.Now()) // wakes the reader without closing the caller's socket
 	}
 	n.wg.Wait()
-	n.paths.Close() // after the readers and the traversal: nothing posts now
+	n.paths.Close()  // after the readers and the traversal: nothing posts now
+	n.timers.Close() // every session's Conn is closed
 	n.recvq.close()
 	n.events.close()
 	return nil
@@ -577,12 +587,22 @@ func (n *Node) maintenanceLoop() {
 }
 
 // maintain runs every session's timers, including closed ones that only
-// the index table still knows (tombstones).
+// the index table still knows (tombstones). Established sessions, which
+// are most of a busy node's and whose checks count in hundreds of
+// milliseconds, are looked at every establishedTick rather than every
+// round, so a thousand idle sessions cost a node little.
 func (n *Node) maintain(now time.Time) {
-	seen := make(map[*session]struct{})
+	n.maintRound++
+	batch := n.maintBatch[:0]
+	add := func(s *session) {
+		if s.maintRound != n.maintRound { // in both tables: once
+			s.maintRound = n.maintRound
+			batch = append(batch, s)
+		}
+	}
 	n.mu.Lock()
 	for _, s := range n.sessions {
-		seen[s] = struct{}{}
+		add(s)
 	}
 	if n.adm.pending.Load() > 0 {
 		// Pending sessions end (accepted, forgotten): the reader's view
@@ -592,10 +612,13 @@ func (n *Node) maintain(now time.Time) {
 	n.mu.Unlock()
 	n.tabMu.RLock()
 	for _, s := range n.byIndex {
-		seen[s] = struct{}{}
+		add(s)
 	}
 	n.tabMu.RUnlock()
-	for s := range seen {
+	for _, s := range batch {
+		if due := s.tickDue.Load(); due != 0 && now.UnixNano() < due {
+			continue
+		}
 		if s.tick(now) {
 			n.mu.Lock()
 			gone := n.sessions[s.peer] == s && s.expired(now) // not restarted meanwhile
@@ -608,6 +631,8 @@ func (n *Node) maintain(now time.Time) {
 			}
 		}
 	}
+	clear(batch)
+	n.maintBatch = batch[:0]
 }
 
 // allocIndex picks a free random index for s.

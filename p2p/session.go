@@ -76,6 +76,12 @@ type session struct {
 	node *Node
 	peer PeerID
 
+	// tickDue is when maintenance next looks at the session, in unix
+	// nanoseconds; 0 means every round. maintRound is the maintenance
+	// goroutine's own mark.
+	tickDue    atomic.Int64
+	maintRound uint64
+
 	// paths is the peer's path state: its route is where the session
 	// sends once established (the path layer's owner goroutine chooses
 	// it). hsRoute is where this attempt's handshake goes, and the
@@ -499,6 +505,7 @@ func (s *session) establishLocked(kp *secure.Keypair, src netip.AddrPort, sock p
 		ChannelPriority:   n.channelPriorities(),
 		CongestionControl: n.cfg.CongestionControl,
 		Logger:            n.log,
+		Timers:            n.timers,
 	})
 	if err != nil {
 		return err
@@ -776,6 +783,9 @@ func (s *session) tick(now time.Time) (forget bool) {
 		s.reaskLocked(now)
 	case stEstablished:
 		s.tickEstablishedLocked(now, timeout)
+		if s.state == stEstablished {
+			s.tickDue.Store(now.Add(establishedTick).UnixNano())
+		}
 	case stFailed:
 		return now.Sub(s.ended) >= failedRecordTTL
 	case stClosed:

@@ -26,6 +26,7 @@ type udpSocket struct {
 	node   *Node
 	pc     net.PacketConn
 	conn   *udpbatch.Conn
+	q      *udpbatch.Queue // the main socket's writer; extra sockets write directly
 	main   bool
 	closed atomic.Bool
 }
@@ -34,6 +35,7 @@ func (n *Node) newSocket(pc net.PacketConn, main bool) *udpSocket {
 	s := &udpSocket{node: n, pc: pc, conn: udpbatch.New(pc), main: main}
 	if main {
 		s.grow()
+		s.q = udpbatch.NewQueue(s.conn, 0, func(error) { n.stats.writeErrors.Add(1) })
 	}
 	return s
 }
@@ -71,7 +73,12 @@ func (s *udpSocket) WriteToTTL(b []byte, to netip.AddrPort, ttl int) error {
 }
 
 // WriteBatch sends datagrams in one system call where the platform can.
+// The main socket queues them for its writer, which sends what every
+// session wrote in the meantime together; its errors are counted there.
 func (s *udpSocket) WriteBatch(msgs []udpbatch.Message) error {
+	if s.q != nil {
+		return s.q.Write(msgs)
+	}
 	_, err := s.conn.WriteBatch(msgs)
 	if err != nil {
 		s.node.stats.writeErrors.Add(1)

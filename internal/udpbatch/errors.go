@@ -20,3 +20,6 @@ var (
 	// platform or socket.
 	ErrTTLUnsupported = errors.New("udpbatch: per-datagram TTL not supported")
 )
+
+// ErrQueueClosed is returned by a Queue's Write after its Close.
+var ErrQueueClosed = errors.New("udpbatch: queue closed")
