@@ -33,7 +33,7 @@ type Link interface {
 // Concurrency: every method is safe for concurrent use. The protocol state
 // is guarded by mu and is only touched with it held: by Send and Flush on the
 // caller's goroutine, by HandleDatagram on the reader's goroutine, and by the
-// Conn's own timer goroutine (run) for everything driven by time. Work is
+// goroutine of its Timers (fire) for everything driven by time. Work is
 // done inline on the calling goroutine rather than handed to a goroutine per
 // packet. Datagrams built under mu are written after mu is released, under
 // writeMu, which is taken before mu is released so writes leave in packet

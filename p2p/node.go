@@ -26,8 +26,9 @@ import (
 // Goroutines: a reader (the socket's packets: handshakes are checked there
 // and passed on; data packets are decrypted and handed to their session's
 // channels.Conn inline), a handshake worker (the expensive half of incoming
-// handshakes), a maintenance goroutine (session timers), and each session's
-// channels.Conn timer goroutine. Close stops them all.
+// handshakes), a maintenance goroutine (session timers), one
+// channels.Timers goroutine for every session's channel timers, and the
+// main socket's writer (udpbatch.Queue). Close stops them all.
 type Node struct {
 	// Immutable after New.
 	cfg     Config
